@@ -1,0 +1,430 @@
+// Package admin holds the rules for changing a keyring: who may add or remove
+// an admin, the last-admin guard, password policy, and the client lifecycle.
+// Every change is authenticated by an existing admin's password, verified
+// against the registry, and written in one keyring transaction.
+//
+// Use Init to make a keyring, then New(kr, opts) for a Manager over an open
+// keyring; sealbox-admin's offline mode and sealboxd both go through it.
+//
+// Errors: ErrWrongPassword (wrong password or unknown actor, same work, same
+// error), ErrLastAdmin, ErrWeakPassword, and keyring's ErrNoSlot,
+// ErrSlotExists, ErrNoClient, ErrClientExists; test with errors.Is.
+package admin
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+// Errors callers test with errors.Is.
+var (
+	ErrWrongPassword   = unseal.ErrWrongPassword
+	ErrLastAdmin       = errors.New("refusing to remove the last admin: add another admin first")
+	ErrChanged         = errors.New("keyring changed while the password was being checked; try again")
+	ErrClientState     = errors.New("client is not in a state that allows this")
+	ErrNothingToRepair = errors.New("every record authenticates; nothing to repair")
+)
+
+// Options are shared by Init and Manager.
+type Options struct {
+	// KDFTarget is the time Init calibrates new slots to. Zero means 1s.
+	KDFTarget time.Duration
+	// KDFMaxMemoryKiB caps calibrated memory. Zero means 1 GiB.
+	KDFMaxMemoryKiB uint32
+	// Policy, when set, is used instead of calibrating (tests, and init
+	// --kdf-params for reproducible setups). It must not be below the floor.
+	Policy *keyring.Params
+	// Memory says whether unlocked memory is acceptable for keys and secrets.
+	Memory memlock.Options
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Progress, if set, is told before each Argon2id derivation.
+	Progress func(what string, p keyring.Params)
+}
+
+func (o *Options) now() int64 {
+	if o.Now != nil {
+		return o.Now().Unix()
+	}
+	return time.Now().Unix()
+}
+
+func (o *Options) progress(what string, p keyring.Params) {
+	if o.Progress != nil {
+		o.Progress(what, p)
+	}
+}
+
+// Init creates a keyring at path with one admin and the given master secret.
+// The caller keeps ownership of password and secret and wipes them.
+func Init(path, name string, password, secret []byte, opts Options) error {
+	if err := keyring.ValidName(name); err != nil {
+		return fmt.Errorf("admin name: %w", err)
+	}
+	if err := CheckNewPassword(name, password); err != nil {
+		return err
+	}
+	if len(secret) < 1 || len(secret) > keyring.MaxSecretSize {
+		return fmt.Errorf("master secret must be 1 to %d bytes, got %d", keyring.MaxSecretSize, len(secret))
+	}
+	var policy keyring.Params
+	if opts.Policy != nil {
+		policy = *opts.Policy
+	} else {
+		target, maxMem := opts.KDFTarget, opts.KDFMaxMemoryKiB
+		if target == 0 {
+			target = time.Second
+		}
+		if maxMem == 0 {
+			maxMem = 1 << 20
+		}
+		opts.progress("calibrating Argon2id to about "+target.String()+" per unlock, from", unseal.Floor())
+		policy = unseal.Calibrate(target, maxMem)
+	}
+	if err := unseal.CheckNewParams(policy); err != nil {
+		return err
+	}
+	var id [keyring.IDSize]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return err
+	}
+	key, err := unseal.NewKey(id, opts.Memory)
+	if err != nil {
+		return err
+	}
+	defer key.Destroy()
+	now := opts.now()
+	sec, err := key.EncryptSecret(secret, 1)
+	if err != nil {
+		return err
+	}
+	opts.progress("deriving key for "+name, policy)
+	slot, err := key.SealSlot(name, keyring.KindAdmin, password, policy, now)
+	if err != nil {
+		return err
+	}
+	in := &keyring.Initial{
+		Header:   keyring.Header{ID: id, Commitment: key.Commitment(), Policy: policy, Created: now},
+		Secret:   *sec,
+		Slot:     *slot,
+		Registry: key.InitialRegistry(slot),
+	}
+	kr, err := keyring.Create(path, in)
+	if err != nil {
+		return err
+	}
+	return kr.Close()
+}
+
+// Manager applies the rules to an open keyring. It is safe for concurrent use
+// (bbolt serializes writers; each change re-checks what it authenticated).
+type Manager struct {
+	kr   *keyring.Keyring
+	opts Options
+}
+
+// New returns a Manager over kr. The caller keeps ownership of kr.
+func New(kr *keyring.Keyring, opts Options) *Manager {
+	return &Manager{kr: kr, opts: opts}
+}
+
+// Keyring returns the underlying keyring.
+func (m *Manager) Keyring() *keyring.Keyring { return m.kr }
+
+// session is an authenticated admin: the key their slot unwrapped and the
+// slot as it was when they authenticated.
+type session struct {
+	key    *unseal.Key
+	header *keyring.Header
+	slot   *keyring.Slot
+}
+
+func (s *session) close() { s.key.Destroy() }
+
+// authenticate opens actor's slot with password. Unknown actors cost the same
+// Argon2id work and return the same error as a wrong password. The derivation
+// runs outside any write transaction.
+func (m *Manager) authenticate(actor string, password []byte) (*session, error) {
+	var h *keyring.Header
+	var slot *keyring.Slot
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		var err error
+		if h, err = tx.Header(); err != nil {
+			return err
+		}
+		slot, err = tx.Slot(actor)
+		if errors.Is(err, keyring.ErrNoSlot) {
+			slot = nil
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if slot == nil || slot.Kind != keyring.KindAdmin {
+		m.opts.progress("deriving key for "+actor, h.Policy)
+		return nil, unseal.Decoy(h, password)
+	}
+	m.opts.progress("deriving key for "+actor, slot.Params)
+	key, err := unseal.OpenSlot(h, slot, password, m.opts.Memory)
+	if err != nil {
+		return nil, err
+	}
+	return &session{key: key, header: h, slot: slot}, nil
+}
+
+// change runs fn in one write transaction after checking that the actor's
+// slot is still the one that authenticated and that the registry verifies,
+// then rewrites the registry manifest. Nothing is written if any step fails.
+func (m *Manager) change(s *session, fn func(tx *keyring.Tx) error) error {
+	return m.kr.Update(func(tx *keyring.Tx) error {
+		cur, err := tx.Slot(s.slot.Name)
+		if err != nil || cur.MAC != s.slot.MAC {
+			return ErrChanged
+		}
+		rep, err := s.key.VerifyRegistry(tx)
+		if err != nil {
+			return err
+		}
+		if err := rep.Err(); err != nil {
+			return fmt.Errorf("%w; changes are refused until this is resolved (run sealbox-admin check)", err)
+		}
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return s.key.Register(tx)
+	})
+}
+
+// AddAdmin adds name with newPassword, authorized by actor's password.
+func (m *Manager) AddAdmin(actor string, actorPassword []byte, name string, newPassword []byte) error {
+	if err := keyring.ValidName(name); err != nil {
+		return fmt.Errorf("admin name: %w", err)
+	}
+	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		if _, err := tx.Slot(name); err == nil {
+			return fmt.Errorf("%w: %q", keyring.ErrSlotExists, name)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	s, err := m.authenticate(actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	params := newSlotParams(s.header.Policy)
+	m.opts.progress("deriving key for "+name, params)
+	slot, err := s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, m.opts.now())
+	if err != nil {
+		return err
+	}
+	return m.change(s, func(tx *keyring.Tx) error {
+		if _, err := tx.Slot(name); err == nil {
+			return fmt.Errorf("%w: %q", keyring.ErrSlotExists, name)
+		}
+		return tx.PutSlot(slot)
+	})
+}
+
+// RemoveAdmin deletes name's slot, authorized by actor's password. An admin
+// may remove themself while another admin remains; the last admin is never
+// removed.
+func (m *Manager) RemoveAdmin(actor string, actorPassword []byte, name string) error {
+	s, err := m.authenticate(actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return m.change(s, func(tx *keyring.Tx) error {
+		target, err := tx.Slot(name)
+		if err != nil {
+			return err
+		}
+		if target.Kind == keyring.KindAdmin && adminCount(tx) <= 1 {
+			return ErrLastAdmin
+		}
+		return tx.DeleteSlot(name)
+	})
+}
+
+func adminCount(tx *keyring.Tx) int {
+	slots, err := tx.Slots()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, s := range slots {
+		if s.Kind == keyring.KindAdmin {
+			n++
+		}
+	}
+	return n
+}
+
+// Passwd replaces name's slot with one under newPassword, authorized by the
+// current password. The new slot replaces the old in the same transaction, so
+// there is no moment with neither.
+func (m *Manager) Passwd(name string, current, newPassword []byte) error {
+	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	if bytes.Equal(current, newPassword) {
+		return fmt.Errorf("%w: the new password is the same as the current one", ErrWeakPassword)
+	}
+	s, err := m.authenticate(name, current)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	params := newSlotParams(s.header.Policy)
+	m.opts.progress("deriving new key for "+name, params)
+	slot, err := s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, s.slot.Created)
+	if err != nil {
+		return err
+	}
+	return m.change(s, func(tx *keyring.Tx) error { return tx.PutSlot(slot) })
+}
+
+// Repair is the way out of a registry that fails verification, authorized by
+// actor's password: it deletes every slot and client record that fails its
+// own MAC and re-signs the manifest over what remains. A manifest failure with
+// no bad record (a record deleted or rolled back) is accepted as the records
+// now stand, so the caller must show the admin the report and the records.
+// It returns what it found.
+func (m *Manager) Repair(actor string, actorPassword []byte) (*unseal.Report, error) {
+	s, err := m.authenticate(actor, actorPassword)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var rep *unseal.Report
+	err = m.kr.Update(func(tx *keyring.Tx) error {
+		if rep, err = s.key.VerifyRegistry(tx); err != nil {
+			return err
+		}
+		if rep.OK() {
+			return ErrNothingToRepair
+		}
+		for _, name := range rep.BadSlots {
+			if name == actor {
+				return fmt.Errorf("%w: the acting admin's own record fails", unseal.ErrRegistry)
+			}
+			if err := tx.DeleteSlot(name); err != nil {
+				return err
+			}
+		}
+		for _, name := range rep.BadClients {
+			if err := tx.DeleteClient(name); err != nil {
+				return err
+			}
+		}
+		return s.key.Register(tx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// newSlotParams returns the keyring's policy raised to the current floor.
+func newSlotParams(policy keyring.Params) keyring.Params {
+	f := unseal.Floor()
+	p := policy
+	p.Time = max(p.Time, f.Time)
+	p.MemoryKiB = max(p.MemoryKiB, f.MemoryKiB)
+	p.Threads = max(p.Threads, f.Threads)
+	return p
+}
+
+// AdminInfo is what List shows of a slot. It holds nothing secret.
+type AdminInfo struct {
+	Name    string    `json:"name"`
+	Kind    string    `json:"kind"`
+	Time    uint32    `json:"kdf_time"`
+	Memory  uint32    `json:"kdf_memory_kib"`
+	Threads uint8     `json:"kdf_threads"`
+	Created time.Time `json:"created"`
+}
+
+// ListAdmins returns every slot, by name. It needs no password; the records
+// are verified only by operations that hold the DataKey.
+func (m *Manager) ListAdmins() ([]AdminInfo, error) {
+	var out []AdminInfo
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		slots, err := tx.Slots()
+		if err != nil {
+			return err
+		}
+		for _, s := range slots {
+			out = append(out, AdminInfo{
+				Name: s.Name, Kind: s.Kind.String(),
+				Time: s.Params.Time, Memory: s.Params.MemoryKiB, Threads: s.Params.Threads,
+				Created: time.Unix(s.Created, 0).UTC(),
+			})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Unsealed is the result of a successful unseal.
+type Unsealed struct {
+	Secret  *memlock.Buffer   // the master secret; Destroy it on seal
+	Version uint64            // the master secret's version
+	Clients []*keyring.Client // every client record that verified
+	Report  *unseal.Report    // records that did not verify (not honoured)
+	Header  *keyring.Header   // the header as read
+}
+
+// Unseal opens name's slot with password, decrypts the master secret into
+// locked memory and verifies the registry. Records that fail verification are
+// left out of Clients and named in Report; when the manifest fails, Clients is
+// empty, since any record may have been rolled back.
+func (m *Manager) Unseal(name string, password []byte) (*Unsealed, error) {
+	s, err := m.authenticate(name, password)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	u := &Unsealed{Header: s.header}
+	err = m.kr.View(func(tx *keyring.Tx) error {
+		sec, err := tx.Secret()
+		if err != nil {
+			return err
+		}
+		if u.Report, err = s.key.VerifyRegistry(tx); err != nil {
+			return err
+		}
+		clients, err := tx.Clients()
+		if err != nil {
+			return err
+		}
+		for _, c := range clients {
+			// A failed manifest means a record may have been rolled back to
+			// an older, validly signed version: honour no client at all.
+			if !u.Report.ManifestBad && s.key.VerifyClient(c) {
+				u.Clients = append(u.Clients, c)
+			}
+		}
+		u.Version = sec.Version
+		u.Secret, err = s.key.DecryptSecret(sec, m.opts.Memory)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return u, nil
+}

@@ -1,0 +1,103 @@
+package admin
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// AddClient registers a new Active client identified by uid and, when gid is
+// not nil, by gid too. Authorized by actor's password.
+func (m *Manager) AddClient(actor string, actorPassword []byte, name string, uid uint32, gid *uint32) error {
+	if err := keyring.ValidName(name); err != nil {
+		return fmt.Errorf("client name: %w", err)
+	}
+	s, err := m.authenticate(actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	now := m.opts.now()
+	c := &keyring.Client{Name: name, UID: uid, Status: keyring.ClientActive, Created: now, Updated: now}
+	if gid != nil {
+		c.GID, c.HasGID = *gid, true
+	}
+	s.key.SignClient(c)
+	return m.change(s, func(tx *keyring.Tx) error {
+		if old, err := tx.Client(name); err == nil {
+			hint := ""
+			if old.Status == keyring.ClientRetired {
+				hint = " (retired names are kept for the audit trail; choose another name)"
+			}
+			return fmt.Errorf("%w: %q%s", keyring.ErrClientExists, name, hint)
+		}
+		return tx.PutClient(c)
+	})
+}
+
+// SetClientStatus moves a client between Active and Disabled, or retires it
+// (Retired is final). Authorized by actor's password.
+func (m *Manager) SetClientStatus(actor string, actorPassword []byte, name string, status keyring.ClientStatus) error {
+	if status < keyring.ClientActive || status > keyring.ClientRetired {
+		return fmt.Errorf("invalid client status %d", status)
+	}
+	s, err := m.authenticate(actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return m.change(s, func(tx *keyring.Tx) error {
+		c, err := tx.Client(name)
+		if err != nil {
+			return err
+		}
+		if c.Status == keyring.ClientRetired {
+			return fmt.Errorf("%w: client %q is retired", ErrClientState, name)
+		}
+		if c.Status == status {
+			return fmt.Errorf("%w: client %q is already %s", ErrClientState, name, status)
+		}
+		c.Status = status
+		c.Updated = m.opts.now()
+		s.key.SignClient(c)
+		return tx.PutClient(c)
+	})
+}
+
+// ClientInfo is what ListClients shows of a client.
+type ClientInfo struct {
+	Name    string    `json:"name"`
+	UID     uint32    `json:"uid"`
+	GID     *uint32   `json:"gid,omitempty"`
+	Status  string    `json:"status"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// Info converts a record for display.
+func Info(c *keyring.Client) ClientInfo {
+	ci := ClientInfo{
+		Name: c.Name, UID: c.UID, Status: c.Status.String(),
+		Created: time.Unix(c.Created, 0).UTC(), Updated: time.Unix(c.Updated, 0).UTC(),
+	}
+	if c.HasGID {
+		g := c.GID
+		ci.GID = &g
+	}
+	return ci
+}
+
+// ListClients returns every client record, by name. Like ListAdmins it needs
+// no password and does not verify the records.
+func (m *Manager) ListClients() ([]ClientInfo, error) {
+	var out []ClientInfo
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		clients, err := tx.Clients()
+		for _, c := range clients {
+			out = append(out, Info(c))
+		}
+		return err
+	})
+	return out, err
+}

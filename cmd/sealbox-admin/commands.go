@@ -1,0 +1,389 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+var commands = map[string]*command{
+	"init": {
+		help: "Create a keyring with its first admin. Prompts: NAME's new password.\nWithout --secret-file the master secret is 32 random bytes.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.admin, "admin", "", "name of the first admin")
+			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
+			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
+		},
+		do: (*cli).init,
+	},
+	"unseal": {
+		help:  "Unseal the running daemon. Prompt: NAME's password.",
+		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.admin, "admin", "", "admin `name`") },
+		do:    (*cli).unseal,
+	},
+	"seal": {
+		help: "Seal the running daemon: the master secret is wiped from its memory\nand services get 503 until the next unseal.",
+		do:   (*cli).seal,
+	},
+	"status": {
+		help:  "Show the daemon's state (or, with --keyring, the file's summary).",
+		flags: jsonFlag,
+		do:    (*cli).status,
+	},
+	"add": {
+		args: " NAME", nPos: 1,
+		help:  "Add admin NAME. Prompts: ACTOR's password, NAME's new password.",
+		flags: asFlag,
+		do:    (*cli).add,
+	},
+	"remove": {
+		args: " NAME", nPos: 1,
+		help:  "Remove admin NAME's slot. The last admin cannot be removed.\nPrompt: ACTOR's password. A removed admin who kept a copy of the file can\nstill open that copy: rotate the master secret where the consumer allows it.",
+		flags: asFlag,
+		do:    (*cli).remove,
+	},
+	"list": {
+		help:  "List admins and their Argon2id parameters.",
+		flags: jsonFlag,
+		do:    (*cli).list,
+	},
+	"passwd": {
+		args: " NAME", nPos: 1,
+		help: "Change NAME's password. Prompts: current password, new password.",
+		do:   (*cli).passwd,
+	},
+	"check": {
+		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey commitment, every\nrecord's authentication and that the master secret decrypts.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
+		},
+		do: (*cli).check,
+	},
+	"client add": {
+		args: " NAME", nPos: 1,
+		help: "Register a client: a local service identified by the uid (and, if\ngiven, gid) the kernel reports for its socket connections. Prompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id` (required)")
+			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id`")
+		},
+		do: (*cli).clientAdd,
+	},
+	"client list": {
+		help:  "List clients and their status.",
+		flags: jsonFlag,
+		do:    (*cli).clientList,
+	},
+	"client disable": {
+		args: " NAME", nPos: 1,
+		help:  "Disable a client: its reads are refused at once. Prompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientDisabled, "disabled") },
+	},
+	"client enable": {
+		args: " NAME", nPos: 1,
+		help:  "Enable a disabled client. Prompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientActive, "enabled") },
+	},
+	"client remove": {
+		args: " NAME", nPos: 1,
+		help:  "Retire a client for good (the record stays for the audit trail).\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientRetired, "retired") },
+	},
+}
+
+func asFlag(fs *flag.FlagSet, o *opts) {
+	fs.StringVar(&o.as, "as", "", "acting admin `name` (their password is prompted)")
+}
+
+func jsonFlag(fs *flag.FlagSet, o *opts) {
+	fs.BoolVar(&o.json, "json", false, "print JSON")
+}
+
+func (c *cli) progress(what string, p keyring.Params) {
+	fmt.Fprintf(c.stderr, "%s (Argon2id %v), this takes a moment…\n", what, p)
+}
+
+func (c *cli) memory() memlock.Options {
+	// A short-lived CLI may run where mlock is not allowed; its buffers are
+	// still kept out of core dumps, and the process is not dumpable.
+	return memlock.Options{AllowUnlocked: true}
+}
+
+func (c *cli) init(o *opts) error {
+	if err := requireFlag("keyring", c.global.keyring); err != nil {
+		return err
+	}
+	if err := requireFlag("admin", o.admin); err != nil {
+		return err
+	}
+	if err := keyring.ValidName(o.admin); err != nil {
+		return usagef("--admin: %v", err)
+	}
+	target, err := time.ParseDuration(o.kdfTime)
+	if err != nil || target < 0 || target > time.Minute {
+		return usagef("--kdf-time: want a duration from 0s to 1m, like 1s or 500ms")
+	}
+	if _, err := os.Lstat(c.global.keyring); err == nil {
+		return fmt.Errorf("%w: %s (it was left untouched)", keyring.ErrExists, c.global.keyring)
+	}
+	var secret []byte
+	if o.secretFile != "" {
+		if secret, err = readSecretFile(o.secretFile); err != nil {
+			return err
+		}
+	} else {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+	}
+	defer memlock.Wipe(secret)
+	pw, err := c.pw.NewPassword(o.admin + "'s new password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(pw)
+	err = admin.Init(c.global.keyring, o.admin, pw, secret, admin.Options{
+		KDFTarget: target, Memory: c.memory(), Progress: c.progress,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "created keyring %s with admin %s\n", c.global.keyring, o.admin)
+	fmt.Fprintf(c.stderr, "sealbox-admin: hint: add a second admin now (sealbox-admin --keyring %s add NAME --as %s), so one forgotten password does not lock you out\n", c.global.keyring, o.admin)
+	return nil
+}
+
+// readSecretFile reads at most MaxSecretSize bytes from path, refusing more.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading secret file: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, keyring.MaxSecretSize+1)
+	n, err := io.ReadFull(f, buf)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		memlock.Wipe(buf)
+		return nil, fmt.Errorf("reading secret file: %w", err)
+	}
+	if n > keyring.MaxSecretSize || n == 0 {
+		memlock.Wipe(buf)
+		return nil, fmt.Errorf("secret file must hold 1 to %d bytes", keyring.MaxSecretSize)
+	}
+	out := make([]byte, n)
+	copy(out, buf)
+	memlock.Wipe(buf)
+	return out, nil
+}
+
+func (c *cli) actorPassword(o *opts) ([]byte, error) {
+	if err := requireFlag("as", o.as); err != nil {
+		return nil, err
+	}
+	return c.pw.Password(o.as + "'s password")
+}
+
+func (c *cli) add(o *opts) error {
+	name := o.pos[0]
+	if err := keyring.ValidName(name); err != nil {
+		return usagef("admin name: %v", err)
+	}
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	npw, err := c.pw.NewPassword(name + "'s new password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(npw)
+	if err := b.AddAdmin(o.as, apw, name, npw); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "added admin %s\n", name)
+	return nil
+}
+
+func (c *cli) remove(o *opts) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	if err := b.RemoveAdmin(o.as, apw, o.pos[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: if they may have kept a copy of the keyring file, rotate the master secret where its consumer allows it")
+	return nil
+}
+
+func (c *cli) passwd(o *opts) error {
+	name := o.pos[0]
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	cur, err := c.pw.Password(name + "'s current password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(cur)
+	npw, err := c.pw.NewPassword(name + "'s new password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(npw)
+	if err := b.Passwd(name, cur, npw); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "changed the password of %s\n", name)
+	return nil
+}
+
+func (c *cli) list(o *opts) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	admins, err := b.ListAdmins()
+	if err != nil {
+		return err
+	}
+	return printAdmins(c.stdout, admins, o.json)
+}
+
+func printAdmins(w io.Writer, admins []admin.AdminInfo, asJSON bool) error {
+	if asJSON {
+		if admins == nil {
+			admins = []admin.AdminInfo{}
+		}
+		return writeJSON(w, admins)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tARGON2ID\tCREATED")
+	for _, a := range admins {
+		fmt.Fprintf(tw, "%s\t%s\tt=%d m=%dMiB p=%d\t%s\n", a.Name, a.Kind, a.Time, a.Memory/1024, a.Threads, a.Created.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) clientAdd(o *opts) error {
+	name := o.pos[0]
+	if err := keyring.ValidName(name); err != nil {
+		return usagef("client name: %v", err)
+	}
+	if o.uid < 0 || o.uid > 1<<32-2 {
+		return usagef("--uid is required: the numeric user id the service runs as (id -u USER)")
+	}
+	if o.gid < -1 || o.gid > 1<<32-2 {
+		return usagef("--gid: want a numeric group id")
+	}
+	var gid *uint32
+	if o.gid >= 0 {
+		g := uint32(o.gid)
+		gid = &g
+	}
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	if err := b.AddClient(o.as, apw, name, uint32(o.uid), gid); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "registered client %s (uid %d", name, o.uid)
+	if gid != nil {
+		fmt.Fprintf(c.stdout, ", gid %d", *gid)
+	}
+	fmt.Fprintln(c.stdout, ")")
+	return nil
+}
+
+func (c *cli) clientStatus(o *opts, st keyring.ClientStatus, verb string) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	if err := b.SetClientStatus(o.as, apw, o.pos[0], st); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "%s client %s\n", verb, o.pos[0])
+	return nil
+}
+
+func (c *cli) clientList(o *opts) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	clients, err := b.ListClients()
+	if err != nil {
+		return err
+	}
+	return printClients(c.stdout, clients, o.json)
+}
+
+func printClients(w io.Writer, clients []admin.ClientInfo, asJSON bool) error {
+	if asJSON {
+		if clients == nil {
+			clients = []admin.ClientInfo{}
+		}
+		return writeJSON(w, clients)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tUID\tGID\tSTATUS\tUPDATED")
+	for _, cl := range clients {
+		gid := "any"
+		if cl.GID != nil {
+			gid = fmt.Sprint(*cl.GID)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", cl.Name, cl.UID, gid, cl.Status, cl.Updated.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,187 @@
+// Package config reads sealboxd's configuration: a TOML file whose unknown
+// keys are errors (a typo must not silently become a default), overridden by
+// the command-line flags of the interface contract.
+//
+// Use Flags to register the flags on a FlagSet, then Flags.Load after parsing.
+// It is not for anything secret: the file holds paths and limits only.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults of the interface contract.
+const (
+	DefaultKeyring     = "/var/lib/sealbox/keyring.db"
+	DefaultSocket      = "/run/sealbox/sealbox.sock"
+	DefaultAdminSocket = "/run/sealbox/admin.sock"
+)
+
+// Config is sealboxd's configuration.
+type Config struct {
+	Keyring     string `toml:"keyring"`
+	Socket      string `toml:"socket"`
+	AdminSocket string `toml:"admin_socket"`
+
+	// AllowUnlockedMemory lets unseal proceed when mlock fails; status then
+	// reports memory_locked=false. Off by default.
+	AllowUnlockedMemory bool `toml:"allow_unlocked_memory"`
+
+	// KDFTime is the target time for calibrating new keyrings' slots.
+	KDFTime time.Duration `toml:"kdf_time"`
+	// KDFMaxMemoryMiB caps calibrated Argon2id memory.
+	KDFMaxMemoryMiB uint32 `toml:"kdf_max_memory_mib"`
+
+	// MaxConnections caps open connections per socket.
+	MaxConnections int `toml:"max_connections"`
+	// MaxWait caps ?wait= on the service socket. Reloaded on SIGHUP.
+	MaxWait time.Duration `toml:"max_wait"`
+	// LogLevel is debug, info, warn or error. Reloaded on SIGHUP.
+	LogLevel string `toml:"log_level"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Keyring:         DefaultKeyring,
+		Socket:          DefaultSocket,
+		AdminSocket:     DefaultAdminSocket,
+		KDFTime:         time.Second,
+		KDFMaxMemoryMiB: 1024,
+		MaxConnections:  256,
+		MaxWait:         5 * time.Minute,
+		LogLevel:        "info",
+	}
+}
+
+// Level returns LogLevel as a slog level.
+func (c *Config) Level() slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.LogLevel)) // validated by Validate
+	return l
+}
+
+// Validate checks ranges and paths.
+func (c *Config) Validate() error {
+	var errs []error
+	for _, p := range []struct{ key, val string }{{"keyring", c.Keyring}, {"socket", c.Socket}, {"admin_socket", c.AdminSocket}} {
+		if p.val == "" {
+			errs = append(errs, fmt.Errorf("%s: must not be empty", p.key))
+		} else if strings.IndexByte(p.val, 0) >= 0 {
+			errs = append(errs, fmt.Errorf("%s: contains a NUL byte", p.key))
+		}
+	}
+	if c.Socket != "" && c.Socket == c.AdminSocket {
+		errs = append(errs, errors.New("socket and admin_socket must be different paths"))
+	}
+	// sun_path holds 108 bytes including the terminating NUL.
+	for _, p := range []struct{ key, val string }{{"socket", c.Socket}, {"admin_socket", c.AdminSocket}} {
+		if len(p.val) > 107 {
+			errs = append(errs, fmt.Errorf("%s: path is %d bytes, Unix sockets allow 107", p.key, len(p.val)))
+		}
+	}
+	if c.KDFTime < 0 || c.KDFTime > time.Minute {
+		errs = append(errs, fmt.Errorf("kdf_time: %v out of range (0 to 1m)", c.KDFTime))
+	}
+	if c.KDFMaxMemoryMiB < 64 || c.KDFMaxMemoryMiB > 4096 {
+		errs = append(errs, fmt.Errorf("kdf_max_memory_mib: %d out of range (64 to 4096)", c.KDFMaxMemoryMiB))
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > 65536 {
+		errs = append(errs, fmt.Errorf("max_connections: %d out of range (1 to 65536)", c.MaxConnections))
+	}
+	if c.MaxWait < 0 || c.MaxWait > time.Hour {
+		errs = append(errs, fmt.Errorf("max_wait: %v out of range (0 to 1h)", c.MaxWait))
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// Parse reads a configuration from TOML text on top of the defaults.
+func Parse(data []byte, name string) (Config, error) {
+	c := Default()
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return Config{}, fmt.Errorf("%s: unknown keys %s (check the spelling; see sealboxd --help)", name, strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Load reads the file at path.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("reading config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Flags are the contract's flags for sealboxd.
+type Flags struct {
+	File        string
+	Keyring     string
+	Socket      string
+	AdminSocket string
+}
+
+// Register adds the flags to fs.
+func (f *Flags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&f.File, "config", "", "configuration `file` (TOML); flags override it")
+	fs.StringVar(&f.Keyring, "keyring", "", "keyring `path` (default "+DefaultKeyring+")")
+	fs.StringVar(&f.Socket, "socket", "", "service socket `path` (default "+DefaultSocket+")")
+	fs.StringVar(&f.AdminSocket, "admin-socket", "", "admin socket `path` (default "+DefaultAdminSocket+")")
+}
+
+// Load returns the configuration: defaults, then the file if one was named,
+// then the flags that were given. Relative paths are made absolute so that a
+// daemon that changes directory keeps its files.
+func (f *Flags) Load() (Config, error) {
+	c := Default()
+	if f.File != "" {
+		var err error
+		if c, err = Load(f.File); err != nil {
+			return Config{}, err
+		}
+	}
+	for _, o := range []struct {
+		dst *string
+		val string
+	}{{&c.Keyring, f.Keyring}, {&c.Socket, f.Socket}, {&c.AdminSocket, f.AdminSocket}} {
+		if o.val != "" {
+			*o.dst = o.val
+		}
+	}
+	for _, p := range []*string{&c.Keyring, &c.Socket, &c.AdminSocket} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return Config{}, err
+			}
+			*p = abs
+		}
+	}
+	return c, c.Validate()
+}

@@ -1,0 +1,140 @@
+// Package prompt reads passwords the way the interface contract says: on a
+// terminal, without echo (new passwords twice); otherwise one per line from
+// standard input, in the order the prompts would appear (new passwords once).
+//
+// Passwords are returned as []byte the caller wipes; they never pass through a
+// Go string.
+package prompt
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/sealbox/sealbox/internal/memlock"
+)
+
+// ErrMismatch is returned when a new password and its repetition differ.
+var ErrMismatch = errors.New("the two passwords do not match")
+
+// ErrNoInput is returned when stdin ends before a password.
+var ErrNoInput = errors.New("no password on standard input (one per line, in prompt order)")
+
+// MaxLine bounds a password line read from a pipe.
+const MaxLine = 4096
+
+// Reader reads passwords from a terminal or a pipe.
+type Reader struct {
+	in     *os.File
+	out    io.Writer // where prompts go (stderr)
+	tty    bool
+	lines  *bufio.Reader
+	onTerm func() // for tests
+}
+
+// New returns a Reader on in, prompting on out when in is a terminal.
+func New(in *os.File, out io.Writer) *Reader {
+	r := &Reader{in: in, out: out, tty: term.IsTerminal(int(in.Fd()))}
+	if !r.tty {
+		r.lines = bufio.NewReaderSize(in, MaxLine+2)
+	}
+	return r
+}
+
+// Interactive reports whether passwords come from a terminal.
+func (r *Reader) Interactive() bool { return r.tty }
+
+// Password reads an existing password after showing label.
+func (r *Reader) Password(label string) ([]byte, error) {
+	if !r.tty {
+		return r.line()
+	}
+	return r.readTerm(label + ": ")
+}
+
+// NewPassword reads a new password: twice on a terminal, once from a pipe.
+func (r *Reader) NewPassword(label string) ([]byte, error) {
+	if !r.tty {
+		return r.line()
+	}
+	a, err := r.readTerm(label + ": ")
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.readTerm("repeat " + label + ": ")
+	if err != nil {
+		memlock.Wipe(a)
+		return nil, err
+	}
+	defer memlock.Wipe(b)
+	if !bytes.Equal(a, b) {
+		memlock.Wipe(a)
+		return nil, ErrMismatch
+	}
+	return a, nil
+}
+
+// line reads one line from the pipe without keeping copies behind: the
+// bufio buffer is overwritten by later reads, and the returned slice is the
+// caller's to wipe.
+func (r *Reader) line() ([]byte, error) {
+	raw, err := r.lines.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		memlock.Wipe(raw)
+		return nil, fmt.Errorf("password line longer than %d bytes", MaxLine)
+	}
+	if err != nil && !(errors.Is(err, io.EOF) && len(raw) > 0) {
+		if errors.Is(err, io.EOF) {
+			return nil, ErrNoInput
+		}
+		return nil, err
+	}
+	n := len(raw)
+	for n > 0 && (raw[n-1] == '\n' || raw[n-1] == '\r') {
+		n--
+	}
+	out := make([]byte, n)
+	copy(out, raw[:n])
+	memlock.Wipe(raw)
+	return out, nil
+}
+
+// readTerm reads without echo and restores the terminal if the user presses
+// Ctrl-C or the process is told to stop meanwhile.
+func (r *Reader) readTerm(prompt string) ([]byte, error) {
+	fd := int(r.in.Fd())
+	state, err := term.GetState(fd)
+	if err != nil {
+		return nil, err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	defer func() {
+		signal.Stop(sig)
+		close(done)
+	}()
+	go func() {
+		select {
+		case <-sig:
+			_ = term.Restore(fd, state)
+			fmt.Fprintln(r.out)
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	fmt.Fprint(r.out, prompt)
+	pw, err := term.ReadPassword(fd)
+	fmt.Fprintln(r.out)
+	if err != nil {
+		return nil, err
+	}
+	return pw, nil
+}

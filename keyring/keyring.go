@@ -1,0 +1,393 @@
+// Package keyring stores sealbox's records in a bbolt file: the format
+// version, the keyring header, the encrypted master secret, admin slots and
+// client records. It knows bytes on disk and transactions, nothing of
+// passwords or ciphers: the unseal package gives the records their meaning,
+// and the admin package the rules for changing them.
+//
+// Every change is one bbolt transaction (Update), so a crash leaves either the
+// old state or the new one. Decoders check exact lengths and refuse unknown
+// versions; the layout is specified in FORMAT.md beside this file.
+//
+// Open a keyring with Open (it must exist) or make one with Create.
+package keyring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FormatVersion is the keyring format this build reads and writes.
+const FormatVersion = 1
+
+// Errors callers test with errors.Is.
+var (
+	ErrNotFound        = errors.New("no keyring at that path")
+	ErrExists          = errors.New("a keyring already exists at that path")
+	ErrLocked          = errors.New("keyring is in use by another process")
+	ErrUnknownVersion  = errors.New("keyring format version not supported")
+	ErrNotKeyring      = errors.New("file is not a sealbox keyring")
+	ErrNoSlot          = errors.New("no such admin")
+	ErrNoClient        = errors.New("no such client")
+	ErrSlotExists      = errors.New("admin already exists")
+	ErrClientExists    = errors.New("client already exists")
+	errReadOnlyTxWrite = errors.New("keyring: write in a read-only transaction")
+)
+
+var (
+	bucketMeta    = []byte("meta")
+	bucketSlots   = []byte("slots")
+	bucketClients = []byte("clients")
+	keyFormat     = []byte("format")
+	keyHeader     = []byte("header")
+	keySecret     = []byte("secret")
+	keyRegistry   = []byte("registry")
+)
+
+// OpenTimeout is how long Open waits for another process's lock on the file.
+const OpenTimeout = time.Second
+
+// Keyring is an open keyring file. It holds bbolt's file lock until Close.
+type Keyring struct {
+	db   *bolt.DB
+	path string
+}
+
+// Options tune Open.
+type Options struct {
+	ReadOnly bool // shared lock; Update fails
+}
+
+// Path returns the file's path.
+func (k *Keyring) Path() string { return k.path }
+
+// Close releases the file.
+func (k *Keyring) Close() error { return k.db.Close() }
+
+func openDB(path string, ro bool) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s (is sealboxd running? then use --admin-socket instead of --keyring)", ErrLocked, path)
+		}
+		if errors.Is(err, bolterrors.ErrInvalid) || errors.Is(err, bolterrors.ErrVersionMismatch) || errors.Is(err, bolterrors.ErrChecksum) {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotKeyring, path, err)
+		}
+		return nil, fmt.Errorf("opening keyring %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Open opens an existing keyring and checks its format version. It never
+// creates a file.
+func Open(path string, opts Options) (*Keyring, error) {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s (create one with: sealbox-admin init --keyring %s --admin NAME)", ErrNotFound, path, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening keyring: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file (symlinks are refused)", ErrNotKeyring, path)
+	}
+	if err := checkSize(path, st.Size()); err != nil {
+		return nil, err
+	}
+	db, err := openDB(path, opts.ReadOnly)
+	if err != nil {
+		return nil, err
+	}
+	k := &Keyring{db: db, path: path}
+	if err := k.View(func(tx *Tx) error { return tx.checkFormat() }); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// Initial is everything a new keyring holds.
+type Initial struct {
+	Header   Header
+	Secret   Secret
+	Slot     Slot
+	Registry Registry
+}
+
+// Create makes a new keyring file at path, mode 0600 from the start, in a
+// parent directory created 0700 if missing. It refuses to overwrite anything.
+// The file is removed again if the first transaction fails.
+func Create(path string, in *Initial) (*Keyring, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating keyring directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("%w: %s (it was left untouched)", ErrExists, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating keyring: %w", err)
+	}
+	f.Close()
+	db, err := openDB(path, false)
+	if err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	k := &Keyring{db: db, path: path}
+	err = k.db.Update(func(btx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketSlots, bucketClients} {
+			if _, err := btx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		tx := &Tx{tx: btx}
+		v := make([]byte, 4)
+		binary.BigEndian.PutUint32(v, FormatVersion)
+		if err := tx.meta().Put(keyFormat, v); err != nil {
+			return err
+		}
+		if err := tx.PutHeader(&in.Header); err != nil {
+			return err
+		}
+		if err := tx.PutSecret(&in.Secret); err != nil {
+			return err
+		}
+		if err := tx.PutSlot(&in.Slot); err != nil {
+			return err
+		}
+		return tx.PutRegistry(&in.Registry)
+	})
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("writing new keyring: %w", err)
+	}
+	return k, nil
+}
+
+// checkSize refuses a file shorter than the pages its bbolt meta pages
+// claim. bbolt maps the file and would touch pages past its end, which is a
+// SIGBUS, not an error. The meta page layout is bbolt's on-disk format 2:
+// page header (16 bytes), then magic, version, page size (u32 each, at 16,
+// 20, 24), flags, root (16 bytes), freelist (8), and the high-water page id
+// at offset 56, all little-endian.
+func checkSize(path string, size int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("opening keyring: %w", err)
+	}
+	defer f.Close()
+	var hdr [64]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return fmt.Errorf("%w: %s is too short (%d bytes)", ErrNotKeyring, path, size)
+	}
+	if binary.LittleEndian.Uint32(hdr[16:]) != 0xED0CDAED {
+		return fmt.Errorf("%w: %s has no bbolt header", ErrNotKeyring, path)
+	}
+	pageSize := int64(binary.LittleEndian.Uint32(hdr[24:]))
+	if pageSize < 512 || pageSize > 1<<16 || pageSize&(pageSize-1) != 0 {
+		return fmt.Errorf("%w: %s has page size %d", ErrNotKeyring, path, pageSize)
+	}
+	for i := int64(0); i < 2; i++ {
+		var meta [64]byte
+		if _, err := f.ReadAt(meta[:], i*pageSize); err != nil {
+			return fmt.Errorf("%w: %s is truncated (%d bytes, meta page %d missing)", ErrCorrupt, path, size, i)
+		}
+		hw := int64(binary.LittleEndian.Uint64(meta[56:]))
+		if hw < 0 || hw > size/pageSize {
+			return fmt.Errorf("%w: %s is truncated: %d bytes, its meta page %d needs %d pages of %d", ErrCorrupt, path, size, i, hw, pageSize)
+		}
+	}
+	return nil
+}
+
+// guard turns a fault on the mapped file (a page that vanished or was
+// truncated under us) into an error instead of a crash.
+func guard(err *error) {
+	if r := recover(); r != nil {
+		if _, ok := r.(interface{ Addr() uintptr }); ok {
+			*err = fmt.Errorf("%w: the keyring file faulted while being read (truncated or damaged)", ErrCorrupt)
+			return
+		}
+		panic(r)
+	}
+}
+
+// View runs fn in a read-only transaction.
+func (k *Keyring) View(fn func(*Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	return k.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// Update runs fn in one read-write transaction: all of its changes land, or
+// none (fn returned an error, or the process died before commit).
+func (k *Keyring) Update(fn func(*Tx) error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	return k.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+}
+
+// Check runs bbolt's consistency check over every page.
+func (k *Keyring) Check() error {
+	return k.db.View(func(btx *bolt.Tx) error {
+		var errs []error
+		for err := range btx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// Tx is a keyring transaction.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+func (tx *Tx) meta() *bolt.Bucket    { return tx.tx.Bucket(bucketMeta) }
+func (tx *Tx) slots() *bolt.Bucket   { return tx.tx.Bucket(bucketSlots) }
+func (tx *Tx) clients() *bolt.Bucket { return tx.tx.Bucket(bucketClients) }
+
+func (tx *Tx) checkFormat() error {
+	if tx.meta() == nil || tx.slots() == nil || tx.clients() == nil {
+		return fmt.Errorf("%w: missing buckets", ErrNotKeyring)
+	}
+	v := tx.meta().Get(keyFormat)
+	if len(v) != 4 {
+		return fmt.Errorf("%w: format record is %d bytes", ErrNotKeyring, len(v))
+	}
+	if got := binary.BigEndian.Uint32(v); got != FormatVersion {
+		return fmt.Errorf("%w: file has format %d, this build reads %d (upgrade sealbox)", ErrUnknownVersion, got, FormatVersion)
+	}
+	return nil
+}
+
+func (tx *Tx) put(b *bolt.Bucket, key, val []byte) error {
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	return b.Put(key, val)
+}
+
+// Header returns the keyring header.
+func (tx *Tx) Header() (*Header, error) { return parseHeader(tx.meta().Get(keyHeader)) }
+
+// PutHeader replaces the header.
+func (tx *Tx) PutHeader(h *Header) error { return tx.put(tx.meta(), keyHeader, h.marshal()) }
+
+// Secret returns the encrypted master secret.
+func (tx *Tx) Secret() (*Secret, error) { return ParseSecret(tx.meta().Get(keySecret)) }
+
+// PutSecret replaces the encrypted master secret.
+func (tx *Tx) PutSecret(s *Secret) error {
+	if len(s.Ciphertext) < TagSize+1 || len(s.Ciphertext) > MaxSecretSize+TagSize {
+		return fmt.Errorf("keyring: secret ciphertext length %d out of range", len(s.Ciphertext))
+	}
+	return tx.put(tx.meta(), keySecret, s.marshal())
+}
+
+// Registry returns the registry manifest.
+func (tx *Tx) Registry() (*Registry, error) { return parseRegistry(tx.meta().Get(keyRegistry)) }
+
+// PutRegistry replaces the registry manifest.
+func (tx *Tx) PutRegistry(r *Registry) error { return tx.put(tx.meta(), keyRegistry, r.marshal()) }
+
+// Slot returns the named slot, or an error wrapping ErrNoSlot.
+func (tx *Tx) Slot(name string) (*Slot, error) {
+	v := tx.slots().Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNoSlot, name)
+	}
+	return ParseSlot(name, v)
+}
+
+// Slots returns every slot in name order. A record that does not decode is an
+// error: a keyring with a damaged slot needs attention, not silence.
+func (tx *Tx) Slots() ([]*Slot, error) {
+	var out []*Slot
+	err := tx.slots().ForEach(func(k, v []byte) error {
+		s, err := ParseSlot(string(k), v)
+		if err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// SlotCount returns how many slots there are, without decoding them.
+func (tx *Tx) SlotCount() int { return tx.slots().Stats().KeyN }
+
+// PutSlot writes a slot under its name, replacing any slot of that name.
+func (tx *Tx) PutSlot(s *Slot) error {
+	if err := ValidName(s.Name); err != nil {
+		return err
+	}
+	return tx.put(tx.slots(), []byte(s.Name), s.marshal())
+}
+
+// DeleteSlot removes the named slot.
+func (tx *Tx) DeleteSlot(name string) error {
+	if tx.slots().Get([]byte(name)) == nil {
+		return fmt.Errorf("%w: %q", ErrNoSlot, name)
+	}
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	return tx.slots().Delete([]byte(name))
+}
+
+// Client returns the named client, or an error wrapping ErrNoClient.
+func (tx *Tx) Client(name string) (*Client, error) {
+	v := tx.clients().Get([]byte(name))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNoClient, name)
+	}
+	return ParseClient(name, v)
+}
+
+// Clients returns every client in name order.
+func (tx *Tx) Clients() ([]*Client, error) {
+	var out []*Client
+	err := tx.clients().ForEach(func(k, v []byte) error {
+		c, err := ParseClient(string(k), v)
+		if err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// PutClient writes a client record under its name.
+func (tx *Tx) PutClient(c *Client) error {
+	if err := ValidName(c.Name); err != nil {
+		return err
+	}
+	return tx.put(tx.clients(), []byte(c.Name), c.marshal())
+}
+
+// DeleteClient removes the named client record.
+func (tx *Tx) DeleteClient(name string) error {
+	if tx.clients().Get([]byte(name)) == nil {
+		return fmt.Errorf("%w: %q", ErrNoClient, name)
+	}
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	return tx.clients().Delete([]byte(name))
+}

@@ -1,0 +1,229 @@
+package keyring
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func sampleInitial() *Initial {
+	in := &Initial{
+		Header: Header{Policy: Params{Time: 3, MemoryKiB: 65536, Threads: 4}, Created: 1},
+		Secret: Secret{Version: 1, Ciphertext: bytes.Repeat([]byte{0xAB}, 48)},
+		Slot:   Slot{Name: "alice", Kind: KindAdmin, Params: Params{Time: 3, MemoryKiB: 65536, Threads: 4}},
+	}
+	in.Header.ID[0] = 9
+	in.Registry.Generation = 1
+	return in
+}
+
+func newKeyring(t *testing.T) (*Keyring, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sub", "keyring.db")
+	k, err := Create(path, sampleInitial())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k, path
+}
+
+func TestCreateModesAndRoundTrip(t *testing.T) {
+	t.Parallel()
+	k, path := newKeyring(t)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("file mode %v, want 0600", st.Mode().Perm())
+	}
+	dst, _ := os.Stat(filepath.Dir(path))
+	if dst.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v, want 0700", dst.Mode().Perm())
+	}
+	in := sampleInitial()
+	err = k.View(func(tx *Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		if *h != in.Header {
+			t.Errorf("header %+v, want %+v", h, in.Header)
+		}
+		s, err := tx.Slot("alice")
+		if err != nil {
+			return err
+		}
+		if *s != in.Slot {
+			t.Errorf("slot differs after round trip")
+		}
+		sec, err := tx.Secret()
+		if err != nil {
+			return err
+		}
+		if sec.Version != 1 || !bytes.Equal(sec.Ciphertext, in.Secret.Ciphertext) {
+			t.Errorf("secret differs after round trip")
+		}
+		if _, err := tx.Slot("bob"); !errors.Is(err, ErrNoSlot) {
+			t.Errorf("missing slot: %v", err)
+		}
+		if err := tx.PutSlot(s); err == nil {
+			t.Error("write in a read-only transaction succeeded")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCreateRefusesExisting(t *testing.T) {
+	t.Parallel()
+	_, path := newKeyring(t)
+	before, _ := os.ReadFile(path)
+	if _, err := Create(path, sampleInitial()); !errors.Is(err, ErrExists) {
+		t.Fatalf("got %v, want ErrExists", err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(before, after) {
+		t.Fatal("existing keyring was modified")
+	}
+}
+
+func TestOpenNeverCreates(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "nope.db")
+	if _, err := Open(path, Options{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("Open created a file")
+	}
+}
+
+func TestOpenRefusesSymlinkAndGarbage(t *testing.T) {
+	t.Parallel()
+	_, path := newKeyring(t)
+	link := filepath.Join(t.TempDir(), "link.db")
+	if err := os.Symlink(path, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(link, Options{}); !errors.Is(err, ErrNotKeyring) {
+		t.Fatalf("symlink: got %v, want ErrNotKeyring", err)
+	}
+	junk := filepath.Join(t.TempDir(), "junk.db")
+	os.WriteFile(junk, bytes.Repeat([]byte("not a db"), 2048), 0o600)
+	if _, err := Open(junk, Options{}); !errors.Is(err, ErrNotKeyring) {
+		t.Fatalf("junk: got %v, want ErrNotKeyring", err)
+	}
+	// A valid bbolt file without our buckets.
+	other := filepath.Join(t.TempDir(), "other.db")
+	db, err := bolt.Open(other, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(other, Options{}); !errors.Is(err, ErrNotKeyring) {
+		t.Fatalf("foreign bbolt: got %v, want ErrNotKeyring", err)
+	}
+}
+
+func TestUnknownFormatVersionRefused(t *testing.T) {
+	t.Parallel()
+	k, path := newKeyring(t)
+	k.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{0, 0, 0, 2}) })
+	db.Close()
+	_, err = Open(path, Options{})
+	if !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("got %v, want ErrUnknownVersion", err)
+	}
+}
+
+func TestLockedKeyringFailsFast(t *testing.T) {
+	t.Parallel()
+	_, path := newKeyring(t) // held open by the fixture
+	start := time.Now()
+	_, err := Open(path, Options{})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("got %v, want ErrLocked", err)
+	}
+	// bbolt's Timeout bounds the wait; this only guards against a hang.
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("Open waited %v", d)
+	}
+}
+
+func TestUpdateIsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	k, _ := newKeyring(t)
+	boom := errors.New("boom")
+	err := k.Update(func(tx *Tx) error {
+		if err := tx.PutClient(&Client{Name: "svc", UID: 1, Status: ClientActive}); err != nil {
+			return err
+		}
+		if err := tx.DeleteSlot("alice"); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	k.View(func(tx *Tx) error {
+		if _, err := tx.Slot("alice"); err != nil {
+			t.Errorf("slot deleted by a failed transaction: %v", err)
+		}
+		if _, err := tx.Client("svc"); !errors.Is(err, ErrNoClient) {
+			t.Errorf("client written by a failed transaction: %v", err)
+		}
+		return nil
+	})
+}
+
+func TestTruncatedFileIsAnErrorNotACrash(t *testing.T) {
+	t.Parallel()
+	k, path := newKeyring(t)
+	k.Close()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkSize(path, int64(len(raw))); err != nil {
+		t.Fatalf("intact file refused: %v", err)
+	}
+	// Pages in use: the high-water mark of the newer meta page.
+	pageSize := int(binary.LittleEndian.Uint32(raw[24:]))
+	used := int(max(binary.LittleEndian.Uint64(raw[56:]), binary.LittleEndian.Uint64(raw[pageSize+56:]))) * pageSize
+	if used < 3*pageSize || used > len(raw) {
+		t.Fatalf("implausible high-water mark: %d bytes in use of %d", used, len(raw))
+	}
+	dir := t.TempDir()
+	for _, cut := range []int{0, 10, 63, pageSize, pageSize + 100, used / 2, used - pageSize, used - 1} {
+		p := filepath.Join(dir, "cut.db")
+		os.WriteFile(p, raw[:cut], 0o600)
+		kr, err := Open(p, Options{ReadOnly: true})
+		if err == nil {
+			kr.Close()
+			t.Errorf("cut at %d of %d: opened", cut, len(raw))
+			continue
+		}
+		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotKeyring) {
+			t.Errorf("cut at %d: %v", cut, err)
+		}
+	}
+}

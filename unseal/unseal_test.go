@@ -1,0 +1,293 @@
+package unseal
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// cheap are the parameters unit tests use; production floors are tested by
+// the end-to-end tests and the benchmark.
+var cheap = keyring.Params{Time: 1, MemoryKiB: 64, Threads: 1}
+
+var mo = memlock.Options{AllowUnlocked: true}
+
+func TestMain(m *testing.M) {
+	UseTestFloor(cheap)
+	os.Exit(m.Run())
+}
+
+// fixture is a keyring's worth of material kept in memory.
+type fixture struct {
+	key *Key
+	h   *keyring.Header
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	var id [keyring.IDSize]byte
+	copy(id[:], "fixture-keyring!")
+	k, err := NewKey(id, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Destroy)
+	return &fixture{key: k, h: &keyring.Header{ID: id, Commitment: k.Commitment(), Policy: cheap}}
+}
+
+func (f *fixture) slot(t *testing.T, name, pw string) *keyring.Slot {
+	t.Helper()
+	s, err := f.key.SealSlot(name, keyring.KindAdmin, []byte(pw), cheap, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestOpenSlotRightAndWrongPassword(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.slot(t, "alice", "alice password 1")
+	k, err := OpenSlot(f.h, s, []byte("alice password 1"), mo)
+	if err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	defer k.Destroy()
+	if !bytes.Equal(k.dataKey(), f.key.dataKey()) {
+		t.Fatal("unwrapped key differs from the DataKey")
+	}
+	if _, err := OpenSlot(f.h, s, []byte("alice password 2"), mo); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("wrong password: got %v, want ErrWrongPassword", err)
+	}
+}
+
+func TestSlotUnderAnotherNameDoesNotOpen(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.slot(t, "bob", "bob password 123")
+	moved := *s
+	moved.Name = "alice"
+	if _, err := OpenSlot(f.h, &moved, []byte("bob password 123"), mo); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("slot renamed to alice: got %v, want ErrWrongPassword", err)
+	}
+	other := *f.h
+	other.ID[0] ^= 1
+	if _, err := OpenSlot(&other, s, []byte("bob password 123"), mo); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("slot in another keyring: got %v, want ErrWrongPassword", err)
+	}
+	kind := *s
+	kind.Kind = keyring.KindRecovery
+	if _, err := OpenSlot(f.h, &kind, []byte("bob password 123"), mo); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("slot with another kind: got %v, want ErrWrongPassword", err)
+	}
+}
+
+func TestForeignDataKeyRejectedByCommitment(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// Same keyring ID, same name, a valid wrap under a known password, but
+	// of another DataKey: GCM opens it, the commitment must not.
+	forger, err := NewKey(f.h.ID, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Destroy()
+	s, err := forger.SealSlot("alice", keyring.KindAdmin, []byte("attacker password"), cheap, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenSlot(f.h, s, []byte("attacker password"), mo); !errors.Is(err, ErrCommitment) {
+		t.Fatalf("got %v, want ErrCommitment", err)
+	}
+}
+
+func TestTamperedSlotFieldsFailMAC(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.slot(t, "alice", "alice password 1")
+	changed := *s
+	changed.Created++
+	if _, err := OpenSlot(f.h, &changed, []byte("alice password 1"), mo); !errors.Is(err, ErrRegistry) {
+		t.Fatalf("created changed: got %v, want ErrRegistry", err)
+	}
+	pub := *s
+	pub.PublicKey[0] ^= 1
+	if _, err := OpenSlot(f.h, &pub, []byte("alice password 1"), mo); !errors.Is(err, ErrRegistry) {
+		t.Fatalf("public key changed: got %v, want ErrRegistry", err)
+	}
+}
+
+func TestParamsAboveCapRefusedWithoutWork(t *testing.T) {
+	f := newFixture(t) // not parallel: reads the process-wide work counter
+	s := f.slot(t, "alice", "alice password 1")
+	for _, p := range []keyring.Params{
+		{Time: 1, MemoryKiB: 0xFFFFFFFF, Threads: 1},
+		{Time: 17, MemoryKiB: 64, Threads: 1},
+		{Time: 1, MemoryKiB: 64, Threads: 0},
+		{Time: 0, MemoryKiB: 64, Threads: 1},
+		{Time: 1, MemoryKiB: 64, Threads: 200},
+	} {
+		bad := *s
+		bad.Params = p
+		n0, _ := Work()
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		_, err := OpenSlot(f.h, &bad, []byte("alice password 1"), mo)
+		runtime.ReadMemStats(&ms1)
+		n1, _ := Work()
+		if !errors.Is(err, ErrParams) {
+			t.Errorf("%v: got %v, want ErrParams", p, err)
+		}
+		if n1 != n0 {
+			t.Errorf("%v: %d derivations ran, want 0", p, n1-n0)
+		}
+		if alloc := ms1.TotalAlloc - ms0.TotalAlloc; alloc > 1<<20 {
+			t.Errorf("%v: allocated %d bytes before refusing", p, alloc)
+		}
+	}
+}
+
+func TestDecoyDoesTheSameWorkAsAWrongPassword(t *testing.T) {
+	f := newFixture(t) // not parallel: reads the process-wide work counter
+	s := f.slot(t, "alice", "alice password 1")
+	n0, c0 := Work()
+	_, errWrong := OpenSlot(f.h, s, []byte("not the password"), mo)
+	n1, c1 := Work()
+	errDecoy := Decoy(f.h, []byte("not the password"))
+	n2, c2 := Work()
+	if !errors.Is(errWrong, ErrWrongPassword) || !errors.Is(errDecoy, ErrWrongPassword) || errWrong.Error() != errDecoy.Error() {
+		t.Fatalf("errors differ: wrong=%v decoy=%v", errWrong, errDecoy)
+	}
+	if n1-n0 != 1 || n2-n1 != 1 || c1-c0 != c2-c1 {
+		t.Fatalf("work differs: wrong password %d derivations cost %d, decoy %d cost %d", n1-n0, c1-c0, n2-n1, c2-c1)
+	}
+}
+
+func TestSecretRoundTripAndBinding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	plain := []byte("master secret bytes \x00\xff")
+	sec, err := f.key.EncryptSecret(plain, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, err := f.key.DecryptSecret(sec, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf.Bytes(), plain) {
+		t.Fatalf("decrypted %q", buf.Bytes())
+	}
+	buf.Destroy()
+	if buf.Bytes() != nil {
+		t.Fatal("Destroy left the bytes reachable")
+	}
+	rolled := *sec
+	rolled.Version = 6
+	if _, err := f.key.DecryptSecret(&rolled, mo); !errors.Is(err, ErrSecret) {
+		t.Fatalf("version changed: got %v, want ErrSecret", err)
+	}
+	short := *sec
+	short.Ciphertext = sec.Ciphertext[:keyring.TagSize]
+	if _, err := f.key.DecryptSecret(&short, mo); !errors.Is(err, keyring.ErrCorrupt) {
+		t.Fatalf("empty plaintext: got %v, want ErrCorrupt", err)
+	}
+	if _, err := f.key.EncryptSecret(make([]byte, keyring.MaxSecretSize+1), 1); err == nil {
+		t.Fatal("oversized secret accepted")
+	}
+}
+
+func TestNewSlotParamsNeverBelowFloor(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	below := keyring.Params{Time: cheap.Time, MemoryKiB: cheap.MemoryKiB / 2, Threads: 1}
+	if _, err := f.key.SealSlot("alice", keyring.KindAdmin, []byte("alice password 1"), below, 1); !errors.Is(err, ErrParams) {
+		t.Fatalf("got %v, want ErrParams", err)
+	}
+}
+
+func TestCalibrateRespectsFloorAndCap(t *testing.T) {
+	t.Parallel()
+	p := Calibrate(time.Nanosecond, 1<<20)
+	if p != Floor() {
+		t.Fatalf("tiny target gave %v, want the floor %v", p, Floor())
+	}
+	p = Calibrate(20*time.Millisecond, 1024)
+	if p.MemoryKiB > 1024 || p.MemoryKiB < Floor().MemoryKiB || p.Time < Floor().Time || p.Time > MaxTime {
+		t.Fatalf("calibrated %v outside floor %v and cap 1024 KiB", p, Floor())
+	}
+	if err := CheckParams(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// BenchmarkSlotUnwrap compares one OpenSlot with one bare argon2.IDKey at the
+// same parameters (RFC 9106's floor), alternating the two in each iteration.
+// The ratio metric is unwrap/argon2; everything beyond the KDF is overhead.
+func BenchmarkSlotUnwrap(b *testing.B) {
+	f := newFixtureB(b)
+	p := RFC9106Floor
+	s, err := f.key.sealSlot(randReader{}, "alice", keyring.KindAdmin, []byte("alice password 1"), p, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.h.Policy = p
+	var bare, unwrap time.Duration
+	runBare := func() {
+		t0 := time.Now()
+		k := argon2.IDKey([]byte("alice password 1"), s.Salt[:], p.Time, p.MemoryKiB, p.Threads, 32)
+		bare += time.Since(t0)
+		clear(k)
+	}
+	runUnwrap := func() {
+		t0 := time.Now()
+		key, err := OpenSlot(f.h, s, []byte("alice password 1"), mo)
+		unwrap += time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		key.Destroy()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate the order: the second call of a pair pays for the
+		// garbage of the first's 64 MiB.
+		if i%2 == 0 {
+			runBare()
+			runUnwrap()
+		} else {
+			runUnwrap()
+			runBare()
+		}
+	}
+	b.ReportMetric(float64(bare)/1e6/float64(b.N), "argon2-ms/op")
+	b.ReportMetric(float64(unwrap)/1e6/float64(b.N), "unwrap-ms/op")
+	b.ReportMetric(float64(unwrap)/float64(bare), "unwrap/argon2")
+}
+
+type randReader struct{}
+
+func (randReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	return len(p), nil
+}
+
+func newFixtureB(b *testing.B) *fixture {
+	var id [keyring.IDSize]byte
+	k, err := NewKey(id, mo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(k.Destroy)
+	return &fixture{key: k, h: &keyring.Header{ID: id, Commitment: k.Commitment()}}
+}
