@@ -1,7 +1,7 @@
 # sealbox — build, test, run.
 GO      ?= go
 BIN     := bin
-CMDS    := sealbox-admin
+CMDS    := sealboxd sealbox-admin
 
 .PHONY: all build test vet fmt-check bench demo run clean
 

@@ -47,6 +47,10 @@ type Options struct {
 	Now func() time.Time
 	// Progress, if set, is told before each Argon2id derivation.
 	Progress func(what string, p keyring.Params)
+	// OnChange, if set, is called after every committed change with the
+	// client records that verified in that change's transaction and the
+	// registry report (sealboxd rebuilds its client index from them).
+	OnChange func(clients []*keyring.Client, rep *unseal.Report)
 }
 
 func (o *Options) now() int64 {
@@ -185,7 +189,9 @@ func (m *Manager) authenticate(actor string, password []byte) (*session, error) 
 // slot is still the one that authenticated and that the registry verifies,
 // then rewrites the registry manifest. Nothing is written if any step fails.
 func (m *Manager) change(s *session, fn func(tx *keyring.Tx) error) error {
-	return m.kr.Update(func(tx *keyring.Tx) error {
+	var verified []*keyring.Client
+	var after *unseal.Report
+	err := m.kr.Update(func(tx *keyring.Tx) error {
 		cur, err := tx.Slot(s.slot.Name)
 		if err != nil || cur.MAC != s.slot.MAC {
 			return ErrChanged
@@ -200,8 +206,39 @@ func (m *Manager) change(s *session, fn func(tx *keyring.Tx) error) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
-		return s.key.Register(tx)
+		if err := s.key.Register(tx); err != nil {
+			return err
+		}
+		if m.opts.OnChange != nil {
+			verified, after, err = verifiedClients(s.key, tx)
+		}
+		return err
 	})
+	if err == nil && m.opts.OnChange != nil {
+		m.opts.OnChange(verified, after)
+	}
+	return err
+}
+
+// verifiedClients returns the client records that verify under key, none at
+// all when the manifest fails (any record may have been rolled back), and
+// the report.
+func verifiedClients(key *unseal.Key, tx *keyring.Tx) ([]*keyring.Client, *unseal.Report, error) {
+	rep, err := key.VerifyRegistry(tx)
+	if err != nil {
+		return nil, nil, err
+	}
+	clients, err := tx.Clients()
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []*keyring.Client
+	for _, c := range clients {
+		if !rep.ManifestBad && key.VerifyClient(c) {
+			out = append(out, c)
+		}
+	}
+	return out, rep, nil
 }
 
 // AddAdmin adds name with newPassword, authorized by actor's password.
@@ -310,7 +347,8 @@ func (m *Manager) Repair(actor string, actorPassword []byte) (*unseal.Report, er
 		return nil, err
 	}
 	defer s.close()
-	var rep *unseal.Report
+	var rep, after *unseal.Report
+	var verified []*keyring.Client
 	err = m.kr.Update(func(tx *keyring.Tx) error {
 		if rep, err = s.key.VerifyRegistry(tx); err != nil {
 			return err
@@ -331,10 +369,17 @@ func (m *Manager) Repair(actor string, actorPassword []byte) (*unseal.Report, er
 				return err
 			}
 		}
-		return s.key.Register(tx)
+		if err := s.key.Register(tx); err != nil {
+			return err
+		}
+		verified, after, err = verifiedClients(s.key, tx)
+		return err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if m.opts.OnChange != nil {
+		m.opts.OnChange(verified, after)
 	}
 	return rep, nil
 }
@@ -405,19 +450,8 @@ func (m *Manager) Unseal(name string, password []byte) (*Unsealed, error) {
 		if err != nil {
 			return err
 		}
-		if u.Report, err = s.key.VerifyRegistry(tx); err != nil {
+		if u.Clients, u.Report, err = verifiedClients(s.key, tx); err != nil {
 			return err
-		}
-		clients, err := tx.Clients()
-		if err != nil {
-			return err
-		}
-		for _, c := range clients {
-			// A failed manifest means a record may have been rolled back to
-			// an older, validly signed version: honour no client at all.
-			if !u.Report.ManifestBad && s.key.VerifyClient(c) {
-				u.Clients = append(u.Clients, c)
-			}
 		}
 		u.Version = sec.Version
 		u.Secret, err = s.key.DecryptSecret(sec, m.opts.Memory)

@@ -79,3 +79,14 @@ func TestFlagsWinOverFile(t *testing.T) {
 		t.Error("missing config file accepted")
 	}
 }
+
+func TestShippedConfigIsTheDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := Load("sealboxd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Fatalf("shipped config %+v differs from the built-in defaults %+v", c, Default())
+	}
+}

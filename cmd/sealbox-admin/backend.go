@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/prompt"
 	"github.com/sealbox/sealbox/keyring"
@@ -232,7 +233,7 @@ func classify(err error) (int, string) {
 		return exitUnavail, ""
 	case errors.Is(err, keyring.ErrNotFound):
 		return exitFailure, ""
-	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry),
+	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry), errors.Is(err, daemon.ErrIntegrity),
 		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, keyring.ErrNotKeyring),
 		errors.Is(err, keyring.ErrUnknownVersion), errors.Is(err, unseal.ErrSecret):
 		return exitIntegrity, "the keyring file may have been tampered with or damaged; restore a backup and investigate"

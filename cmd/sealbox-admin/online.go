@@ -1,19 +1,119 @@
 package main
 
-import "errors"
+import (
+	"fmt"
+	"time"
+
+	"github.com/sealbox/sealbox/config"
+	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/memlock"
+)
 
 // Errors of the online mode, classified by classify.
 var (
-	errUnreachable = errors.New("cannot reach sealboxd")
-	errSealed      = errors.New("the daemon is sealed")
-	errRefused     = errors.New("refused by the daemon")
-	errBackoff     = errors.New("too many failed attempts")
+	errUnreachable = daemon.ErrUnreachable
+	errSealed      = daemon.ErrSealed
+	errRefused     = daemon.ErrRefused
+	errBackoff     = daemon.ErrBusy
 )
 
-func (c *cli) online() (backend, error) {
-	return nil, errors.Join(errUnreachable, errors.New("the daemon's admin socket is not available in this build yet; use --keyring PATH"))
+// online talks to the daemon; every change shows progress, since the daemon
+// derives Argon2id keys for it.
+type online struct {
+	*daemon.AdminClient
+	c *cli
 }
 
-func (c *cli) onlineUnseal(o *opts) error { _, err := c.online(); return err }
-func (c *cli) onlineSeal() error          { _, err := c.online(); return err }
-func (c *cli) onlineStatus(o *opts) error { _, err := c.online(); return err }
+func (c *cli) adminSocket() string {
+	if c.global.adminSocket != "" {
+		return c.global.adminSocket
+	}
+	return config.DefaultAdminSocket
+}
+
+func (c *cli) online() (backend, error) {
+	return &online{AdminClient: daemon.NewAdminClient(c.adminSocket()), c: c}, nil
+}
+
+func (o *online) deriving(who string) {
+	fmt.Fprintf(o.c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", who)
+}
+
+func (o *online) AddAdmin(actor string, apw []byte, name string, npw []byte) error {
+	o.deriving(actor)
+	return o.AdminClient.AddAdmin(actor, apw, name, npw)
+}
+
+func (o *online) RemoveAdmin(actor string, apw []byte, name string) error {
+	o.deriving(actor)
+	return o.AdminClient.RemoveAdmin(actor, apw, name)
+}
+
+func (o *online) Passwd(name string, cur, npw []byte) error {
+	o.deriving(name)
+	return o.AdminClient.Passwd(name, cur, npw)
+}
+
+func (c *cli) onlineUnseal(o *opts) error {
+	ac := daemon.NewAdminClient(c.adminSocket())
+	defer ac.Close()
+	pw, err := c.pw.Password(o.admin + "'s password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(pw)
+	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.admin)
+	st, err := ac.Unseal(o.admin, pw)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "unsealed by %s (%d active clients can read now)\n", o.admin, st.ActiveClients)
+	if !st.MemoryLocked {
+		fmt.Fprintln(c.stderr, "sealbox-admin: warning: the secret is in memory that is NOT locked (allow_unlocked_memory = true)")
+	}
+	if st.RegistryProblems != "" {
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: %s\n", st.RegistryProblems)
+	}
+	return nil
+}
+
+func (c *cli) onlineSeal() error {
+	ac := daemon.NewAdminClient(c.adminSocket())
+	defer ac.Close()
+	if _, err := ac.Seal(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "sealed: the secret is wiped from the daemon's memory")
+	return nil
+}
+
+func (c *cli) onlineStatus(o *opts) error {
+	ac := daemon.NewAdminClient(c.adminSocket())
+	defer ac.Close()
+	st, err := ac.Status()
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return writeJSON(c.stdout, st)
+	}
+	state := "sealed"
+	if !st.Sealed {
+		state = fmt.Sprintf("unsealed by %s at %s", st.UnsealedBy, st.UnsealedAt.Format(time.RFC3339))
+		if !st.MemoryLocked {
+			state += " (memory NOT locked)"
+		}
+	}
+	fmt.Fprintf(c.stdout, "state:     %s\n", state)
+	fmt.Fprintf(c.stdout, "keyring:   %s\n", st.Keyring)
+	fmt.Fprintf(c.stdout, "admins:    %d\nclients:   %d (%d active)\n", st.Admins, st.Clients, st.ActiveClients)
+	fmt.Fprintf(c.stdout, "kdf:       %v for new slots\n", st.KDFPolicy)
+	fmt.Fprintf(c.stdout, "daemon:    pid %d, up since %s\n", st.PID, st.Started.Format(time.RFC3339))
+	if st.RegistryProblems != "" {
+		fmt.Fprintf(c.stdout, "problems:  %s\n", st.RegistryProblems)
+	}
+	if st.Sealed {
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: unseal with: sealbox-admin unseal --admin NAME")
+	}
+	return nil
+}

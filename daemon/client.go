@@ -1,0 +1,159 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// AdminClient talks to sealboxd's admin socket. Its errors wrap the package's
+// sentinels (see APIError) or ErrUnreachable.
+type AdminClient struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewAdminClient returns a client for the admin socket at path.
+func NewAdminClient(path string) *AdminClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		MaxIdleConns:    1,
+		IdleConnTimeout: 10 * time.Second,
+	}
+	return &AdminClient{socket: path, hc: &http.Client{Transport: tr, Timeout: adminWriteTimeout}}
+}
+
+// Close releases idle connections.
+func (c *AdminClient) Close() error {
+	c.hc.CloseIdleConnections()
+	return nil
+}
+
+// do sends body (which may hold passwords: the encoded request is wiped
+// after sending) and decodes a 2xx answer into out.
+func (c *AdminClient) do(method, path string, body, out any) error {
+	var buf []byte
+	if body != nil {
+		var err error
+		if buf, err = json.Marshal(body); err != nil {
+			return err
+		}
+		defer memlock.Wipe(buf)
+	}
+	req, err := http.NewRequest(method, "http://sealboxd"+path, bytes.NewReader(buf))
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v (is it running? with the file directly: --keyring PATH)", ErrUnreachable, c.socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("reading the daemon's answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		ae := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
+			ae.Code, ae.Message = codeInternal, fmt.Sprintf("daemon answered %s", resp.Status)
+		}
+		return ae
+	}
+	if out != nil {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// Status returns the daemon's state.
+func (c *AdminClient) Status() (*Status, error) {
+	var s Status
+	return &s, c.do(http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Unseal unseals with name's password.
+func (c *AdminClient) Unseal(name string, pw []byte) (*Status, error) {
+	var s Status
+	return &s, c.do(http.MethodPost, "/v1/unseal", UnsealRequest{Admin: name, Password: pw}, &s)
+}
+
+// Seal seals the daemon.
+func (c *AdminClient) Seal() (*Status, error) {
+	var s Status
+	return &s, c.do(http.MethodPost, "/v1/seal", nil, &s)
+}
+
+// ListAdmins lists the admin slots.
+func (c *AdminClient) ListAdmins() ([]admin.AdminInfo, error) {
+	var out []admin.AdminInfo
+	return out, c.do(http.MethodGet, "/v1/admins", nil, &out)
+}
+
+// AddAdmin adds name, authorized by actor.
+func (c *AdminClient) AddAdmin(actor string, actorPw []byte, name string, newPw []byte) error {
+	return c.do(http.MethodPost, "/v1/admins", AddAdminRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, Password: newPw}, nil)
+}
+
+// pathName checks a name before it becomes part of a URL path.
+func pathName(name string) error {
+	if err := keyring.ValidName(name); err != nil {
+		return fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	return nil
+}
+
+// RemoveAdmin removes name, authorized by actor.
+func (c *AdminClient) RemoveAdmin(actor string, actorPw []byte, name string) error {
+	if err := pathName(name); err != nil {
+		return err
+	}
+	return c.do(http.MethodPost, "/v1/admins/"+name+"/remove", AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+}
+
+// Passwd changes name's password.
+func (c *AdminClient) Passwd(name string, cur, newPw []byte) error {
+	if err := pathName(name); err != nil {
+		return err
+	}
+	return c.do(http.MethodPost, "/v1/admins/"+name+"/passwd", PasswdRequest{Current: cur, New: newPw}, nil)
+}
+
+// ListClients lists the client records.
+func (c *AdminClient) ListClients() ([]admin.ClientInfo, error) {
+	var out []admin.ClientInfo
+	return out, c.do(http.MethodGet, "/v1/clients", nil, &out)
+}
+
+// AddClient registers a client, authorized by actor.
+func (c *AdminClient) AddClient(actor string, actorPw []byte, name string, uid uint32, gid *uint32) error {
+	return c.do(http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: &uid, GID: gid}, nil)
+}
+
+// SetClientStatus disables, enables or retires a client, authorized by actor.
+func (c *AdminClient) SetClientStatus(actor string, actorPw []byte, name string, st keyring.ClientStatus) error {
+	action := map[keyring.ClientStatus]string{keyring.ClientDisabled: "disable", keyring.ClientActive: "enable", keyring.ClientRetired: "remove"}[st]
+	if action == "" {
+		return fmt.Errorf("%w: invalid client status %d", ErrRefused, st)
+	}
+	if err := pathName(name); err != nil {
+		return err
+	}
+	return c.do(http.MethodPost, "/v1/clients/"+name+"/"+action, AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+}

@@ -1,0 +1,249 @@
+// Package daemon is sealboxd: it holds the keyring open for the host's whole
+// life, starts sealed, and serves the master secret to registered clients on
+// a service socket once an admin has unsealed it on the admin socket.
+//
+// Use New to open the keyring and bind both sockets, then Serve until the
+// context ends; Reload applies the parts of a new configuration that can
+// change live. AdminClient is the other end of the admin socket, for
+// sealbox-admin.
+//
+// The state machine: sealed → unsealed (one admin's password) → sealed (seal
+// request, Close, or a signal in sealboxd). No error path leaves it half
+// unsealed: the secret is installed only after it decrypted into locked
+// memory and the registry verified.
+//
+// Errors on the wire map to sentinels in one place (errorFor/APIError):
+// ErrSealed (503), ErrNotAuthorized (403), unseal.ErrWrongPassword (401),
+// ErrRefused (400/404/409), ErrIntegrity and ErrBusy.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/config"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// Socket modes. The service socket is open to every local process: who may
+// read is decided per connection from kernel-attested credentials. The admin
+// socket is the daemon user's alone.
+const (
+	ServiceSocketMode = 0o666
+	AdminSocketMode   = 0o600
+)
+
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 10 * time.Second
+	idleTimeout       = 60 * time.Second
+	adminWriteTimeout = 3 * time.Minute // derivations may queue
+	maxHeaderBytes    = 8 << 10
+	kdfConcurrency    = 2
+	kdfQueueWait      = 30 * time.Second
+	shutdownGrace     = 5 * time.Second
+)
+
+// Daemon is a running sealboxd.
+type Daemon struct {
+	cfg      config.Config
+	log      *slog.Logger
+	level    *slog.LevelVar
+	kr       *keyring.Keyring
+	mgr      *admin.Manager
+	vault    *vault
+	kdfSlots chan struct{}
+	maxWait  atomic.Int64 // time.Duration
+	started  time.Time
+	notify   func(state string)
+	stopping chan struct{}
+	stopOnce sync.Once
+
+	svcLn, admLn   *peerListener
+	svcSrv, admSrv *http.Server
+}
+
+// Options are what New needs beyond the configuration.
+type Options struct {
+	Log    *slog.Logger
+	Level  *slog.LevelVar     // adjusted by Reload; may be nil
+	Notify func(state string) // sd_notify; may be nil
+}
+
+// New opens the keyring (holding its lock until Close) and binds both
+// sockets with their final modes. It starts sealed.
+func New(cfg config.Config, opts Options) (*Daemon, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg:      cfg,
+		log:      opts.Log,
+		level:    opts.Level,
+		vault:    newVault(),
+		kdfSlots: make(chan struct{}, kdfConcurrency),
+		started:  time.Now(),
+		notify:   opts.Notify,
+		stopping: make(chan struct{}),
+	}
+	if d.notify == nil {
+		d.notify = func(string) {}
+	}
+	d.maxWait.Store(int64(cfg.MaxWait))
+	kr, err := keyring.Open(cfg.Keyring, keyring.Options{})
+	if err != nil {
+		return nil, err
+	}
+	d.kr = kr
+	if st, err := os.Stat(cfg.Keyring); err == nil && st.Mode().Perm()&0o077 != 0 {
+		d.log.Warn("keyring file is accessible to others; it should be 0600", "keyring", cfg.Keyring, "mode", st.Mode().Perm().String())
+	}
+	d.mgr = admin.New(kr, admin.Options{
+		Memory:   memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
+		OnChange: d.vault.replaceClients,
+	})
+	// Until an unseal verifies them, the records on file are used only to
+	// refuse: nothing is served while sealed.
+	if err := kr.View(func(tx *keyring.Tx) error {
+		cs, err := tx.Clients()
+		d.vault.replaceClients(cs, nil)
+		return err
+	}); err != nil {
+		kr.Close()
+		return nil, err
+	}
+	ln, err := listenUnix(cfg.Socket, ServiceSocketMode)
+	if err != nil {
+		kr.Close()
+		return nil, err
+	}
+	d.svcLn = newPeerListener(ln, cfg.MaxConnections)
+	ln, err = listenUnix(cfg.AdminSocket, AdminSocketMode)
+	if err != nil {
+		d.svcLn.Close()
+		kr.Close()
+		return nil, err
+	}
+	d.admLn = newPeerListener(ln, cfg.MaxConnections)
+	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
+	d.svcSrv = &http.Server{
+		Handler:           d.serviceRouter(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnContext:       connContext,
+		ErrorLog:          errLog,
+	}
+	d.admSrv = &http.Server{
+		Handler:           d.adminRouter(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ConnContext:       connContext,
+		ErrorLog:          errLog,
+	}
+	return d, nil
+}
+
+// Serve answers on both sockets until ctx ends or a server fails, then seals,
+// closes the sockets (removing their files) and the keyring.
+func (d *Daemon) Serve(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- d.svcSrv.Serve(d.svcLn) }()
+	go func() { errc <- d.admSrv.Serve(d.admLn) }()
+	policy := keyring.Params{}
+	d.kr.View(func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err == nil {
+			policy = h.Policy
+		}
+		return err
+	})
+	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String())
+	d.notify("READY=1\nSTATUS=sealed")
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		d.log.Error("server failed", "error", err)
+	}
+	d.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (d *Daemon) close() {
+	d.stopOnce.Do(func() {
+		d.notify("STOPPING=1")
+		close(d.stopping)
+		if d.vault.seal() {
+			d.log.Info("sealed", "by", "shutdown")
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		d.svcSrv.Shutdown(sctx)
+		d.admSrv.Shutdown(sctx)
+		d.svcLn.Close()
+		d.admLn.Close()
+		d.kr.Close()
+		d.log.Info("stopped")
+	})
+}
+
+// Seal wipes the secret, for a signal or a fatal error.
+func (d *Daemon) Seal(by string) {
+	if d.vault.seal() {
+		d.log.Info("sealed", "by", by)
+		d.notify("STATUS=sealed")
+	}
+}
+
+// Reload applies what can change live: log_level and max_wait. Other keys
+// need a restart; Reload says so in the log when they differ.
+func (d *Daemon) Reload(cfg config.Config) {
+	if d.level != nil {
+		d.level.Set(cfg.Level())
+	}
+	d.maxWait.Store(int64(cfg.MaxWait))
+	if cfg.Keyring != d.cfg.Keyring || cfg.Socket != d.cfg.Socket || cfg.AdminSocket != d.cfg.AdminSocket ||
+		cfg.MaxConnections != d.cfg.MaxConnections || cfg.AllowUnlockedMemory != d.cfg.AllowUnlockedMemory {
+		d.log.Warn("reload: paths, max_connections and allow_unlocked_memory take effect at the next restart")
+	}
+	d.log.Info("reloaded", "log_level", cfg.LogLevel, "max_wait", cfg.MaxWait.String())
+}
+
+// Notify sends a state to systemd's notify socket ($NOTIFY_SOCKET), if any:
+// a single datagram, as sd_notify(3) does.
+func Notify(state string) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	if addr[0] == '@' {
+		addr = "\x00" + addr[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("sd_notify: %w", err)
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(state))
+	return err
+}

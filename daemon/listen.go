@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PeerCred is what the kernel says about the process at the other end of a
+// connection, captured once at accept (SO_PEERCRED: the credentials at
+// connect time).
+type PeerCred struct {
+	PID int32
+	UID uint32
+	GID uint32
+}
+
+type credKey struct{}
+
+// credFrom returns the connection's peer credentials from a request context.
+func credFrom(ctx context.Context) (PeerCred, bool) {
+	c, ok := ctx.Value(credKey{}).(PeerCred)
+	return c, ok
+}
+
+// listenUnix creates a Unix socket at path whose mode is mode from the moment
+// it exists: bind runs under a umask that leaves exactly those bits, so no
+// one can connect in a window before a chmod. It must be called before any
+// other goroutine creates files, since the umask is process-wide (sealboxd
+// calls it during startup only).
+//
+// A socket file already at path is removed only if nothing answers on it (a
+// daemon that was killed). The race accepted: two daemons starting at once
+// on the same path could both see it stale; they would also contend for the
+// keyring's bbolt lock, which only one of them gets, and the other exits
+// before it listens.
+func listenUnix(path string, mode os.FileMode) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode()&fs.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket; refusing to replace it", path)
+		}
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another process is listening on %s (is sealboxd already running?)", path)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, fmt.Errorf("probing existing socket %s: %w", path, err)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+		}
+	}
+	old := unix.Umask(int(0o777 &^ mode))
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(true)
+	st, err := os.Lstat(path)
+	if err != nil || st.Mode().Perm() != mode {
+		l.Close()
+		return nil, fmt.Errorf("socket %s was created with mode %v, want %v", path, st.Mode().Perm(), mode)
+	}
+	return l, nil
+}
+
+// peerListener captures SO_PEERCRED at accept and caps open connections.
+type peerListener struct {
+	*net.UnixListener
+	slots chan struct{}
+}
+
+func newPeerListener(l *net.UnixListener, maxConns int) *peerListener {
+	return &peerListener{UnixListener: l, slots: make(chan struct{}, maxConns)}
+}
+
+// Accept blocks while maxConns connections are open: further clients wait in
+// the kernel's backlog instead of costing the daemon memory.
+func (l *peerListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			<-l.slots
+			return nil, err
+		}
+		cred, err := peerCred(c)
+		if err != nil {
+			c.Close() // no identity, no service
+			continue
+		}
+		return &peerConn{UnixConn: c, cred: cred, release: func() { <-l.slots }}, nil
+	}
+}
+
+func peerCred(c *net.UnixConn) (PeerCred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return PeerCred{}, err
+	}
+	var uc *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		uc, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return PeerCred{}, err
+	}
+	if serr != nil {
+		return PeerCred{}, serr
+	}
+	return PeerCred{PID: uc.Pid, UID: uc.Uid, GID: uc.Gid}, nil
+}
+
+type peerConn struct {
+	*net.UnixConn
+	cred    PeerCred
+	once    sync.Once
+	release func()
+}
+
+func (c *peerConn) Close() error {
+	err := c.UnixConn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// connContext puts the peer credentials into every request's context.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*peerConn); ok {
+		return context.WithValue(ctx, credKey{}, pc.cred)
+	}
+	return ctx
+}

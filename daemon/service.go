@@ -1,0 +1,146 @@
+package daemon
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/mux"
+
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// serviceRouter is the whole service API: what local clients may ask. Admin
+// operations do not exist here. Every request passes identify first, so an
+// unknown peer learns nothing, not even which paths exist.
+func (d *Daemon) serviceRouter() http.Handler {
+	r := mux.NewRouter()
+	r.HandleFunc("/v1/secret", d.getSecret).Methods(http.MethodGet)
+	r.HandleFunc("/v1/status", d.getServiceStatus).Methods(http.MethodGet)
+	r.NotFoundHandler = http.HandlerFunc(notFound)
+	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
+	return d.identify(r)
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, &APIError{Status: http.StatusNotFound, Code: codeNotFound, Message: "no such endpoint"})
+}
+
+func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: codeBadRequest, Message: "method not allowed"})
+}
+
+type clientKey struct{}
+
+// identify admits only peers that are an Active registered client, by the
+// credentials the kernel attested at accept. Root is not special.
+func (d *Daemon) identify(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cred, ok := credFrom(r.Context())
+		if !ok {
+			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "no peer credentials"})
+			return
+		}
+		c, ok := d.vault.match(cred)
+		if !ok {
+			d.logRead(r, cred, c, "refused")
+			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden,
+				Message: "not a registered active client (uid " + strconv.FormatUint(uint64(cred.UID), 10) + ")"})
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
+	})
+}
+
+func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outcome string) {
+	name := ""
+	if c != nil {
+		name = c.Name
+	}
+	d.log.Info("read", "path", r.URL.Path, "client", name, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "outcome", outcome)
+}
+
+// waitParam parses ?wait=DURATION, capped by max_wait.
+func (d *Daemon) waitParam(r *http.Request) (time.Duration, *APIError) {
+	s := r.URL.Query().Get("wait")
+	if s == "" {
+		return 0, nil
+	}
+	wait, err := time.ParseDuration(s)
+	if err != nil || wait < 0 {
+		return 0, badRequest("wait: want a duration such as 30s")
+	}
+	if maxWait := time.Duration(d.maxWait.Load()); wait > maxWait {
+		wait = maxWait
+	}
+	return wait, nil
+}
+
+// awaitUnseal blocks while sealed, for at most wait, and reports whether the
+// vault is unsealed now.
+func (d *Daemon) awaitUnseal(w http.ResponseWriter, r *http.Request, wait time.Duration) bool {
+	sealed, ch := d.vault.isSealed()
+	if !sealed {
+		return true
+	}
+	if wait <= 0 {
+		return false
+	}
+	// The server's write timeout is short; a long poll gets its own.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + writeTimeout))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	case <-d.stopping:
+	}
+	sealed, _ = d.vault.isSealed()
+	return !sealed
+}
+
+func sealedError() *APIError {
+	return &APIError{Status: http.StatusServiceUnavailable, Code: codeSealed, Message: "sealed: an admin must run sealbox-admin unseal"}
+}
+
+func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
+	cred, _ := credFrom(r.Context())
+	wait, aerr := d.waitParam(r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	d.awaitUnseal(w, r, wait)
+	outcome, c, err := d.vault.serve(cred, w, func(n int, version uint64) {
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Content-Length", strconv.Itoa(n))
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Sealbox-Secret-Version", strconv.FormatUint(version, 10))
+		w.WriteHeader(http.StatusOK)
+	})
+	if err != nil {
+		outcome = "write-failed"
+	}
+	d.logRead(r, cred, c, outcome)
+	switch outcome {
+	case "sealed":
+		writeError(w, sealedError())
+	case "refused":
+		writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "not a registered active client"})
+	}
+}
+
+func (d *Daemon) getServiceStatus(w http.ResponseWriter, r *http.Request) {
+	wait, aerr := d.waitParam(r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	unsealed := d.awaitUnseal(w, r, wait)
+	c, _ := r.Context().Value(clientKey{}).(*keyring.Client)
+	writeJSON(w, ServiceStatus{Sealed: !unsealed, Client: c.Name})
+}
