@@ -15,6 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// umaskMu serializes the umask changes of listenUnix.
+var umaskMu sync.Mutex
+
 // PeerCred is what the kernel says about the process at the other end of a
 // connection, captured once at accept (SO_PEERCRED: the credentials at
 // connect time).
@@ -63,9 +66,11 @@ func listenUnix(path string, mode os.FileMode) (*net.UnixListener, error) {
 			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
 		}
 	}
+	umaskMu.Lock()
 	old := unix.Umask(int(0o777 &^ mode))
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
+	umaskMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}

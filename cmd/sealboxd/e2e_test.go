@@ -66,6 +66,7 @@ type env struct {
 	sock    string
 	admSock string
 	cmd     *exec.Cmd
+	pid     int // the daemon's own pid (not a wrapper's such as strace)
 	log     *syncBuffer
 	exited  chan struct{}
 }
@@ -148,10 +149,15 @@ func runCmd(t *testing.T, stdin, bin string, args ...string) result {
 }
 
 // start runs sealboxd (prefix wraps it, e.g. in prlimit or setpriv) and waits
-// until its admin socket answers.
+// until it says it listens.
 func (e *env) start(prefix []string, extra ...string) {
 	e.t.Helper()
-	args := append(append([]string{}, prefix...), daemonBin, "--keyring", e.keyring, "--socket", e.sock, "--admin-socket", e.admSock)
+	e.startBin(daemonBin, prefix, extra...)
+}
+
+func (e *env) startBin(bin string, prefix []string, extra ...string) {
+	e.t.Helper()
+	args := append(append([]string{}, prefix...), bin, "--keyring", e.keyring, "--socket", e.sock, "--admin-socket", e.admSock)
 	args = append(args, extra...)
 	e.cmd = exec.Command(args[0], args[1:]...)
 	e.log = &syncBuffer{}
@@ -161,7 +167,8 @@ func (e *env) start(prefix []string, extra ...string) {
 	}
 	e.exited = make(chan struct{})
 	go func() { e.cmd.Wait(); close(e.exited) }()
-	e.t.Cleanup(func() { e.cmd.Process.Kill(); <-e.exited })
+	e.pid = e.cmd.Process.Pid
+	e.t.Cleanup(func() { syscall.Kill(e.pid, syscall.SIGKILL); e.cmd.Process.Kill(); <-e.exited })
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-e.exited:
@@ -169,16 +176,31 @@ func (e *env) start(prefix []string, extra ...string) {
 		default:
 		}
 		if strings.Contains(e.log.String(), "listening, sealed") {
+			if len(prefix) > 0 && prefix[0] == "strace" {
+				e.pid = tracedChild(e.t, e.cmd.Process.Pid)
+			}
 			return
 		}
 	}
 	e.t.Fatalf("sealboxd did not get ready:\n%s", e.log.String())
 }
 
-// stop sends sig and waits for the exit code.
+// tracedChild returns the pid of the process strace (pid) started.
+func tracedChild(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	f := strings.Fields(string(b))
+	if err != nil || len(f) != 1 {
+		t.Fatalf("strace's children: %q %v", b, err)
+	}
+	child, _ := strconv.Atoi(f[0])
+	return child
+}
+
+// stop sends sig to the daemon and waits for the exit code.
 func (e *env) stop(sig syscall.Signal) int {
 	e.t.Helper()
-	e.cmd.Process.Signal(sig)
+	syscall.Kill(e.pid, sig)
 	select {
 	case <-e.exited:
 	case <-time.After(30 * time.Second):
@@ -312,7 +334,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	e.expectRead(0, 403)
 
 	// Locked memory, no core dumps.
-	pid := e.cmd.Process.Pid
+	pid := e.pid
 	lck := strings.Fields(procField(t, pid, "status", "VmLck:"))
 	if n, _ := strconv.Atoi(lck[1]); n <= 0 {
 		t.Fatalf("VmLck %v after unseal", lck)
@@ -545,5 +567,98 @@ func TestUnitExposureScore(t *testing.T) {
 	}
 	if bytes.Contains(raw, []byte("\nPrivateUsers=yes")) {
 		t.Error("PrivateUsers=yes would map every client uid to nobody")
+	}
+}
+
+// TestDaemonSyscallsWithinUnitFilter traces every system call a full daemon
+// session makes and checks each against the unit's SystemCallFilter= lines,
+// expanded by systemd-analyze: a call outside the filter would kill the
+// daemon under systemd (SIGSYS), where no other test here can run it.
+func TestDaemonSyscallsWithinUnitFilter(t *testing.T) {
+	for _, tool := range []string{"strace", "systemd-analyze"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s (.ci/run installs it)", tool)
+		}
+	}
+	requireRootTools(t)
+	t.Parallel()
+	plain, err := testbin.Build("sealboxd", false) // the race runtime makes calls production does not
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	trace := filepath.Join(e.dir, "trace")
+	e.startBin(plain, []string{"strace", "-f", "-qq", "-o", trace})
+	e.expectRead(nobody, 503)
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+	e.expectRead(nobody, 200)
+	e.read(nobody, "/v1/status?wait=1s")
+	e.online(0, pwAlice+"\n", "client", "disable", "svc", "--as", "alice")
+	e.online(0, pwAlice+"\n"+pwCarol+"\n", "add", "carol", "--as", "alice")
+	e.online(0, "", "seal")
+	syscall.Kill(e.pid, syscall.SIGHUP)
+	time.Sleep(200 * time.Millisecond)
+	if code := e.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, e.log.String())
+	}
+	raw, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\d+\s+([a-z0-9_]+)\(`).FindAllStringSubmatch(string(raw), -1) {
+		used[m[1]] = true
+	}
+	if !used["mlock"] || !used["accept4"] {
+		t.Fatalf("trace looks incomplete: %d calls, mlock %v accept4 %v", len(used), used["mlock"], used["accept4"])
+	}
+	unit, _ := os.ReadFile(filepath.Join("..", "..", "sealboxd.service"))
+	allow, deny := map[string]bool{}, map[string]bool{}
+	for _, line := range strings.Split(string(unit), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "SystemCallFilter=")
+		if !ok {
+			continue
+		}
+		set := allow
+		if strings.HasPrefix(v, "~") {
+			set, v = deny, v[1:]
+		}
+		for _, item := range strings.Fields(v) {
+			expandFilter(t, item, set)
+		}
+	}
+	var bad []string
+	for call := range used {
+		if !allow[call] || deny[call] {
+			bad = append(bad, fmt.Sprintf("%s (allowed %v, denied %v)", call, allow[call], deny[call]))
+		}
+	}
+	if len(bad) > 0 {
+		t.Fatalf("system calls the unit's filter would kill the daemon for: %v", bad)
+	}
+	t.Logf("%d distinct system calls, all within the unit's filter", len(used))
+}
+
+// expandFilter adds a syscall or a @group (recursively) to set.
+func expandFilter(t *testing.T, item string, set map[string]bool) {
+	t.Helper()
+	if !strings.HasPrefix(item, "@") {
+		set[item] = true
+		return
+	}
+	r := runCmd(t, "", "systemd-analyze", "syscall-filter", "--no-pager", item)
+	if r.code != 0 {
+		t.Fatalf("systemd-analyze syscall-filter %s: %s", item, r.out)
+	}
+	for _, line := range strings.Split(r.out, "\n") {
+		f := strings.TrimSpace(line)
+		if f == "" || strings.HasPrefix(f, "#") || strings.Contains(f, " ") || f == item {
+			continue
+		}
+		if strings.HasPrefix(f, "@") {
+			expandFilter(t, f, set)
+		} else {
+			set[f] = true
+		}
 	}
 }

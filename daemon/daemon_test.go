@@ -1,0 +1,429 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/config"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+var cheap = keyring.Params{Time: 1, MemoryKiB: 64, Threads: 1}
+
+// Tests that bind sockets do not run in parallel: listenUnix sets the
+// process-wide umask for the moment of bind, which would leak into files
+// that parallel tests create at that moment (sealboxd binds only at start).
+
+func TestMain(m *testing.M) {
+	unseal.UseTestFloor(cheap)
+	os.Exit(m.Run())
+}
+
+const pwAlice = "alice's long passphrase"
+
+var secret = []byte("in-process secret \x00\x01\x02")
+
+// shortDir returns a temporary directory with a path short enough for
+// sockets (sun_path is 108 bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "sbd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// startDaemon makes a keyring whose only client is this process's uid and
+// runs a Daemon on it until the test ends.
+func startDaemon(t *testing.T) (*Daemon, *AdminClient, *http.Client) {
+	t.Helper()
+	dir := shortDir(t)
+	p := cheap
+	opts := admin.Options{Policy: &p, Memory: memlock.Options{AllowUnlocked: true}}
+	kpath := filepath.Join(dir, "k.db")
+	if err := admin.Init(kpath, "alice", []byte(pwAlice), secret, opts); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(kpath, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.New(kr, opts).AddClient("alice", []byte(pwAlice), "me", uint32(os.Getuid()), nil); err != nil {
+		t.Fatal(err)
+	}
+	kr.Close()
+	cfg := config.Default()
+	cfg.Keyring, cfg.Socket, cfg.AdminSocket = kpath, filepath.Join(dir, "s.sock"), filepath.Join(dir, "a.sock")
+	cfg.MaxWait = 10 * time.Second
+	d, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- d.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	ac := NewAdminClient(cfg.AdminSocket)
+	t.Cleanup(func() { ac.Close() })
+	return d, ac, unixHTTP(cfg.Socket)
+}
+
+func unixHTTP(path string) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		MaxIdleConnsPerHost: 4,
+	}}
+}
+
+func get(t *testing.T, c *http.Client, path string) (int, []byte) {
+	t.Helper()
+	resp, err := c.Get("http://sealbox" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func TestSealedUnsealedStateMachine(t *testing.T) {
+	_, ac, svc := startDaemon(t)
+	if code, _ := get(t, svc, "/v1/secret"); code != 503 {
+		t.Fatalf("sealed: %d", code)
+	}
+	if _, err := ac.Unseal("alice", []byte("wrong password!")); !errors.Is(err, unseal.ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, svc, "/v1/secret")
+	if code != 200 || !bytes.Equal(body, secret) {
+		t.Fatalf("unsealed: %d %q", code, body)
+	}
+	if _, err := ac.Unseal("alice", []byte(pwAlice)); !errors.Is(err, ErrRefused) {
+		t.Fatalf("second unseal: %v", err)
+	}
+	st, err := ac.Seal()
+	if err != nil || !st.Sealed {
+		t.Fatalf("seal: %+v %v", st, err)
+	}
+	if code, _ := get(t, svc, "/v1/secret"); code != 503 {
+		t.Fatalf("after seal: %d", code)
+	}
+	// The client's own status view.
+	code, body = get(t, svc, "/v1/status")
+	if code != 200 || !strings.Contains(string(body), `"sealed":true`) || !strings.Contains(string(body), `"client":"me"`) {
+		t.Fatalf("service status: %d %s", code, body)
+	}
+}
+
+// Reads racing seal and unseal see the whole secret, or 503: never a partial
+// or freed buffer. The race detector watches the vault's locking.
+func TestConcurrentReadsDuringSealUnseal(t *testing.T) {
+	_, ac, svc := startDaemon(t)
+	stop := make(chan struct{})
+	var served, sealed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := svc.Get("http://sealbox/v1/secret")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch {
+				case resp.StatusCode == 200 && bytes.Equal(b, secret):
+					served.Add(1)
+				case resp.StatusCode == 503:
+					sealed.Add(1)
+				default:
+					t.Errorf("read during seal/unseal: %d %q", resp.StatusCode, b)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 10; i++ {
+		if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if _, err := ac.Seal(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if served.Load() == 0 || sealed.Load() == 0 {
+		t.Fatalf("served %d, sealed %d: the reads did not overlap both states", served.Load(), sealed.Load())
+	}
+	t.Logf("%d served, %d sealed, 0 wrong", served.Load(), sealed.Load())
+}
+
+func TestWaitWakesOnUnseal(t *testing.T) {
+	_, ac, svc := startDaemon(t)
+	type res struct {
+		code int
+		body []byte
+		err  error
+	}
+	c := make(chan res, 1)
+	go func() {
+		resp, err := svc.Get("http://sealbox/v1/secret?wait=60s") // capped to max_wait 10s
+		if err != nil {
+			c <- res{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c <- res{resp.StatusCode, b, nil}
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	r := <-c
+	if r.err != nil || r.code != 200 || !bytes.Equal(r.body, secret) {
+		t.Fatalf("long poll: %+v", r)
+	}
+	if time.Since(start) >= 10*time.Second {
+		t.Fatal("long poll waited for its timeout, not the unseal")
+	}
+}
+
+func TestChangesUpdateTheClientIndex(t *testing.T) {
+	_, ac, svc := startDaemon(t)
+	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ac.SetClientStatus("alice", []byte(pwAlice), "me", keyring.ClientDisabled); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
+		t.Fatalf("disabled: %d", code)
+	}
+	if err := ac.SetClientStatus("alice", []byte("wrong password!"), "me", keyring.ClientActive); !errors.Is(err, unseal.ErrWrongPassword) {
+		t.Fatalf("wrong actor password: %v", err)
+	}
+	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
+		t.Fatalf("a refused enable took effect: %d", code)
+	}
+	if err := ac.SetClientStatus("alice", []byte(pwAlice), "me", keyring.ClientActive); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, svc, "/v1/secret"); code != 200 {
+		t.Fatalf("re-enabled: %d", code)
+	}
+	if err := ac.RemoveAdmin("alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "last admin") {
+		t.Fatalf("last admin over the socket: %v", err)
+	}
+	if err := ac.RemoveAdmin("alice", []byte(pwAlice), "../x"); !errors.Is(err, ErrRefused) {
+		t.Fatalf("path trick in a name: %v", err)
+	}
+}
+
+func TestListenUnixModesAndStaleSockets(t *testing.T) {
+	dir := shortDir(t)
+	path := filepath.Join(dir, "sub", "x.sock")
+	for _, mode := range []os.FileMode{0o600, 0o666} {
+		l, err := listenUnix(path, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Lstat(path)
+		if st.Mode().Perm() != mode {
+			t.Errorf("mode %v, want %v", st.Mode().Perm(), mode)
+		}
+		// A live listener is never replaced.
+		if _, err := listenUnix(path, mode); err == nil || !strings.Contains(err.Error(), "another process is listening") {
+			t.Errorf("second listen: %v", err)
+		}
+		// A stale one (its owner gone without unlinking) is.
+		l.SetUnlinkOnClose(false)
+		l.Close()
+		l2, err := listenUnix(path, mode)
+		if err != nil {
+			t.Fatalf("stale socket: %v", err)
+		}
+		l2.Close()
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("data"), 0o600)
+	if _, err := listenUnix(file, 0o600); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("regular file: %v", err)
+	}
+}
+
+func TestPeerCredentialsAndConnectionLimit(t *testing.T) {
+	dir := shortDir(t)
+	ul, err := listenUnix(filepath.Join(dir, "p.sock"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := newPeerListener(ul, 2)
+	defer pl.Close()
+	accepted := make(chan net.Conn, 3)
+	go func() {
+		for {
+			c, err := pl.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	var clients []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("unix", ul.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		clients = append(clients, c)
+	}
+	first := <-accepted
+	<-accepted
+	pc := first.(*peerConn)
+	if pc.cred.UID != uint32(os.Getuid()) || pc.cred.GID != uint32(os.Getgid()) || pc.cred.PID != int32(os.Getpid()) {
+		t.Fatalf("cred %+v, want uid %d gid %d pid %d", pc.cred, os.Getuid(), os.Getgid(), os.Getpid())
+	}
+	select {
+	case <-accepted:
+		t.Fatal("a third connection was accepted past the limit of 2")
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close()
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("closing a connection did not free a slot")
+	}
+}
+
+func TestVaultMatch(t *testing.T) {
+	t.Parallel()
+	v := newVault()
+	v.setClients([]*keyring.Client{
+		{Name: "any-gid", UID: 10, Status: keyring.ClientActive},
+		{Name: "gid-20", UID: 11, GID: 20, HasGID: true, Status: keyring.ClientActive},
+		{Name: "off", UID: 12, Status: keyring.ClientDisabled},
+		{Name: "gone", UID: 13, Status: keyring.ClientRetired},
+		{Name: "a-off", UID: 14, GID: 1, HasGID: true, Status: keyring.ClientDisabled},
+		{Name: "b-on", UID: 14, Status: keyring.ClientActive},
+	})
+	cases := []struct {
+		cred PeerCred
+		name string
+		ok   bool
+	}{
+		{PeerCred{UID: 10, GID: 99}, "any-gid", true},
+		{PeerCred{UID: 11, GID: 20}, "gid-20", true},
+		{PeerCred{UID: 11, GID: 21}, "", false},
+		{PeerCred{UID: 12}, "off", false},
+		{PeerCred{UID: 13}, "gone", false},
+		{PeerCred{UID: 0}, "", false},
+		{PeerCred{UID: 14, GID: 1}, "b-on", true},
+	}
+	for _, c := range cases {
+		got, ok := v.match(c.cred)
+		name := ""
+		if got != nil {
+			name = got.Name
+		}
+		if ok != c.ok || name != c.name {
+			t.Errorf("%+v: got %q %v, want %q %v", c.cred, name, ok, c.name, c.ok)
+		}
+	}
+	if v.total != 6 || v.active != 3 {
+		t.Errorf("counts %d/%d", v.total, v.active)
+	}
+}
+
+func TestErrorForMapsInOnePlace(t *testing.T) {
+	t.Parallel()
+	cases := map[error]int{
+		unseal.ErrWrongPassword:                        401,
+		fmt.Errorf("x: %w", keyring.ErrNoSlot):         404,
+		admin.ErrLastAdmin:                             409,
+		fmt.Errorf("%w: short", admin.ErrWeakPassword): 400,
+		fmt.Errorf("%w: bad", unseal.ErrRegistry):      500,
+		fmt.Errorf("%w: no", memlock.ErrLockFailed):    500,
+		fmt.Errorf("%w: queue", ErrBusy):               503,
+		errors.New("something else"):                   500,
+		badRequest("bad"):                              400,
+	}
+	for err, want := range cases {
+		e := errorFor(err)
+		if e.Status != want {
+			t.Errorf("%v: %d, want %d", err, e.Status, want)
+		}
+		// And back: the client's error unwraps to a sentinel.
+		back := &APIError{Status: e.Status, Code: e.Code, Message: e.Message}
+		if want == 401 && !errors.Is(back, unseal.ErrWrongPassword) {
+			t.Errorf("%v does not round-trip to ErrWrongPassword", err)
+		}
+	}
+}
+
+func TestNotify(t *testing.T) {
+	dir := shortDir(t)
+	addr := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", addr)
+	if err := Notify("READY=1\nSTATUS=sealed"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := conn.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1\nSTATUS=sealed" {
+		t.Fatalf("got %q %v", buf[:n], err)
+	}
+	t.Setenv("NOTIFY_SOCKET", "")
+	if err := Notify("READY=1"); err != nil {
+		t.Fatalf("no socket set: %v", err)
+	}
+}
