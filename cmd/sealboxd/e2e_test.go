@@ -662,3 +662,35 @@ func expandFilter(t *testing.T, item string, set map[string]bool) {
 		}
 	}
 }
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := filepath.Join(e.dir, "sealboxd.toml")
+	os.WriteFile(cfg, []byte("log_level = \"info\"\nmax_wait = \"1s\"\n"), 0o644)
+	e.start(nil, "--config", cfg)
+	os.WriteFile(cfg, []byte("log_level = \"debug\"\nmax_wait = \"2m\"\n"), 0o644)
+	syscall.Kill(e.pid, syscall.SIGHUP)
+	waitLog(t, e, "reloaded log_level=debug max_wait=2m0s")
+	// A broken file on reload: logged, the running configuration stays.
+	os.WriteFile(cfg, []byte("log_levle = \"debug\"\n"), 0o644)
+	syscall.Kill(e.pid, syscall.SIGHUP)
+	waitLog(t, e, "reload failed")
+	if !strings.Contains(e.log.String(), "log_levle") {
+		t.Fatalf("the reload error does not name the bad key:\n%s", e.log.String())
+	}
+	e.online(0, "", "status")
+	if code := e.stop(syscall.SIGINT); code != 0 {
+		t.Fatalf("SIGINT exit %d", code)
+	}
+}
+
+func waitLog(t *testing.T, e *env, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(e.log.String(), want) {
+			return
+		}
+	}
+	t.Fatalf("log never said %q:\n%s", want, e.log.String())
+}
