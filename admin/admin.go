@@ -1,23 +1,32 @@
 // Package admin holds the rules for changing a keyring: who may add or remove
-// an admin, the last-admin guard, password policy, and the client lifecycle.
-// Every change is authenticated by an existing admin's password, verified
-// against the registry, and written in one keyring transaction.
+// an admin, the last-admin guard, password policy, the client lifecycle, and
+// the guessing defence. Every change is authenticated by an existing admin's
+// password, verified against the registry, and written in one keyring
+// transaction together with its audit record, so a change whose record
+// cannot be written does not happen.
 //
 // Use Init to make a keyring, then New(kr, opts) for a Manager over an open
 // keyring; sealbox-admin's offline mode and sealboxd both go through it.
+// Operations take a context; put the caller's peer credentials in it with
+// audit.WithPeer so that the audit records name them.
 //
 // Errors: ErrWrongPassword (wrong password or unknown actor, same work, same
-// error), ErrLastAdmin, ErrWeakPassword, and keyring's ErrNoSlot,
-// ErrSlotExists, ErrNoClient, ErrClientExists; test with errors.Is.
+// error), *BackoffError (ErrBackoff: too many failures, with RetryAfter),
+// ErrLastAdmin, ErrWeakPassword, unseal.ErrBusy (KDF budget), and keyring's
+// ErrNoSlot, ErrSlotExists, ErrNoClient, ErrClientExists; test with
+// errors.Is.
 package admin
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -38,11 +47,17 @@ type Options struct {
 	KDFTarget time.Duration
 	// KDFMaxMemoryKiB caps calibrated memory. Zero means 1 GiB.
 	KDFMaxMemoryKiB uint32
-	// Policy, when set, is used instead of calibrating (tests, and init
-	// --kdf-params for reproducible setups). It must not be below the floor.
+	// Policy, when set, is used instead of calibrating. It must not be below
+	// the floor.
 	Policy *keyring.Params
 	// Memory says whether unlocked memory is acceptable for keys and secrets.
 	Memory memlock.Options
+	// Budget, if set, bounds the memory of concurrent derivations.
+	Budget *unseal.Budget
+	// AuditKey, if set, returns the audit key the caller holds (sealboxd
+	// after its first unseal), used for records written without an
+	// authenticated admin, such as failed attempts. Nil means unkeyed.
+	AuditKey func() []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Progress, if set, is told before each Argon2id derivation.
@@ -53,12 +68,14 @@ type Options struct {
 	OnChange func(clients []*keyring.Client, rep *unseal.Report)
 }
 
-func (o *Options) now() int64 {
+func (o *Options) clock() time.Time {
 	if o.Now != nil {
-		return o.Now().Unix()
+		return o.Now()
 	}
-	return time.Now().Unix()
+	return time.Now()
 }
+
+func (o *Options) now() int64 { return o.clock().Unix() }
 
 func (o *Options) progress(what string, p keyring.Params) {
 	if o.Progress != nil {
@@ -66,9 +83,27 @@ func (o *Options) progress(what string, p keyring.Params) {
 	}
 }
 
-// Init creates a keyring at path with one admin and the given master secret.
-// The caller keeps ownership of password and secret and wipes them.
-func Init(path, name string, password, secret []byte, opts Options) error {
+func (o *Options) auditKey() []byte {
+	if o.AuditKey != nil {
+		return o.AuditKey()
+	}
+	return nil
+}
+
+// withKDF runs fn, which derives with p, inside the memory budget.
+func (o *Options) withKDF(ctx context.Context, p keyring.Params, fn func() error) error {
+	release, err := o.Budget.Acquire(ctx, uint64(p.MemoryKiB))
+	if err != nil {
+		return err
+	}
+	defer release()
+	return fn()
+}
+
+// Init creates a keyring at path with one admin and the given master secret,
+// and writes the first (keyed) audit record. The caller keeps ownership of
+// password and secret and wipes them.
+func Init(ctx context.Context, path, name string, password, secret []byte, opts Options) error {
 	if err := keyring.ValidName(name); err != nil {
 		return fmt.Errorf("admin name: %w", err)
 	}
@@ -104,6 +139,11 @@ func Init(path, name string, password, secret []byte, opts Options) error {
 		return err
 	}
 	defer key.Destroy()
+	ak, err := key.AuditKey(opts.Memory)
+	if err != nil {
+		return err
+	}
+	defer ak.Destroy()
 	now := opts.now()
 	sec, err := key.EncryptSecret(secret, 1)
 	if err != nil {
@@ -124,7 +164,17 @@ func Init(path, name string, password, secret []byte, opts Options) error {
 	if err != nil {
 		return err
 	}
-	return kr.Close()
+	err = kr.Update(func(tx *keyring.Tx) error {
+		return audit.Append(tx, ak.Bytes(), audit.Event{Kind: "init", Actor: name, Target: name, Peer: audit.PeerFrom(ctx), Outcome: "ok"})
+	})
+	if cerr := kr.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing the first audit record (the keyring was removed again): %w", err)
+	}
+	return nil
 }
 
 // Manager applies the rules to an open keyring. It is safe for concurrent use
@@ -142,53 +192,102 @@ func New(kr *keyring.Keyring, opts Options) *Manager {
 // Keyring returns the underlying keyring.
 func (m *Manager) Keyring() *keyring.Keyring { return m.kr }
 
-// session is an authenticated admin: the key their slot unwrapped and the
-// slot as it was when they authenticated.
+// session is an authenticated admin: the key their slot unwrapped, the audit
+// key derived from it, and the slot as it was when they authenticated.
 type session struct {
-	key    *unseal.Key
-	header *keyring.Header
-	slot   *keyring.Slot
+	key      *unseal.Key
+	auditKey *memlock.Buffer
+	header   *keyring.Header
+	slot     *keyring.Slot
 }
 
-func (s *session) close() { s.key.Destroy() }
+func (s *session) close() {
+	s.key.Destroy()
+	s.auditKey.Destroy()
+}
 
-// authenticate opens actor's slot with password. Unknown actors cost the same
-// Argon2id work and return the same error as a wrong password. The derivation
-// runs outside any write transaction.
-func (m *Manager) authenticate(actor string, password []byte) (*session, error) {
+// authenticate opens actor's slot with password, for operation op. It
+// refuses at once while actor or everyone is in backoff. Unknown actors cost
+// the same Argon2id work and return the same error as a wrong password. A
+// failure is counted and audited. The derivation runs outside any write
+// transaction and inside the KDF budget.
+func (m *Manager) authenticate(ctx context.Context, op, actor string, password []byte) (*session, error) {
 	var h *keyring.Header
 	var slot *keyring.Slot
 	err := m.kr.View(func(tx *keyring.Tx) error {
+		if err := checkBackoff(tx, actor, m.opts.clock()); err != nil {
+			return err
+		}
 		var err error
 		if h, err = tx.Header(); err != nil {
 			return err
 		}
 		slot, err = tx.Slot(actor)
-		if errors.Is(err, keyring.ErrNoSlot) {
-			slot = nil
-			return nil
+		if errors.Is(err, keyring.ErrNoSlot) || (err == nil && slot.Kind != keyring.KindAdmin) {
+			slot, err = nil, nil
 		}
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if slot == nil || slot.Kind != keyring.KindAdmin {
-		m.opts.progress("deriving key for "+actor, h.Policy)
-		return nil, unseal.Decoy(h, password)
+	params := h.Policy
+	if slot != nil {
+		params = slot.Params
+		if err := unseal.CheckParams(params); err != nil {
+			return nil, fmt.Errorf("slot %q: %w", actor, err)
+		}
 	}
-	m.opts.progress("deriving key for "+actor, slot.Params)
-	key, err := unseal.OpenSlot(h, slot, password, m.opts.Memory)
+	var key *unseal.Key
+	err = m.opts.withKDF(ctx, params, func() error {
+		m.opts.progress("deriving key for "+actor, params)
+		if slot == nil {
+			return unseal.Decoy(h, password)
+		}
+		var err error
+		key, err = unseal.OpenSlot(h, slot, password, m.opts.Memory)
+		return err
+	})
 	if err != nil {
+		if errors.Is(err, unseal.ErrBusy) || errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+		outcome := "error"
+		if errors.Is(err, ErrWrongPassword) {
+			outcome = "wrong_password"
+		}
+		werr := m.kr.Update(func(tx *keyring.Tx) error {
+			if outcome == "wrong_password" {
+				if err := recordFailure(tx, actor, m.opts.clock()); err != nil {
+					return err
+				}
+			}
+			return audit.Append(tx, m.opts.auditKey(), audit.Event{Kind: op, Actor: actor, Peer: audit.PeerFrom(ctx), Outcome: outcome, Detail: detail(err)})
+		})
+		return nil, errors.Join(err, werr)
+	}
+	ak, err := key.AuditKey(m.opts.Memory)
+	if err != nil {
+		key.Destroy()
 		return nil, err
 	}
-	return &session{key: key, header: h, slot: slot}, nil
+	return &session{key: key, auditKey: ak, header: h, slot: slot}, nil
+}
+
+// detail is what an audit record says about an error: never a password, and
+// never a wrong-password message (the outcome says it).
+func detail(err error) string {
+	if err == nil || errors.Is(err, ErrWrongPassword) {
+		return ""
+	}
+	return err.Error()
 }
 
 // change runs fn in one write transaction after checking that the actor's
 // slot is still the one that authenticated and that the registry verifies,
-// then rewrites the registry manifest. Nothing is written if any step fails.
-func (m *Manager) change(s *session, fn func(tx *keyring.Tx) error) error {
+// then rewrites the registry manifest, clears the actor's failure count and
+// appends the keyed audit record. Nothing is written if any step fails.
+func (m *Manager) change(ctx context.Context, s *session, op, target string, fn func(tx *keyring.Tx) error) error {
 	var verified []*keyring.Client
 	var after *unseal.Report
 	err := m.kr.Update(func(tx *keyring.Tx) error {
@@ -209,15 +308,33 @@ func (m *Manager) change(s *session, fn func(tx *keyring.Tx) error) error {
 		if err := s.key.Register(tx); err != nil {
 			return err
 		}
+		if err := recordSuccess(tx, s.slot.Name); err != nil {
+			return err
+		}
+		if err := audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: op, Actor: s.slot.Name, Target: target, Peer: audit.PeerFrom(ctx), Outcome: "ok"}); err != nil {
+			return fmt.Errorf("writing the audit record (the change was not made): %w", err)
+		}
 		if m.opts.OnChange != nil {
 			verified, after, err = verifiedClients(s.key, tx)
 		}
 		return err
 	})
-	if err == nil && m.opts.OnChange != nil {
+	if err != nil {
+		m.refused(ctx, s, op, target, err)
+		return err
+	}
+	if m.opts.OnChange != nil {
 		m.opts.OnChange(verified, after)
 	}
-	return err
+	return nil
+}
+
+// refused records an authenticated change that the rules refused. Best
+// effort: the change did not happen either way.
+func (m *Manager) refused(ctx context.Context, s *session, op, target string, err error) {
+	_ = m.kr.Update(func(tx *keyring.Tx) error {
+		return audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: op, Actor: s.slot.Name, Target: target, Peer: audit.PeerFrom(ctx), Outcome: "refused", Detail: detail(err)})
+	})
 }
 
 // verifiedClients returns the client records that verify under key, none at
@@ -241,8 +358,21 @@ func verifiedClients(key *unseal.Key, tx *keyring.Tx) ([]*keyring.Client, *unsea
 	return out, rep, nil
 }
 
+// sealNew wraps the DataKey for name under newPassword, inside the budget.
+func (m *Manager) sealNew(ctx context.Context, s *session, name string, newPassword []byte, created int64) (*keyring.Slot, error) {
+	params := newSlotParams(s.header.Policy)
+	var slot *keyring.Slot
+	err := m.opts.withKDF(ctx, params, func() error {
+		m.opts.progress("deriving key for "+name, params)
+		var err error
+		slot, err = s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, created)
+		return err
+	})
+	return slot, err
+}
+
 // AddAdmin adds name with newPassword, authorized by actor's password.
-func (m *Manager) AddAdmin(actor string, actorPassword []byte, name string, newPassword []byte) error {
+func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte) error {
 	if err := keyring.ValidName(name); err != nil {
 		return fmt.Errorf("admin name: %w", err)
 	}
@@ -257,18 +387,16 @@ func (m *Manager) AddAdmin(actor string, actorPassword []byte, name string, newP
 	}); err != nil {
 		return err
 	}
-	s, err := m.authenticate(actor, actorPassword)
+	s, err := m.authenticate(ctx, "admin.add", actor, actorPassword)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	params := newSlotParams(s.header.Policy)
-	m.opts.progress("deriving key for "+name, params)
-	slot, err := s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, m.opts.now())
+	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now())
 	if err != nil {
 		return err
 	}
-	return m.change(s, func(tx *keyring.Tx) error {
+	return m.change(ctx, s, "admin.add", name, func(tx *keyring.Tx) error {
 		if _, err := tx.Slot(name); err == nil {
 			return fmt.Errorf("%w: %q", keyring.ErrSlotExists, name)
 		}
@@ -279,13 +407,13 @@ func (m *Manager) AddAdmin(actor string, actorPassword []byte, name string, newP
 // RemoveAdmin deletes name's slot, authorized by actor's password. An admin
 // may remove themself while another admin remains; the last admin is never
 // removed.
-func (m *Manager) RemoveAdmin(actor string, actorPassword []byte, name string) error {
-	s, err := m.authenticate(actor, actorPassword)
+func (m *Manager) RemoveAdmin(ctx context.Context, actor string, actorPassword []byte, name string) error {
+	s, err := m.authenticate(ctx, "admin.remove", actor, actorPassword)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	return m.change(s, func(tx *keyring.Tx) error {
+	return m.change(ctx, s, "admin.remove", name, func(tx *keyring.Tx) error {
 		target, err := tx.Slot(name)
 		if err != nil {
 			return err
@@ -314,25 +442,23 @@ func adminCount(tx *keyring.Tx) int {
 // Passwd replaces name's slot with one under newPassword, authorized by the
 // current password. The new slot replaces the old in the same transaction, so
 // there is no moment with neither.
-func (m *Manager) Passwd(name string, current, newPassword []byte) error {
+func (m *Manager) Passwd(ctx context.Context, name string, current, newPassword []byte) error {
 	if err := CheckNewPassword(name, newPassword); err != nil {
 		return err
 	}
 	if bytes.Equal(current, newPassword) {
 		return fmt.Errorf("%w: the new password is the same as the current one", ErrWeakPassword)
 	}
-	s, err := m.authenticate(name, current)
+	s, err := m.authenticate(ctx, "admin.passwd", name, current)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	params := newSlotParams(s.header.Policy)
-	m.opts.progress("deriving new key for "+name, params)
-	slot, err := s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, s.slot.Created)
+	slot, err := m.sealNew(ctx, s, name, newPassword, s.slot.Created)
 	if err != nil {
 		return err
 	}
-	return m.change(s, func(tx *keyring.Tx) error { return tx.PutSlot(slot) })
+	return m.change(ctx, s, "admin.passwd", name, func(tx *keyring.Tx) error { return tx.PutSlot(slot) })
 }
 
 // Repair is the way out of a registry that fails verification, authorized by
@@ -341,8 +467,8 @@ func (m *Manager) Passwd(name string, current, newPassword []byte) error {
 // no bad record (a record deleted or rolled back) is accepted as the records
 // now stand, so the caller must show the admin the report and the records.
 // It returns what it found.
-func (m *Manager) Repair(actor string, actorPassword []byte) (*unseal.Report, error) {
-	s, err := m.authenticate(actor, actorPassword)
+func (m *Manager) Repair(ctx context.Context, actor string, actorPassword []byte) (*unseal.Report, error) {
+	s, err := m.authenticate(ctx, "repair", actor, actorPassword)
 	if err != nil {
 		return nil, err
 	}
@@ -370,6 +496,9 @@ func (m *Manager) Repair(actor string, actorPassword []byte) (*unseal.Report, er
 			}
 		}
 		if err := s.key.Register(tx); err != nil {
+			return err
+		}
+		if err := audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: "repair", Actor: actor, Peer: audit.PeerFrom(ctx), Outcome: "ok", Detail: rep.Err().Error()}); err != nil {
 			return err
 		}
 		verified, after, err = verifiedClients(s.key, tx)
@@ -425,27 +554,50 @@ func (m *Manager) ListAdmins() ([]AdminInfo, error) {
 	return out, err
 }
 
+// MaxSlotMemoryKiB returns the most memory any slot's derivation needs (at
+// least the policy's), so a budget can be checked against it.
+func (m *Manager) MaxSlotMemoryKiB() (uint32, error) {
+	var most uint32
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		most = newSlotParams(h.Policy).MemoryKiB
+		slots, err := tx.Slots()
+		for _, s := range slots {
+			if unseal.CheckParams(s.Params) == nil {
+				most = max(most, s.Params.MemoryKiB)
+			}
+		}
+		return err
+	})
+	return most, err
+}
+
 // Unsealed is the result of a successful unseal.
 type Unsealed struct {
-	Secret  *memlock.Buffer   // the master secret; Destroy it on seal
-	Version uint64            // the master secret's version
-	Clients []*keyring.Client // every client record that verified
-	Report  *unseal.Report    // records that did not verify (not honoured)
-	Header  *keyring.Header   // the header as read
+	Secret   *memlock.Buffer   // the master secret; Destroy it on seal
+	AuditKey *memlock.Buffer   // the audit key; the caller owns it
+	Version  uint64            // the master secret's version
+	Clients  []*keyring.Client // every client record that verified
+	Report   *unseal.Report    // records that did not verify (not honoured)
+	Header   *keyring.Header   // the header as read
 }
 
 // Unseal opens name's slot with password, decrypts the master secret into
-// locked memory and verifies the registry. Records that fail verification are
-// left out of Clients and named in Report; when the manifest fails, Clients is
-// empty, since any record may have been rolled back.
-func (m *Manager) Unseal(name string, password []byte) (*Unsealed, error) {
-	s, err := m.authenticate(name, password)
+// locked memory, verifies the registry and records the unseal. Records that
+// fail verification are left out of Clients and named in Report; when the
+// manifest fails, Clients is empty, since any record may have been rolled
+// back. If the audit record cannot be written, the unseal fails.
+func (m *Manager) Unseal(ctx context.Context, name string, password []byte) (*Unsealed, error) {
+	s, err := m.authenticate(ctx, "unseal", name, password)
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
-	u := &Unsealed{Header: s.header}
-	err = m.kr.View(func(tx *keyring.Tx) error {
+	defer s.key.Destroy()
+	u := &Unsealed{Header: s.header, AuditKey: s.auditKey}
+	err = m.kr.Update(func(tx *keyring.Tx) error {
 		sec, err := tx.Secret()
 		if err != nil {
 			return err
@@ -454,10 +606,17 @@ func (m *Manager) Unseal(name string, password []byte) (*Unsealed, error) {
 			return err
 		}
 		u.Version = sec.Version
-		u.Secret, err = s.key.DecryptSecret(sec, m.opts.Memory)
-		return err
+		if u.Secret, err = s.key.DecryptSecret(sec, m.opts.Memory); err != nil {
+			return err
+		}
+		if err := recordSuccess(tx, name); err != nil {
+			return err
+		}
+		return audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: "unseal", Actor: name, Peer: audit.PeerFrom(ctx), Outcome: "ok"})
 	})
 	if err != nil {
+		u.Secret.Destroy()
+		s.auditKey.Destroy()
 		return nil, err
 	}
 	return u, nil

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 )
 
 var cheap = keyring.Params{Time: 1, MemoryKiB: 64, Threads: 1}
+
+var ctx = context.Background()
 
 func TestMain(m *testing.M) {
 	unseal.UseTestFloor(cheap)
@@ -40,7 +43,7 @@ func opts() Options {
 func newStore(t *testing.T) (*Manager, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
 		t.Fatal(err)
 	}
 	m := reopen(t, path)
@@ -59,7 +62,7 @@ func reopen(t *testing.T, path string) *Manager {
 
 func mustUnseal(t *testing.T, m *Manager, name, pw string) *Unsealed {
 	t.Helper()
-	u, err := m.Unseal(name, []byte(pw))
+	u, err := m.Unseal(ctx, name, []byte(pw))
 	if err != nil {
 		t.Fatalf("unseal as %s: %v", name, err)
 	}
@@ -99,22 +102,22 @@ func snapshot(t *testing.T, m *Manager) []byte {
 func TestRoundTripAddUnsealRemove(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.AddAdmin("alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddAdmin("bob", []byte(pwBob), "carol", []byte(pwCarol)); err != nil {
+	if err := m.AddAdmin(ctx, "bob", []byte(pwBob), "carol", []byte(pwCarol)); err != nil {
 		t.Fatal(err)
 	}
 	for name, pw := range map[string]string{"alice": pwAlice, "bob": pwBob, "carol": pwCarol} {
 		mustUnseal(t, m, name, pw)
 	}
-	if err := m.RemoveAdmin("carol", []byte(pwCarol), "bob"); err != nil {
+	if err := m.RemoveAdmin(ctx, "carol", []byte(pwCarol), "bob"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Unseal("bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Unseal(ctx, "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("removed admin unseal: got %v, want ErrWrongPassword", err)
 	}
-	if err := m.AddAdmin("bob", []byte(pwBob), "mallory", []byte("mallory's own password")); !errors.Is(err, ErrWrongPassword) {
+	if err := m.AddAdmin(ctx, "bob", []byte(pwBob), "mallory", []byte("mallory's own password")); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("removed admin as actor: got %v, want ErrWrongPassword", err)
 	}
 	// The removed admin's password opens nothing left in the file.
@@ -137,13 +140,13 @@ func TestWrongPasswordChangesNothing(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	before := snapshot(t, m)
-	if err := m.AddAdmin("alice", []byte("not alice's password"), "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
+	if err := m.AddAdmin(ctx, "alice", []byte("not alice's password"), "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("got %v", err)
 	}
-	if err := m.AddClient("alice", []byte("not alice's password"), "web", 33, nil); !errors.Is(err, ErrWrongPassword) {
+	if err := m.AddClient(ctx, "alice", []byte("not alice's password"), "web", 33, nil); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("got %v", err)
 	}
-	if err := m.Passwd("alice", []byte("not alice's password"), []byte("a brand new password")); !errors.Is(err, ErrWrongPassword) {
+	if err := m.Passwd(ctx, "alice", []byte("not alice's password"), []byte("a brand new password")); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("got %v", err)
 	}
 	if !bytes.Equal(before, snapshot(t, m)) {
@@ -154,9 +157,9 @@ func TestWrongPasswordChangesNothing(t *testing.T) {
 func TestUnknownAdminSameErrorSameWork(t *testing.T) {
 	m, _ := newStore(t) // not parallel: reads unseal's process-wide work counter
 	n0, c0 := unseal.Work()
-	_, errWrong := m.Unseal("alice", []byte("wrong password!!"))
+	_, errWrong := m.Unseal(ctx, "alice", []byte("wrong password!!"))
 	n1, c1 := unseal.Work()
-	_, errUnknown := m.Unseal("zed", []byte("wrong password!!"))
+	_, errUnknown := m.Unseal(ctx, "zed", []byte("wrong password!!"))
 	n2, c2 := unseal.Work()
 	if errWrong == nil || errUnknown == nil || errWrong.Error() != errUnknown.Error() {
 		t.Fatalf("errors differ: wrong=%v unknown=%v", errWrong, errUnknown)
@@ -169,17 +172,17 @@ func TestUnknownAdminSameErrorSameWork(t *testing.T) {
 func TestLastAdminGuard(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.RemoveAdmin("alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrLastAdmin) {
+	if err := m.RemoveAdmin(ctx, "alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrLastAdmin) {
 		t.Fatalf("got %v, want ErrLastAdmin", err)
 	}
 	mustUnseal(t, m, "alice", pwAlice)
-	if err := m.AddAdmin("alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.RemoveAdmin("alice", []byte(pwAlice), "alice"); err != nil {
+	if err := m.RemoveAdmin(ctx, "alice", []byte(pwAlice), "alice"); err != nil {
 		t.Fatalf("removing oneself with another admin left: %v", err)
 	}
-	if err := m.RemoveAdmin("bob", []byte(pwBob), "bob"); !errors.Is(err, ErrLastAdmin) {
+	if err := m.RemoveAdmin(ctx, "bob", []byte(pwBob), "bob"); !errors.Is(err, ErrLastAdmin) {
 		t.Fatalf("got %v, want ErrLastAdmin", err)
 	}
 	mustUnseal(t, m, "bob", pwBob)
@@ -188,7 +191,7 @@ func TestLastAdminGuard(t *testing.T) {
 func TestSlotCopiedUnderAnotherNameDoesNotOpen(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.AddAdmin("alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
 	// Someone with write access to the file copies bob's slot over alice's.
@@ -200,10 +203,10 @@ func TestSlotCopiedUnderAnotherNameDoesNotOpen(t *testing.T) {
 		s.Name = "alice"
 		return tx.PutSlot(s)
 	})
-	if _, err := m.Unseal("alice", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Unseal(ctx, "alice", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("bob's slot under alice's name with bob's password: got %v", err)
 	}
-	if _, err := m.Unseal("alice", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Unseal(ctx, "alice", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("alice's password on the overwritten slot: got %v", err)
 	}
 }
@@ -225,11 +228,11 @@ func TestForeignDataKeySlotRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.kr.Update(func(tx *keyring.Tx) error { return tx.PutSlot(s) })
-	if _, err := m.Unseal("mallory", []byte("mallory's password")); !errors.Is(err, unseal.ErrCommitment) {
+	if _, err := m.Unseal(ctx, "mallory", []byte("mallory's password")); !errors.Is(err, unseal.ErrCommitment) {
 		t.Fatalf("got %v, want ErrCommitment", err)
 	}
 	// Alice still unseals, and the foreign slot is reported.
-	u, err := m.Unseal("alice", []byte(pwAlice))
+	u, err := m.Unseal(ctx, "alice", []byte(pwAlice))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,22 +241,22 @@ func TestForeignDataKeySlotRejected(t *testing.T) {
 		t.Fatalf("report %+v, want mallory named and the manifest failing", u.Report)
 	}
 	// Every change is refused while the registry fails...
-	if err := m.AddClient("alice", []byte(pwAlice), "web", 33, nil); !errors.Is(err, unseal.ErrRegistry) {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); !errors.Is(err, unseal.ErrRegistry) {
 		t.Fatalf("change with a bad registry: got %v, want ErrRegistry", err)
 	}
 	// ...until an admin repairs it, which drops the foreign slot.
-	if _, err := m.Repair("bob", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Repair(ctx, "bob", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("repair by unknown actor: %v", err)
 	}
-	rep, err := m.Repair("alice", []byte(pwAlice))
+	rep, err := m.Repair(ctx, "alice", []byte(pwAlice))
 	if err != nil || len(rep.BadSlots) != 1 {
 		t.Fatalf("repair: %+v %v", rep, err)
 	}
 	mustUnseal(t, m, "alice", pwAlice)
-	if err := m.AddClient("alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
 		t.Fatalf("change after repair: %v", err)
 	}
-	if _, err := m.Repair("alice", []byte(pwAlice)); !errors.Is(err, ErrNothingToRepair) {
+	if _, err := m.Repair(ctx, "alice", []byte(pwAlice)); !errors.Is(err, ErrNothingToRepair) {
 		t.Fatalf("repair of a good registry: %v", err)
 	}
 }
@@ -303,7 +306,7 @@ func TestTruncatedOrOversizedSlotRejectedBeforeDecryption(t *testing.T) {
 	for _, b := range [][]byte{good[:len(good)-1], append(append([]byte{}, good...), 0), good[:40]} {
 		m = rawPut(t, m, path, "slots", "alice", b)
 		n0, _ := unseal.Work()
-		_, err := m.Unseal("alice", []byte(pwAlice))
+		_, err := m.Unseal(ctx, "alice", []byte(pwAlice))
 		n1, _ := unseal.Work()
 		if !errors.Is(err, keyring.ErrCorrupt) {
 			t.Errorf("%d-byte slot: got %v, want ErrCorrupt", len(b), err)
@@ -324,7 +327,7 @@ func TestParamsAboveCapRefusedWithoutAllocating(t *testing.T) {
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	n0, _ := unseal.Work()
-	_, err := m.Unseal("alice", []byte(pwAlice))
+	_, err := m.Unseal(ctx, "alice", []byte(pwAlice))
 	n1, _ := unseal.Work()
 	runtime.ReadMemStats(&ms1)
 	if !errors.Is(err, unseal.ErrParams) {
@@ -353,13 +356,13 @@ func TestUnknownFormatVersionRefused(t *testing.T) {
 func TestSecretsAndPasswordsNeverInTheFile(t *testing.T) {
 	t.Parallel()
 	m, path := newStore(t)
-	if err := m.AddAdmin("alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Passwd("bob", []byte(pwBob), []byte(pwCarol)); err != nil {
+	if err := m.Passwd(ctx, "bob", []byte(pwBob), []byte(pwCarol)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient("bob", []byte(pwCarol), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "bob", []byte(pwCarol), "web", 33, nil); err != nil {
 		t.Fatal(err)
 	}
 	m.kr.Close()
@@ -380,14 +383,14 @@ func TestSecretsAndPasswordsNeverInTheFile(t *testing.T) {
 func TestPasswdReplacesSlot(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.Passwd("alice", []byte(pwAlice), []byte(pwBob)); err != nil {
+	if err := m.Passwd(ctx, "alice", []byte(pwAlice), []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Unseal("alice", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Unseal(ctx, "alice", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("old password still opens: %v", err)
 	}
 	mustUnseal(t, m, "alice", pwBob)
-	if err := m.Passwd("alice", []byte(pwBob), []byte(pwBob)); !errors.Is(err, ErrWeakPassword) {
+	if err := m.Passwd(ctx, "alice", []byte(pwBob), []byte(pwBob)); !errors.Is(err, ErrWeakPassword) {
 		t.Fatalf("same password: %v", err)
 	}
 }
@@ -406,11 +409,11 @@ func TestAddAdminRefusals(t *testing.T) {
 		"contains me": {"bobby", "bobby-bobby-1", ErrWeakPassword},
 	}
 	for name, c := range cases {
-		if err := m.AddAdmin("alice", []byte(pwAlice), c.name, []byte(c.pw)); !errors.Is(err, c.want) {
+		if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), c.name, []byte(c.pw)); !errors.Is(err, c.want) {
 			t.Errorf("%s: got %v, want %v", name, err, c.want)
 		}
 	}
-	if err := m.AddAdmin("alice", []byte(pwAlice), "Bad Name", []byte(pwBob)); err == nil {
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "Bad Name", []byte(pwBob)); err == nil {
 		t.Error("invalid name accepted")
 	}
 	if !bytes.Equal(before, snapshot(t, m)) {
@@ -422,28 +425,28 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	gid := uint32(44)
-	if err := m.AddClient("alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient("alice", []byte(pwAlice), "db", 70, &gid); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "db", 70, &gid); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient("alice", []byte(pwAlice), "web", 34, nil); !errors.Is(err, keyring.ErrClientExists) {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 34, nil); !errors.Is(err, keyring.ErrClientExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "web", keyring.ClientDisabled); err != nil {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "web", keyring.ClientDisabled); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "web", keyring.ClientDisabled); !errors.Is(err, ErrClientState) {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "web", keyring.ClientDisabled); !errors.Is(err, ErrClientState) {
 		t.Fatalf("disable twice: %v", err)
 	}
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "db", keyring.ClientRetired); err != nil {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "db", keyring.ClientRetired); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "db", keyring.ClientActive); !errors.Is(err, ErrClientState) {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "db", keyring.ClientActive); !errors.Is(err, ErrClientState) {
 		t.Fatalf("enable retired: %v", err)
 	}
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "nope", keyring.ClientActive); !errors.Is(err, keyring.ErrNoClient) {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "nope", keyring.ClientActive); !errors.Is(err, keyring.ErrNoClient) {
 		t.Fatalf("unknown client: %v", err)
 	}
 	list, err := m.ListClients()
@@ -461,7 +464,7 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 		c.Status = keyring.ClientActive
 		return tx.PutClient(c)
 	})
-	u2, err := m.Unseal("alice", []byte(pwAlice))
+	u2, err := m.Unseal(ctx, "alice", []byte(pwAlice))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,17 +482,17 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 func TestRolledBackClientDetectedByManifest(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.AddClient("alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
 		t.Fatal(err)
 	}
 	var old *keyring.Client
 	m.kr.View(func(tx *keyring.Tx) error { old, _ = tx.Client("web"); return nil })
-	if err := m.SetClientStatus("alice", []byte(pwAlice), "web", keyring.ClientDisabled); err != nil {
+	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "web", keyring.ClientDisabled); err != nil {
 		t.Fatal(err)
 	}
 	// Restore the older, validly signed Active record.
 	m.kr.Update(func(tx *keyring.Tx) error { return tx.PutClient(old) })
-	u, err := m.Unseal("alice", []byte(pwAlice))
+	u, err := m.Unseal(ctx, "alice", []byte(pwAlice))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,19 +1,21 @@
 package admin
 
 import (
+	"context"
 	"fmt"
 	"time"
 
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
 )
 
 // AddClient registers a new Active client identified by uid and, when gid is
 // not nil, by gid too. Authorized by actor's password.
-func (m *Manager) AddClient(actor string, actorPassword []byte, name string, uid uint32, gid *uint32) error {
+func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []byte, name string, uid uint32, gid *uint32) error {
 	if err := keyring.ValidName(name); err != nil {
 		return fmt.Errorf("client name: %w", err)
 	}
-	s, err := m.authenticate(actor, actorPassword)
+	s, err := m.authenticate(ctx, "client.add", actor, actorPassword)
 	if err != nil {
 		return err
 	}
@@ -24,7 +26,7 @@ func (m *Manager) AddClient(actor string, actorPassword []byte, name string, uid
 		c.GID, c.HasGID = *gid, true
 	}
 	s.key.SignClient(c)
-	return m.change(s, func(tx *keyring.Tx) error {
+	return m.change(ctx, s, "client.add", name, func(tx *keyring.Tx) error {
 		if old, err := tx.Client(name); err == nil {
 			hint := ""
 			if old.Status == keyring.ClientRetired {
@@ -38,16 +40,17 @@ func (m *Manager) AddClient(actor string, actorPassword []byte, name string, uid
 
 // SetClientStatus moves a client between Active and Disabled, or retires it
 // (Retired is final). Authorized by actor's password.
-func (m *Manager) SetClientStatus(actor string, actorPassword []byte, name string, status keyring.ClientStatus) error {
-	if status < keyring.ClientActive || status > keyring.ClientRetired {
+func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPassword []byte, name string, status keyring.ClientStatus) error {
+	op, ok := statusOps[status]
+	if !ok {
 		return fmt.Errorf("invalid client status %d", status)
 	}
-	s, err := m.authenticate(actor, actorPassword)
+	s, err := m.authenticate(ctx, op, actor, actorPassword)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	return m.change(s, func(tx *keyring.Tx) error {
+	return m.change(ctx, s, op, name, func(tx *keyring.Tx) error {
 		c, err := tx.Client(name)
 		if err != nil {
 			return err
@@ -63,6 +66,12 @@ func (m *Manager) SetClientStatus(actor string, actorPassword []byte, name strin
 		s.key.SignClient(c)
 		return tx.PutClient(c)
 	})
+}
+
+var statusOps = map[keyring.ClientStatus]string{
+	keyring.ClientActive:   "client.enable",
+	keyring.ClientDisabled: "client.disable",
+	keyring.ClientRetired:  "client.remove",
 }
 
 // ClientInfo is what ListClients shows of a client.
@@ -100,4 +109,28 @@ func (m *Manager) ListClients() ([]ClientInfo, error) {
 		return err
 	})
 	return out, err
+}
+
+// AuditRecords returns the audit records that match f. It needs no
+// password; VerifyAudit checks them.
+func (m *Manager) AuditRecords(f audit.Filter) ([]audit.Record, error) {
+	var out []audit.Record
+	err := m.kr.View(func(tx *keyring.Tx) error { out = audit.List(tx, f); return nil })
+	return out, err
+}
+
+// VerifyAudit checks the audit chain with the audit key that actor's
+// password unlocks.
+func (m *Manager) VerifyAudit(ctx context.Context, actor string, actorPassword []byte) (*audit.Report, error) {
+	s, err := m.authenticate(ctx, "audit.verify", actor, actorPassword)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	var rep *audit.Report
+	var verr error
+	if err := m.kr.View(func(tx *keyring.Tx) error { rep, verr = audit.Verify(tx, s.auditKey.Bytes()); return nil }); err != nil {
+		return nil, err
+	}
+	return rep, verr
 }

@@ -41,6 +41,13 @@ type Config struct {
 	KDFTime time.Duration `toml:"kdf_time"`
 	// KDFMaxMemoryMiB caps calibrated Argon2id memory.
 	KDFMaxMemoryMiB uint32 `toml:"kdf_max_memory_mib"`
+	// KDFMemoryBudgetMiB caps the memory of concurrent derivations; more
+	// wait in a bounded queue, then are refused. 0 picks four derivations'
+	// worth of the keyring's largest slot, at most half of the memory.
+	KDFMemoryBudgetMiB uint32 `toml:"kdf_memory_budget_mib"`
+	// AuditMaxRecords caps the audit log; the oldest records are pruned
+	// behind an anchor that keeps the chain verifiable. 0 keeps everything.
+	AuditMaxRecords int `toml:"audit_max_records"`
 
 	// MaxConnections caps open connections per socket.
 	MaxConnections int `toml:"max_connections"`
@@ -58,6 +65,7 @@ func Default() Config {
 		AdminSocket:     DefaultAdminSocket,
 		KDFTime:         time.Second,
 		KDFMaxMemoryMiB: 1024,
+		AuditMaxRecords: 1_000_000,
 		MaxConnections:  256,
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
@@ -95,6 +103,12 @@ func (c *Config) Validate() error {
 	}
 	if c.KDFMaxMemoryMiB < 64 || c.KDFMaxMemoryMiB > 4096 {
 		errs = append(errs, fmt.Errorf("kdf_max_memory_mib: %d out of range (64 to 4096)", c.KDFMaxMemoryMiB))
+	}
+	if c.KDFMemoryBudgetMiB != 0 && (c.KDFMemoryBudgetMiB < 8 || c.KDFMemoryBudgetMiB > 1<<20) {
+		errs = append(errs, fmt.Errorf("kdf_memory_budget_mib: %d out of range (0 for automatic, or 8 to 1048576)", c.KDFMemoryBudgetMiB))
+	}
+	if c.AuditMaxRecords < 0 || (c.AuditMaxRecords > 0 && c.AuditMaxRecords < 1000) {
+		errs = append(errs, fmt.Errorf("audit_max_records: %d out of range (0 for no cap, or at least 1000)", c.AuditMaxRecords))
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > 65536 {
 		errs = append(errs, fmt.Errorf("max_connections: %d out of range (1 to 65536)", c.MaxConnections))

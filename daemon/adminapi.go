@@ -2,18 +2,18 @@ package daemon
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/gorilla/mux"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -44,6 +44,8 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodGet, "/v1/clients", d.listClients},
 		{http.MethodPost, "/v1/clients", d.addClient},
 		{http.MethodPost, "/v1/clients/{name}/{action:disable|enable|remove}", d.clientAction},
+		{http.MethodGet, "/v1/audit", d.auditList},
+		{http.MethodPost, "/v1/audit/verify", d.auditVerify},
 	}
 	r := mux.NewRouter()
 	for _, rt := range routes {
@@ -62,6 +64,7 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
+		r = r.WithContext(audit.WithPeer(r.Context(), audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}))
 		v, err := h(r, cred)
 		if err != nil {
 			e := errorFor(err)
@@ -97,22 +100,6 @@ func readJSON(r *http.Request, dst any) error {
 	return nil
 }
 
-// kdf runs fn, which derives an Argon2id key, when a derivation slot is free.
-// Requests beyond the limit wait for up to kdfQueueWait, then get ErrBusy.
-func (d *Daemon) kdf(ctx context.Context, fn func() error) error {
-	t := time.NewTimer(kdfQueueWait)
-	defer t.Stop()
-	select {
-	case d.kdfSlots <- struct{}{}:
-	case <-t.C:
-		return fmt.Errorf("%w: too many password checks in progress; try again shortly", ErrBusy)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-d.kdfSlots }()
-	return fn()
-}
-
 func (d *Daemon) adminStatus(r *http.Request, _ PeerCred) (any, error) {
 	return d.Status()
 }
@@ -127,6 +114,8 @@ func (d *Daemon) Status() (*Status, error) {
 	}
 	d.vault.status(s)
 	s.KDFDerivations, _ = unseal.Work()
+	s.KDFBudgetMiB = d.budget.CapKiB() >> 10
+	s.AuditKeyed = d.audit.keyBytes() != nil
 	err := d.kr.View(func(tx *keyring.Tx) error {
 		h, err := tx.Header()
 		if err != nil {
@@ -148,16 +137,12 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 	if sealed, _ := d.vault.isSealed(); !sealed {
 		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "already unsealed; seal first to unseal as another admin"}
 	}
-	var u *admin.Unsealed
-	err := d.kdf(r.Context(), func() error {
-		var err error
-		u, err = d.mgr.Unseal(req.Admin, req.Password)
-		return err
-	})
+	u, err := d.mgr.Unseal(r.Context(), req.Admin, req.Password)
 	if err != nil {
 		d.log.Warn("unseal failed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "error", err)
 		return nil, err
 	}
+	d.audit.setKey(u.AuditKey)
 	d.vault.unseal(u, req.Admin)
 	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients))
 	if err := u.Report.Err(); err != nil {
@@ -168,10 +153,7 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 }
 
 func (d *Daemon) seal(r *http.Request, cred PeerCred) (any, error) {
-	if d.vault.seal() {
-		d.log.Info("sealed", "by", "admin socket", "uid", cred.UID, "pid", cred.PID)
-		d.notify("STATUS=sealed")
-	}
+	d.Seal("admin socket", audit.PeerFrom(r.Context()))
 	return d.Status()
 }
 
@@ -189,9 +171,7 @@ func (d *Daemon) addAdmin(r *http.Request, cred PeerCred) (any, error) {
 		return nil, err
 	}
 	defer wipe(req.ActorPassword, req.Password)
-	err := d.kdf(r.Context(), func() error {
-		return d.mgr.AddAdmin(req.Actor, req.ActorPassword, req.Name, req.Password)
-	})
+	err := d.mgr.AddAdmin(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password)
 	d.logChange("add admin", req.Actor, req.Name, cred, err)
 	return okIf(err)
 }
@@ -203,7 +183,7 @@ func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred) (any, error) {
 	}
 	defer wipe(req.ActorPassword)
 	name := mux.Vars(r)["name"]
-	err := d.kdf(r.Context(), func() error { return d.mgr.RemoveAdmin(req.Actor, req.ActorPassword, name) })
+	err := d.mgr.RemoveAdmin(r.Context(), req.Actor, req.ActorPassword, name)
 	d.logChange("remove admin", req.Actor, name, cred, err)
 	return okIf(err)
 }
@@ -215,7 +195,7 @@ func (d *Daemon) passwd(r *http.Request, cred PeerCred) (any, error) {
 	}
 	defer wipe(req.Current, req.New)
 	name := mux.Vars(r)["name"]
-	err := d.kdf(r.Context(), func() error { return d.mgr.Passwd(name, req.Current, req.New) })
+	err := d.mgr.Passwd(r.Context(), name, req.Current, req.New)
 	d.logChange("passwd", name, name, cred, err)
 	return okIf(err)
 }
@@ -237,9 +217,7 @@ func (d *Daemon) addClient(r *http.Request, cred PeerCred) (any, error) {
 	if req.UID == nil {
 		return nil, badRequest("uid is required")
 	}
-	err := d.kdf(r.Context(), func() error {
-		return d.mgr.AddClient(req.Actor, req.ActorPassword, req.Name, *req.UID, req.GID)
-	})
+	err := d.mgr.AddClient(r.Context(), req.Actor, req.ActorPassword, req.Name, *req.UID, req.GID)
 	d.logChange("add client", req.Actor, req.Name, cred, err)
 	return okIf(err)
 }
@@ -257,9 +235,7 @@ func (d *Daemon) clientAction(r *http.Request, cred PeerCred) (any, error) {
 	}
 	defer wipe(req.ActorPassword)
 	vars := mux.Vars(r)
-	err := d.kdf(r.Context(), func() error {
-		return d.mgr.SetClientStatus(req.Actor, req.ActorPassword, vars["name"], clientActions[vars["action"]])
-	})
+	err := d.mgr.SetClientStatus(r.Context(), req.Actor, req.ActorPassword, vars["name"], clientActions[vars["action"]])
 	d.logChange(vars["action"]+" client", req.Actor, vars["name"], cred, err)
 	return okIf(err)
 }
@@ -277,4 +253,52 @@ func okIf(err error) (any, error) {
 		return nil, err
 	}
 	return map[string]bool{"ok": true}, nil
+}
+
+func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
+	q := r.URL.Query()
+	f := audit.Filter{Client: q.Get("client"), Admin: q.Get("admin")}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return nil, badRequest("since: want an RFC 3339 time such as 2026-11-22T09:00:00Z")
+		}
+		f.Since = t
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return nil, badRequest("limit: want a whole number")
+		}
+		f.Limit = n
+	}
+	if err := d.audit.Flush(); err != nil {
+		return nil, err
+	}
+	var recs []audit.Record
+	err := d.kr.View(func(tx *keyring.Tx) error { recs = audit.List(tx, f); return nil })
+	if recs == nil {
+		recs = []audit.Record{}
+	}
+	return recs, err
+}
+
+func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
+	key := d.audit.keyBytes()
+	if key == nil {
+		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused,
+			Message: "the daemon has not been unsealed since it started, so it holds no audit key; unseal first, or stop it and run: sealbox-admin --keyring PATH audit verify --as NAME"}
+	}
+	if err := d.audit.Flush(); err != nil {
+		return nil, err
+	}
+	var rep *audit.Report
+	var verr error
+	if err := d.kr.View(func(tx *keyring.Tx) error { rep, verr = audit.Verify(tx, key); return nil }); err != nil {
+		return nil, err
+	}
+	if verr != nil {
+		return nil, &APIError{Status: http.StatusConflict, Code: codeIntegrity, Message: verr.Error()}
+	}
+	return rep, nil
 }

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -35,14 +37,16 @@ const (
 	codeIntegrity     = "integrity"
 	codeMemlock       = "memlock"
 	codeBusy          = "busy"
+	codeBackoff       = "backoff"
 	codeInternal      = "internal"
 )
 
 // APIError is an error answer from the daemon.
 type APIError struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"error"`
+	Status     int    `json:"-"`
+	Code       string `json:"code"`
+	Message    string `json:"error"`
+	RetryAfter int    `json:"retry_after,omitempty"` // seconds, with 429 and 503
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -62,6 +66,8 @@ func (e *APIError) Unwrap() error {
 		return ErrIntegrity
 	case codeBusy:
 		return ErrBusy
+	case codeBackoff:
+		return admin.ErrBackoff
 	}
 	return nil
 }
@@ -72,6 +78,13 @@ func errorFor(err error) *APIError {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var be *admin.BackoffError
+	if errors.As(err, &be) {
+		return &APIError{Status: http.StatusTooManyRequests, Code: codeBackoff, Message: err.Error(), RetryAfter: int(be.RetryAfter.Seconds())}
+	}
+	if errors.Is(err, unseal.ErrBusy) || errors.Is(err, ErrBusy) {
+		return &APIError{Status: http.StatusServiceUnavailable, Code: codeBusy, Message: err.Error(), RetryAfter: 1}
 	}
 	status, code := http.StatusInternalServerError, codeInternal
 	switch {
@@ -86,12 +99,10 @@ func errorFor(err error) *APIError {
 	case errors.Is(err, admin.ErrWeakPassword), errors.Is(err, unseal.ErrParams):
 		status, code = http.StatusBadRequest, codeRefused
 	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry),
-		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, unseal.ErrSecret):
+		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
 		status, code = http.StatusInternalServerError, codeIntegrity
 	case errors.Is(err, memlock.ErrLockFailed):
 		status, code = http.StatusInternalServerError, codeMemlock
-	case errors.Is(err, ErrBusy):
-		status, code = http.StatusServiceUnavailable, codeBusy
 	}
 	return &APIError{Status: status, Code: code, Message: err.Error()}
 }
@@ -103,6 +114,9 @@ func badRequest(format string, a ...any) *APIError {
 func writeError(w http.ResponseWriter, e *APIError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
 	w.WriteHeader(e.Status)
 	json.NewEncoder(w).Encode(e)
 }
@@ -170,6 +184,8 @@ type Status struct {
 	RegistryProblems    string         `json:"registry_problems,omitempty"`
 	KDFPolicy           keyring.Params `json:"kdf_policy"`
 	KDFDerivations      uint64         `json:"kdf_derivations"`
+	KDFBudgetMiB        uint64         `json:"kdf_budget_mib"`
+	AuditKeyed          bool           `json:"audit_keyed"`
 	Keyring             string         `json:"keyring"`
 	PID                 int            `json:"pid"`
 	Started             time.Time      `json:"started"`

@@ -9,9 +9,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -44,7 +47,7 @@ func (c *AdminClient) Close() error {
 
 // do sends body (which may hold passwords: the encoded request is wiped
 // after sending) and decodes a 2xx answer into out.
-func (c *AdminClient) do(method, path string, body, out any) error {
+func (c *AdminClient) do(ctx context.Context, method, path string, body, out any) error {
 	var buf []byte
 	if body != nil {
 		var err error
@@ -53,7 +56,7 @@ func (c *AdminClient) do(method, path string, body, out any) error {
 		}
 		defer memlock.Wipe(buf)
 	}
-	req, err := http.NewRequest(method, "http://sealboxd"+path, bytes.NewReader(buf))
+	req, err := http.NewRequestWithContext(ctx, method, "http://sealboxd"+path, bytes.NewReader(buf))
 	if err != nil {
 		return err
 	}
@@ -74,6 +77,9 @@ func (c *AdminClient) do(method, path string, body, out any) error {
 		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
 			ae.Code, ae.Message = codeInternal, fmt.Sprintf("daemon answered %s", resp.Status)
 		}
+		if ae.Code == codeBackoff {
+			return &backoffAPIError{ae}
+		}
 		return ae
 	}
 	if out != nil {
@@ -83,32 +89,32 @@ func (c *AdminClient) do(method, path string, body, out any) error {
 }
 
 // Status returns the daemon's state.
-func (c *AdminClient) Status() (*Status, error) {
+func (c *AdminClient) Status(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, c.do(http.MethodGet, "/v1/status", nil, &s)
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
 // Unseal unseals with name's password.
-func (c *AdminClient) Unseal(name string, pw []byte) (*Status, error) {
+func (c *AdminClient) Unseal(ctx context.Context, name string, pw []byte) (*Status, error) {
 	var s Status
-	return &s, c.do(http.MethodPost, "/v1/unseal", UnsealRequest{Admin: name, Password: pw}, &s)
+	return &s, c.do(ctx, http.MethodPost, "/v1/unseal", UnsealRequest{Admin: name, Password: pw}, &s)
 }
 
 // Seal seals the daemon.
-func (c *AdminClient) Seal() (*Status, error) {
+func (c *AdminClient) Seal(ctx context.Context) (*Status, error) {
 	var s Status
-	return &s, c.do(http.MethodPost, "/v1/seal", nil, &s)
+	return &s, c.do(ctx, http.MethodPost, "/v1/seal", nil, &s)
 }
 
 // ListAdmins lists the admin slots.
-func (c *AdminClient) ListAdmins() ([]admin.AdminInfo, error) {
+func (c *AdminClient) ListAdmins(ctx context.Context) ([]admin.AdminInfo, error) {
 	var out []admin.AdminInfo
-	return out, c.do(http.MethodGet, "/v1/admins", nil, &out)
+	return out, c.do(ctx, http.MethodGet, "/v1/admins", nil, &out)
 }
 
 // AddAdmin adds name, authorized by actor.
-func (c *AdminClient) AddAdmin(actor string, actorPw []byte, name string, newPw []byte) error {
-	return c.do(http.MethodPost, "/v1/admins", AddAdminRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, Password: newPw}, nil)
+func (c *AdminClient) AddAdmin(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/admins", AddAdminRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, Password: newPw}, nil)
 }
 
 // pathName checks a name before it becomes part of a URL path.
@@ -120,34 +126,34 @@ func pathName(name string) error {
 }
 
 // RemoveAdmin removes name, authorized by actor.
-func (c *AdminClient) RemoveAdmin(actor string, actorPw []byte, name string) error {
+func (c *AdminClient) RemoveAdmin(ctx context.Context, actor string, actorPw []byte, name string) error {
 	if err := pathName(name); err != nil {
 		return err
 	}
-	return c.do(http.MethodPost, "/v1/admins/"+name+"/remove", AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+	return c.do(ctx, http.MethodPost, "/v1/admins/"+name+"/remove", AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
 }
 
 // Passwd changes name's password.
-func (c *AdminClient) Passwd(name string, cur, newPw []byte) error {
+func (c *AdminClient) Passwd(ctx context.Context, name string, cur, newPw []byte) error {
 	if err := pathName(name); err != nil {
 		return err
 	}
-	return c.do(http.MethodPost, "/v1/admins/"+name+"/passwd", PasswdRequest{Current: cur, New: newPw}, nil)
+	return c.do(ctx, http.MethodPost, "/v1/admins/"+name+"/passwd", PasswdRequest{Current: cur, New: newPw}, nil)
 }
 
 // ListClients lists the client records.
-func (c *AdminClient) ListClients() ([]admin.ClientInfo, error) {
+func (c *AdminClient) ListClients(ctx context.Context) ([]admin.ClientInfo, error) {
 	var out []admin.ClientInfo
-	return out, c.do(http.MethodGet, "/v1/clients", nil, &out)
+	return out, c.do(ctx, http.MethodGet, "/v1/clients", nil, &out)
 }
 
 // AddClient registers a client, authorized by actor.
-func (c *AdminClient) AddClient(actor string, actorPw []byte, name string, uid uint32, gid *uint32) error {
-	return c.do(http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: &uid, GID: gid}, nil)
+func (c *AdminClient) AddClient(ctx context.Context, actor string, actorPw []byte, name string, uid uint32, gid *uint32) error {
+	return c.do(ctx, http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: &uid, GID: gid}, nil)
 }
 
 // SetClientStatus disables, enables or retires a client, authorized by actor.
-func (c *AdminClient) SetClientStatus(actor string, actorPw []byte, name string, st keyring.ClientStatus) error {
+func (c *AdminClient) SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error {
 	action := map[keyring.ClientStatus]string{keyring.ClientDisabled: "disable", keyring.ClientActive: "enable", keyring.ClientRetired: "remove"}[st]
 	if action == "" {
 		return fmt.Errorf("%w: invalid client status %d", ErrRefused, st)
@@ -155,5 +161,37 @@ func (c *AdminClient) SetClientStatus(actor string, actorPw []byte, name string,
 	if err := pathName(name); err != nil {
 		return err
 	}
-	return c.do(http.MethodPost, "/v1/clients/"+name+"/"+action, AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+	return c.do(ctx, http.MethodPost, "/v1/clients/"+name+"/"+action, AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+}
+
+// backoffAPIError lets callers errors.As an *admin.BackoffError from a 429.
+type backoffAPIError struct{ *APIError }
+
+func (e *backoffAPIError) Unwrap() []error {
+	return []error{e.APIError, &admin.BackoffError{RetryAfter: time.Duration(e.RetryAfter) * time.Second}}
+}
+
+// Audit returns audit records; query holds since, client, admin, limit.
+func (c *AdminClient) Audit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+	q := url.Values{}
+	if !f.Since.IsZero() {
+		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+	}
+	if f.Client != "" {
+		q.Set("client", f.Client)
+	}
+	if f.Admin != "" {
+		q.Set("admin", f.Admin)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var out []audit.Record
+	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
+}
+
+// VerifyAudit asks the daemon to verify the audit chain with its key.
+func (c *AdminClient) VerifyAudit(ctx context.Context) (*audit.Report, error) {
+	var r audit.Report
+	return &r, c.do(ctx, http.MethodPost, "/v1/audit/verify", nil, &r)
 }

@@ -25,14 +25,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
 )
 
 // Socket modes. The service socket is open to every local process: who may
@@ -50,25 +55,32 @@ const (
 	idleTimeout       = 60 * time.Second
 	adminWriteTimeout = 3 * time.Minute // derivations may queue
 	maxHeaderBytes    = 8 << 10
-	kdfConcurrency    = 2
+	kdfQueueLen       = 16
 	kdfQueueWait      = 30 * time.Second
 	shutdownGrace     = 5 * time.Second
+	// heapSlack is what the Go heap may use beyond the KDF budget before the
+	// garbage collector works hard to stay under it.
+	heapSlack = 32 << 20
 )
 
 // Daemon is a running sealboxd.
 type Daemon struct {
-	cfg      config.Config
-	log      *slog.Logger
-	level    *slog.LevelVar
-	kr       *keyring.Keyring
-	mgr      *admin.Manager
-	vault    *vault
-	kdfSlots chan struct{}
-	maxWait  atomic.Int64 // time.Duration
-	started  time.Time
-	notify   func(state string)
-	stopping chan struct{}
-	stopOnce sync.Once
+	cfg   config.Config
+	log   *slog.Logger
+	level *slog.LevelVar
+	kr    *keyring.Keyring
+	mgr   *admin.Manager
+	vault *vault
+	audit *auditor
+	// noReadAudit skips read records; only the in-package benchmark sets
+	// it, to measure what auditing costs. No configuration reaches it.
+	noReadAudit bool
+	budget      *unseal.Budget
+	maxWait     atomic.Int64 // time.Duration
+	started     time.Time
+	notify      func(state string)
+	stopping    chan struct{}
+	stopOnce    sync.Once
 
 	svcLn, admLn   *peerListener
 	svcSrv, admSrv *http.Server
@@ -92,7 +104,6 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		log:      opts.Log,
 		level:    opts.Level,
 		vault:    newVault(),
-		kdfSlots: make(chan struct{}, kdfConcurrency),
 		started:  time.Now(),
 		notify:   opts.Notify,
 		stopping: make(chan struct{}),
@@ -109,9 +120,27 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	if st, err := os.Stat(cfg.Keyring); err == nil && st.Mode().Perm()&0o077 != 0 {
 		d.log.Warn("keyring file is accessible to others; it should be 0600", "keyring", cfg.Keyring, "mode", st.Mode().Perm().String())
 	}
+	d.audit = newAuditor(kr, d.log, cfg.AuditMaxRecords)
+	probe := admin.New(kr, admin.Options{})
+	need, err := probe.MaxSlotMemoryKiB()
+	if err != nil {
+		kr.Close()
+		return nil, err
+	}
+	budgetKiB, err := kdfBudget(cfg.KDFMemoryBudgetMiB, need)
+	if err != nil {
+		kr.Close()
+		return nil, err
+	}
+	d.budget = unseal.NewBudget(budgetKiB, kdfQueueLen, kdfQueueWait)
+	// Argon2id's memory is garbage after each derivation: keep the heap near
+	// the budget instead of letting it grow to twice its peak.
+	debug.SetMemoryLimit(int64(budgetKiB)<<10 + heapSlack)
 	d.mgr = admin.New(kr, admin.Options{
 		Memory:   memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
 		OnChange: d.vault.replaceClients,
+		Budget:   d.budget,
+		AuditKey: d.audit.keyBytes,
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.
@@ -160,9 +189,39 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
+// kdfBudget returns the budget in KiB: the configured one, which must hold
+// one derivation of the largest slot (needKiB), or four such derivations,
+// at most half of the memory, and never less than one.
+func kdfBudget(cfgMiB uint32, needKiB uint32) (uint64, error) {
+	if cfgMiB != 0 {
+		b := uint64(cfgMiB) << 10
+		if b < uint64(needKiB) {
+			return 0, fmt.Errorf("kdf_memory_budget_mib = %d is smaller than one derivation of this keyring's largest slot (%d MiB); raise it", cfgMiB, needKiB>>10)
+		}
+		return b, nil
+	}
+	b := 4 * uint64(needKiB)
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		half := uint64(si.Totalram) * uint64(si.Unit) / 2 >> 10
+		b = min(b, half)
+	}
+	return max(b, uint64(needKiB)), nil
+}
+
 // Serve answers on both sockets until ctx ends or a server fails, then seals,
 // closes the sockets (removing their files) and the keyring.
 func (d *Daemon) Serve(ctx context.Context) error {
+	actx, stopAudit := context.WithCancel(context.Background())
+	auditDone := make(chan struct{})
+	go func() { d.audit.run(actx); close(auditDone) }()
+	defer func() {
+		stopAudit()
+		<-auditDone
+		d.audit.close()
+		d.kr.Close()
+		d.log.Info("stopped")
+	}()
 	errc := make(chan error, 2)
 	go func() { errc <- d.svcSrv.Serve(d.svcLn) }()
 	go func() { errc <- d.admSrv.Serve(d.admLn) }()
@@ -174,7 +233,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 		return err
 	})
-	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String())
+	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String(), "kdf_budget_mib", d.budget.CapKiB()>>10)
 	d.notify("READY=1\nSTATUS=sealed")
 	var err error
 	select {
@@ -189,29 +248,33 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	return err
 }
 
+// close seals and stops the servers; Serve then stops the audit writer and
+// closes the keyring.
 func (d *Daemon) close() {
 	d.stopOnce.Do(func() {
 		d.notify("STOPPING=1")
 		close(d.stopping)
-		if d.vault.seal() {
-			d.log.Info("sealed", "by", "shutdown")
-		}
+		d.Seal("shutdown", nil)
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
 		d.svcSrv.Shutdown(sctx)
 		d.admSrv.Shutdown(sctx)
 		d.svcLn.Close()
 		d.admLn.Close()
-		d.kr.Close()
-		d.log.Info("stopped")
 	})
 }
 
-// Seal wipes the secret, for a signal or a fatal error.
-func (d *Daemon) Seal(by string) {
-	if d.vault.seal() {
-		d.log.Info("sealed", "by", by)
-		d.notify("STATUS=sealed")
+// Seal wipes the secret (for the admin socket, a signal, shutdown or a fatal
+// error) and records who did it. Sealing never waits on the record: the
+// secret goes first.
+func (d *Daemon) Seal(by string, peer *audit.Peer) {
+	if !d.vault.seal() {
+		return
+	}
+	d.log.Info("sealed", "by", by)
+	d.notify("STATUS=sealed")
+	if err := d.audit.Sync(audit.Event{Kind: "seal", Peer: peer, Outcome: "ok", Detail: by}); err != nil {
+		d.log.Error("audit: the seal was not recorded", "error", err)
 	}
 }
 

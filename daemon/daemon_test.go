@@ -41,7 +41,7 @@ var secret = []byte("in-process secret \x00\x01\x02")
 
 // shortDir returns a temporary directory with a path short enough for
 // sockets (sun_path is 108 bytes).
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "sbd")
 	if err != nil {
@@ -55,18 +55,23 @@ func shortDir(t *testing.T) string {
 // runs a Daemon on it until the test ends.
 func startDaemon(t *testing.T) (*Daemon, *AdminClient, *http.Client) {
 	t.Helper()
+	return startDaemonTB(t, t)
+}
+
+func startDaemonTB(t testing.TB, _ *testing.T) (*Daemon, *AdminClient, *http.Client) {
+	t.Helper()
 	dir := shortDir(t)
 	p := cheap
 	opts := admin.Options{Policy: &p, Memory: memlock.Options{AllowUnlocked: true}}
 	kpath := filepath.Join(dir, "k.db")
-	if err := admin.Init(kpath, "alice", []byte(pwAlice), secret, opts); err != nil {
+	if err := admin.Init(context.Background(), kpath, "alice", []byte(pwAlice), secret, opts); err != nil {
 		t.Fatal(err)
 	}
 	kr, err := keyring.Open(kpath, keyring.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.New(kr, opts).AddClient("alice", []byte(pwAlice), "me", uint32(os.Getuid()), nil); err != nil {
+	if err := admin.New(kr, opts).AddClient(context.Background(), "alice", []byte(pwAlice), "me", uint32(os.Getuid()), nil); err != nil {
 		t.Fatal(err)
 	}
 	kr.Close()
@@ -117,20 +122,20 @@ func TestSealedUnsealedStateMachine(t *testing.T) {
 	if code, _ := get(t, svc, "/v1/secret"); code != 503 {
 		t.Fatalf("sealed: %d", code)
 	}
-	if _, err := ac.Unseal("alice", []byte("wrong password!")); !errors.Is(err, unseal.ErrWrongPassword) {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte("wrong password!")); !errors.Is(err, unseal.ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
 		t.Fatal(err)
 	}
 	code, body := get(t, svc, "/v1/secret")
 	if code != 200 || !bytes.Equal(body, secret) {
 		t.Fatalf("unsealed: %d %q", code, body)
 	}
-	if _, err := ac.Unseal("alice", []byte(pwAlice)); !errors.Is(err, ErrRefused) {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); !errors.Is(err, ErrRefused) {
 		t.Fatalf("second unseal: %v", err)
 	}
-	st, err := ac.Seal()
+	st, err := ac.Seal(context.Background())
 	if err != nil || !st.Sealed {
 		t.Fatalf("seal: %+v %v", st, err)
 	}
@@ -181,11 +186,11 @@ func TestConcurrentReadsDuringSealUnseal(t *testing.T) {
 		}()
 	}
 	for i := 0; i < 10; i++ {
-		if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+		if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)
-		if _, err := ac.Seal(); err != nil {
+		if _, err := ac.Seal(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -217,7 +222,7 @@ func TestWaitWakesOnUnseal(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
-	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
 		t.Fatal(err)
 	}
 	r := <-c
@@ -231,31 +236,31 @@ func TestWaitWakesOnUnseal(t *testing.T) {
 
 func TestChangesUpdateTheClientIndex(t *testing.T) {
 	_, ac, svc := startDaemon(t)
-	if _, err := ac.Unseal("alice", []byte(pwAlice)); err != nil {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
 		t.Fatal(err)
 	}
-	if err := ac.SetClientStatus("alice", []byte(pwAlice), "me", keyring.ClientDisabled); err != nil {
+	if err := ac.SetClientStatus(context.Background(), "alice", []byte(pwAlice), "me", keyring.ClientDisabled); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
 		t.Fatalf("disabled: %d", code)
 	}
-	if err := ac.SetClientStatus("alice", []byte("wrong password!"), "me", keyring.ClientActive); !errors.Is(err, unseal.ErrWrongPassword) {
+	if err := ac.SetClientStatus(context.Background(), "alice", []byte("wrong password!"), "me", keyring.ClientActive); !errors.Is(err, unseal.ErrWrongPassword) {
 		t.Fatalf("wrong actor password: %v", err)
 	}
 	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
 		t.Fatalf("a refused enable took effect: %d", code)
 	}
-	if err := ac.SetClientStatus("alice", []byte(pwAlice), "me", keyring.ClientActive); err != nil {
+	if err := ac.SetClientStatus(context.Background(), "alice", []byte(pwAlice), "me", keyring.ClientActive); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := get(t, svc, "/v1/secret"); code != 200 {
 		t.Fatalf("re-enabled: %d", code)
 	}
-	if err := ac.RemoveAdmin("alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "last admin") {
+	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "last admin") {
 		t.Fatalf("last admin over the socket: %v", err)
 	}
-	if err := ac.RemoveAdmin("alice", []byte(pwAlice), "../x"); !errors.Is(err, ErrRefused) {
+	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "../x"); !errors.Is(err, ErrRefused) {
 		t.Fatalf("path trick in a name: %v", err)
 	}
 }

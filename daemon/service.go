@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -53,12 +54,17 @@ func (d *Daemon) identify(next http.Handler) http.Handler {
 	})
 }
 
+// logRead records a read in the structured log and, through group commit,
+// in the audit log.
 func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outcome string) {
 	name := ""
 	if c != nil {
 		name = c.Name
 	}
 	d.log.Info("read", "path", r.URL.Path, "client", name, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "outcome", outcome)
+	if !d.noReadAudit {
+		d.audit.Read(audit.Event{Kind: "read", Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}, Outcome: outcome, Detail: r.URL.Path})
+	}
 }
 
 // waitParam parses ?wait=DURATION, capped by max_wait.

@@ -52,6 +52,7 @@ const (
 	labelSlotMAC    = "sealbox/v1/slot-record"
 	labelClientMAC  = "sealbox/v1/client-record"
 	labelManifest   = "sealbox/v1/manifest"
+	labelAudit      = "sealbox/v1/audit-key"
 )
 
 // Key is an unwrapped DataKey together with the registry key derived from it,
@@ -105,6 +106,23 @@ func (k *Key) deriveRegKey() error {
 	copy(k.regKey(), rk)
 	memlock.Wipe(rk)
 	return nil
+}
+
+// AuditKey derives the audit log's MAC key into a new locked buffer:
+// HKDF-SHA256(DataKey, salt=keyring ID, info=labelAudit). It reveals nothing
+// of the DataKey, so a daemon may keep it after sealing.
+func (k *Key) AuditKey(mo memlock.Options) (*memlock.Buffer, error) {
+	v, err := hkdf.Key(sha256.New, k.dataKey(), k.id[:], labelAudit, keyring.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	defer memlock.Wipe(v)
+	buf, err := memlock.New(keyring.KeySize, mo)
+	if err != nil {
+		return nil, err
+	}
+	copy(buf.Bytes(), v)
+	return buf, nil
 }
 
 // Commitment returns the value stored in the header that commits to this

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/prompt"
@@ -17,13 +19,13 @@ import (
 // backend is what the commands need, offline (the file) or online (the
 // daemon's admin socket).
 type backend interface {
-	AddAdmin(actor string, actorPw []byte, name string, newPw []byte) error
-	RemoveAdmin(actor string, actorPw []byte, name string) error
-	Passwd(name string, cur, newPw []byte) error
-	ListAdmins() ([]admin.AdminInfo, error)
-	AddClient(actor string, actorPw []byte, name string, uid uint32, gid *uint32) error
-	SetClientStatus(actor string, actorPw []byte, name string, st keyring.ClientStatus) error
-	ListClients() ([]admin.ClientInfo, error)
+	AddAdmin(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte) error
+	RemoveAdmin(ctx context.Context, actor string, actorPw []byte, name string) error
+	Passwd(ctx context.Context, name string, cur, newPw []byte) error
+	ListAdmins(ctx context.Context) ([]admin.AdminInfo, error)
+	AddClient(ctx context.Context, actor string, actorPw []byte, name string, uid uint32, gid *uint32) error
+	SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error
+	ListClients(ctx context.Context) ([]admin.ClientInfo, error)
 	Close() error
 }
 
@@ -37,6 +39,14 @@ type offline struct {
 }
 
 func (o *offline) Close() error { return o.kr.Close() }
+
+func (o *offline) ListAdmins(context.Context) ([]admin.AdminInfo, error) {
+	return o.Manager.ListAdmins()
+}
+
+func (o *offline) ListClients(context.Context) ([]admin.ClientInfo, error) {
+	return o.Manager.ListClients()
+}
 
 func (c *cli) openOffline(readOnly bool) (*offline, error) {
 	kr, err := keyring.Open(c.global.keyring, keyring.Options{ReadOnly: readOnly})
@@ -140,7 +150,8 @@ func (c *cli) check(o *opts) error {
 	if o.repair && o.as == "" {
 		return usagef("--repair needs --as NAME")
 	}
-	off, err := c.openOffline(!o.repair)
+	// With a password, authentication writes its audit record.
+	off, err := c.openOffline(o.as == "")
 	if err != nil {
 		return err
 	}
@@ -177,17 +188,17 @@ func (c *cli) check(o *opts) error {
 	}
 	defer memlock.Wipe(pw)
 	if o.repair {
-		rep, err := off.Repair(o.as, pw)
+		rep, err := off.Repair(c.ctx, o.as, pw)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "repaired: %v\n", rep.Err())
 		fmt.Fprintln(c.stdout, "removed the records named above; review the admins and clients that remain:")
-		admins, err := off.ListAdmins()
+		admins, err := off.Manager.ListAdmins()
 		if err != nil {
 			return err
 		}
-		clients, err := off.ListClients()
+		clients, err := off.Manager.ListClients()
 		if err != nil {
 			return err
 		}
@@ -196,11 +207,12 @@ func (c *cli) check(o *opts) error {
 		}
 		return printClients(c.stdout, clients, false)
 	}
-	u, err := off.Unseal(o.as, pw)
+	u, err := off.Unseal(c.ctx, o.as, pw)
 	if err != nil {
 		return err
 	}
 	defer u.Secret.Destroy()
+	defer u.AuditKey.Destroy()
 	fmt.Fprintf(c.stdout, "datakey: ok (commitment matches; master secret version %d decrypts, %d bytes)\n", u.Version, len(u.Secret.Bytes()))
 	if err := u.Report.Err(); err != nil {
 		return fmt.Errorf("%w (to drop failing records and re-sign: check --as NAME --repair)", err)
@@ -217,8 +229,8 @@ func classify(err error) (int, string) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	case errors.Is(err, unseal.ErrWrongPassword):
 		return exitAuth, "nothing was changed; check the admin name and try again"
-	case errors.Is(err, errBackoff):
-		return exitBackoff, ""
+	case errors.Is(err, admin.ErrBackoff), errors.Is(err, daemon.ErrBusy), errors.Is(err, unseal.ErrBusy):
+		return exitBackoff, "nothing was tried; wait, then try again"
 	case errors.Is(err, errSealed):
 		return exitSealed, "unseal first: sealbox-admin unseal --admin NAME"
 	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, admin.ErrWeakPassword),
@@ -235,7 +247,7 @@ func classify(err error) (int, string) {
 		return exitFailure, ""
 	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry), errors.Is(err, daemon.ErrIntegrity),
 		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, keyring.ErrNotKeyring),
-		errors.Is(err, keyring.ErrUnknownVersion), errors.Is(err, unseal.ErrSecret):
+		errors.Is(err, keyring.ErrUnknownVersion), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
 		return exitIntegrity, "the keyring file may have been tampered with or damaged; restore a backup and investigate"
 	case errors.Is(err, memlock.ErrLockFailed):
 		return exitFailure, ""

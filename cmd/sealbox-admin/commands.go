@@ -156,7 +156,7 @@ func (c *cli) init(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
-	err = admin.Init(c.global.keyring, o.admin, pw, secret, admin.Options{
+	err = admin.Init(c.ctx, c.global.keyring, o.admin, pw, secret, admin.Options{
 		KDFTarget: target, Memory: c.memory(), Progress: c.progress,
 	})
 	if err != nil {
@@ -217,7 +217,7 @@ func (c *cli) add(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(npw)
-	if err := b.AddAdmin(o.as, apw, name, npw); err != nil {
+	if err := b.AddAdmin(c.ctx, o.as, apw, name, npw); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "added admin %s\n", name)
@@ -235,7 +235,7 @@ func (c *cli) remove(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(apw)
-	if err := b.RemoveAdmin(o.as, apw, o.pos[0]); err != nil {
+	if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
@@ -260,7 +260,7 @@ func (c *cli) passwd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(npw)
-	if err := b.Passwd(name, cur, npw); err != nil {
+	if err := b.Passwd(c.ctx, name, cur, npw); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "changed the password of %s\n", name)
@@ -273,7 +273,7 @@ func (c *cli) list(o *opts) error {
 		return err
 	}
 	defer b.Close()
-	admins, err := b.ListAdmins()
+	admins, err := b.ListAdmins(c.ctx)
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (c *cli) clientAdd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(apw)
-	if err := b.AddClient(o.as, apw, name, uint32(o.uid), gid); err != nil {
+	if err := b.AddClient(c.ctx, o.as, apw, name, uint32(o.uid), gid); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "registered client %s (uid %d", name, o.uid)
@@ -343,7 +343,7 @@ func (c *cli) clientStatus(o *opts, st keyring.ClientStatus, verb string) error 
 		return err
 	}
 	defer memlock.Wipe(apw)
-	if err := b.SetClientStatus(o.as, apw, o.pos[0], st); err != nil {
+	if err := b.SetClientStatus(c.ctx, o.as, apw, o.pos[0], st); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%s client %s\n", verb, o.pos[0])
@@ -356,7 +356,7 @@ func (c *cli) clientList(o *opts) error {
 		return err
 	}
 	defer b.Close()
-	clients, err := b.ListClients()
+	clients, err := b.ListClients(c.ctx)
 	if err != nil {
 		return err
 	}

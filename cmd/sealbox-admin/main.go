@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/prompt"
 )
@@ -39,6 +41,9 @@ Commands:
   client list [--json]           list clients
   client disable|enable|remove NAME --as ACTOR
                                  change a client's status (remove retires it)
+  audit [--since T] [--client NAME] [--admin NAME] [--limit N] [--json]
+                                 show the audit log
+  audit verify [--as NAME]       verify the audit chain (offline: --as NAME)
 
 Run 'sealbox-admin COMMAND --help' for a command's flags.
 
@@ -75,6 +80,7 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 
 // cli holds what every command shares.
 type cli struct {
+	ctx            context.Context // carries this process as the audit peer
 	stdout, stderr io.Writer
 	pw             *prompt.Reader
 	global         globalFlags
@@ -94,7 +100,8 @@ func main() {
 	if err := memlock.HardenProcess(); err != nil {
 		fmt.Fprintf(os.Stderr, "sealbox-admin: warning: %v\n", err)
 	}
-	c := &cli{stdout: os.Stdout, stderr: os.Stderr, pw: prompt.New(os.Stdin, os.Stderr)}
+	self := audit.Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid())}
+	c := &cli{ctx: audit.WithPeer(context.Background(), self), stdout: os.Stdout, stderr: os.Stderr, pw: prompt.New(os.Stdin, os.Stderr)}
 	os.Exit(c.run(os.Args[1:]))
 }
 
@@ -120,6 +127,9 @@ func (c *cli) run(args []string) int {
 			return c.fail(usagef("client needs a subcommand: add, list, disable, enable, remove"))
 		}
 		name, rest = "client "+rest[0], rest[1:]
+	}
+	if name == "audit" && len(rest) > 0 && rest[0] == "verify" {
+		name, rest = "audit verify", rest[1:]
 	}
 	if name == "help" {
 		fmt.Fprint(c.stdout, usage)
@@ -163,6 +173,9 @@ type opts struct {
 	kdfTime    string
 	json       bool
 	uid, gid   int64
+	since      string
+	client     string
+	limit      int
 	repair     bool
 }
 

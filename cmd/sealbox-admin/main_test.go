@@ -77,6 +77,22 @@ func expect(t *testing.T, r result, code int, contains string) {
 	}
 }
 
+// state returns what a refused operation must not change: the admins, the
+// clients, the secret's version and the registry generation. (The audit log
+// and the guessing defence's counters do change: they record the attempt.)
+func state(t *testing.T, path string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{{"list", "--json"}, {"client", "list", "--json"}, {"status", "--json"}} {
+		r := run(t, "", append([]string{"--keyring", path}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("%v: %s", args, r.stderr)
+		}
+		b.WriteString(r.stdout)
+	}
+	return b.String()
+}
+
 func fileHash(t *testing.T, path string) [32]byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -136,15 +152,16 @@ func TestAdminLifecycle(t *testing.T) {
 	t.Parallel()
 	path := initKeyring(t)
 	kr := []string{"--keyring", path}
-	h := fileHash(t, path)
+	before := state(t, path)
 	// Wrong actor password and unknown actor: same error, same exit, no change.
 	wrong := run(t, "not alice's password\n"+pwB+"\n", append(kr, "add", "bob", "--as", "alice")...)
 	unknown := run(t, "not alice's password\n"+pwB+"\n", append(kr, "add", "bob", "--as", "zed")...)
 	expect(t, wrong, 3, "wrong admin name or password")
 	expect(t, unknown, 3, "wrong admin name or password")
-	if fileHash(t, path) != h {
-		t.Fatal("a failed add changed the file")
+	if state(t, path) != before {
+		t.Fatal("a failed add changed the keyring")
 	}
+	expect(t, run(t, "", append(kr, "audit", "--admin", "zed")...), 0, "admin.add       wrong_password actor=zed")
 	expect(t, run(t, pwA+"\n"+pwB+"\n", append(kr, "add", "bob", "--as", "alice")...), 0, "added admin bob")
 	expect(t, run(t, pwA+"\n"+pwB+"\n", append(kr, "add", "bob", "--as", "alice")...), 4, "already exists")
 	r := run(t, "", append(kr, "list", "--json")...)
@@ -157,11 +174,20 @@ func TestAdminLifecycle(t *testing.T) {
 	expect(t, run(t, pwB+"\n", append(kr, "remove", "alice", "--as", "bob")...), 0, "removed admin alice")
 	expect(t, run(t, pwA+"\n", append(kr, "check", "--as", "alice")...), 3, "wrong admin name or password")
 	// The last admin stays.
-	h = fileHash(t, path)
+	before = state(t, path)
 	expect(t, run(t, pwB+"\n", append(kr, "remove", "bob", "--as", "bob")...), 4, "last admin")
-	if fileHash(t, path) != h {
-		t.Fatal("a refused remove changed the file")
+	if state(t, path) != before {
+		t.Fatal("a refused remove changed the keyring")
 	}
+	// Everything above is in the audit log, and the chain verifies.
+	r = run(t, "", append(kr, "audit", "--json")...)
+	var recs []struct {
+		Event struct{ Kind, Outcome string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &recs); err != nil || len(recs) < 8 {
+		t.Fatalf("audit --json: %v %s", err, r.stdout)
+	}
+	expect(t, run(t, pwB+"\n", append(kr, "audit", "verify", "--as", "bob")...), 0, "audit: ok")
 	// Password change.
 	expect(t, run(t, pwB+"\n"+"bob's brand new passphrase\n", append(kr, "passwd", "bob")...), 0, "changed the password")
 	expect(t, run(t, pwB+"\n", append(kr, "check", "--as", "bob")...), 3, "wrong")

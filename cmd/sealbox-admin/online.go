@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -14,7 +15,6 @@ var (
 	errUnreachable = daemon.ErrUnreachable
 	errSealed      = daemon.ErrSealed
 	errRefused     = daemon.ErrRefused
-	errBackoff     = daemon.ErrBusy
 )
 
 // online talks to the daemon; every change shows progress, since the daemon
@@ -39,19 +39,19 @@ func (o *online) deriving(who string) {
 	fmt.Fprintf(o.c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", who)
 }
 
-func (o *online) AddAdmin(actor string, apw []byte, name string, npw []byte) error {
+func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name string, npw []byte) error {
 	o.deriving(actor)
-	return o.AdminClient.AddAdmin(actor, apw, name, npw)
+	return o.AdminClient.AddAdmin(ctx, actor, apw, name, npw)
 }
 
-func (o *online) RemoveAdmin(actor string, apw []byte, name string) error {
+func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name string) error {
 	o.deriving(actor)
-	return o.AdminClient.RemoveAdmin(actor, apw, name)
+	return o.AdminClient.RemoveAdmin(ctx, actor, apw, name)
 }
 
-func (o *online) Passwd(name string, cur, npw []byte) error {
+func (o *online) Passwd(ctx context.Context, name string, cur, npw []byte) error {
 	o.deriving(name)
-	return o.AdminClient.Passwd(name, cur, npw)
+	return o.AdminClient.Passwd(ctx, name, cur, npw)
 }
 
 func (c *cli) onlineUnseal(o *opts) error {
@@ -63,7 +63,7 @@ func (c *cli) onlineUnseal(o *opts) error {
 	}
 	defer memlock.Wipe(pw)
 	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.admin)
-	st, err := ac.Unseal(o.admin, pw)
+	st, err := ac.Unseal(c.ctx, o.admin, pw)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (c *cli) onlineUnseal(o *opts) error {
 func (c *cli) onlineSeal() error {
 	ac := daemon.NewAdminClient(c.adminSocket())
 	defer ac.Close()
-	if _, err := ac.Seal(); err != nil {
+	if _, err := ac.Seal(c.ctx); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, "sealed: the secret is wiped from the daemon's memory")
@@ -90,7 +90,7 @@ func (c *cli) onlineSeal() error {
 func (c *cli) onlineStatus(o *opts) error {
 	ac := daemon.NewAdminClient(c.adminSocket())
 	defer ac.Close()
-	st, err := ac.Status()
+	st, err := ac.Status(c.ctx)
 	if err != nil {
 		return err
 	}

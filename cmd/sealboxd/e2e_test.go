@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/keyring"
 )
 
 var daemonBin, adminBin string
@@ -693,4 +695,212 @@ func waitLog(t *testing.T, e *env, want string) {
 		}
 	}
 	t.Fatalf("log never said %q:\n%s", want, e.log.String())
+}
+
+func TestAuditTrailAndTamperDetection(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+	e.expectRead(nobody, 503)
+	e.expectRead(stranger, 403)
+	e.online(3, "not alice's password\n", "unseal", "--admin", "alice")
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+	e.expectRead(nobody, 200)
+	e.online(0, pwAlice+"\n", "client", "disable", "svc", "--as", "alice")
+	e.expectRead(nobody, 403)
+	e.online(0, "", "seal")
+
+	r := e.online(0, "", "audit", "--json")
+	var recs []struct {
+		Seq   uint64
+		Keyed bool
+		Event struct {
+			Kind, Outcome, Actor, Target, Client, Detail string
+			Peer                                         *struct{ UID uint32 }
+		}
+	}
+	if err := json.Unmarshal([]byte(r.out), &recs); err != nil {
+		t.Fatalf("%v: %s", err, r.out)
+	}
+	seen := map[string]bool{}
+	for _, rec := range recs {
+		ev := rec.Event
+		seen[ev.Kind+"/"+ev.Outcome+"/"+ev.Client+ev.Actor] = true
+		if ev.Kind == "read" && ev.Client == "" && ev.Peer != nil && ev.Peer.UID != stranger {
+			t.Errorf("a refused read names no client and uid %d", ev.Peer.UID)
+		}
+	}
+	for _, want := range []string{
+		"read/sealed/svc", "read/refused/", "unseal/wrong_password/alice", "unseal/ok/alice",
+		"read/served/svc", "client.disable/ok/alice", "read/refused/svc", "seal/ok/",
+	} {
+		if !seen[want] {
+			t.Errorf("no %s record in:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out, pwAlice) || strings.Contains(r.out, "S3cr3t") {
+		t.Fatal("the audit log holds a password or the secret")
+	}
+	e.online(0, "", "audit", "verify")
+	e.online(0, "", "audit", "--client", "svc", "--limit", "2")
+	if code := e.stop(syscall.SIGTERM); code != 0 {
+		t.Fatal(code)
+	}
+
+	// Offline: the chain verifies with an admin's password...
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "audit", "verify", "--as", "alice")
+	// ...and a record deleted behind sealbox's back is named.
+	deleteAuditRecord(t, e.keyring, 4)
+	r = e.admin(6, pwAlice+"\n", "--keyring", e.keyring, "audit", "verify", "--as", "alice")
+	if !strings.Contains(r.out, "record 4") || !strings.Contains(r.out, "missing") {
+		t.Fatalf("tampered audit log: %s", r.out)
+	}
+}
+
+// deleteAuditRecord removes one record straight from the bbolt file.
+func deleteAuditRecord(t *testing.T, path string, seq uint64) {
+	t.Helper()
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	err = kr.Update(func(tx *keyring.Tx) error {
+		var keep = map[uint64][]byte{}
+		tx.AuditRecords(0, func(s uint64, raw []byte) bool {
+			if s != seq {
+				keep[s] = append([]byte(nil), raw...)
+			}
+			return true
+		})
+		if err := tx.DeleteAuditBefore(1 << 62); err != nil {
+			return err
+		}
+		for s, raw := range keep {
+			if err := tx.PutAudit(s, raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBackoffSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+	for i := 0; i < 3; i++ {
+		e.online(3, "not bob's password\n", "unseal", "--admin", "bob")
+	}
+	r := e.online(8, pwBob+"\n", "unseal", "--admin", "bob")
+	if !strings.Contains(r.out, "try again in 1s") {
+		t.Fatalf("backoff message: %s", r.out)
+	}
+	// Each further failure doubles the wait; push it to 8s so that a restart
+	// cannot outlast it, waiting out each step as Retry-After says.
+	adm := unixClient(e.admSock)
+	unseal := func(pw string) (int, int) {
+		resp, err := adm.Post("http://sealbox/v1/unseal", "application/json",
+			strings.NewReader(`{"admin":"bob","password":"`+b64(pw)+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return resp.StatusCode, retry
+	}
+	for failures := 3; failures < 6; {
+		code, retry := unseal("not bob's password")
+		switch code {
+		case 429:
+			if retry < 1 {
+				t.Fatalf("429 without Retry-After")
+			}
+			time.Sleep(time.Duration(retry) * time.Second)
+		case 401:
+			failures++
+		default:
+			t.Fatalf("unexpected %d", code)
+		}
+	}
+	code, retry := unseal(pwBob)
+	if code != 429 || retry < 7 {
+		t.Fatalf("after 6 failures: %d, Retry-After %d, want 429 and about 8s", code, retry)
+	}
+	deadline := time.Now().Add(time.Duration(retry) * time.Second)
+	e.stop(syscall.SIGTERM)
+	e.start(nil)
+	if time.Now().After(deadline) {
+		t.Skip("the restart took longer than the backoff; the machine is too loaded to tell")
+	}
+	e.online(8, pwBob+"\n", "unseal", "--admin", "bob")
+	// Another admin is not held back by bob's failures.
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+}
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestBudgetSmallerThanOneDerivationRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := filepath.Join(e.dir, "small.toml")
+	os.WriteFile(cfg, []byte("kdf_memory_budget_mib = 32\n"), 0o644)
+	r := runCmd(t, "", daemonBin, "--config", cfg, "--keyring", e.keyring, "--socket", e.sock, "--admin-socket", e.admSock)
+	if r.code != 1 || !strings.Contains(r.out, "smaller than one derivation") {
+		t.Fatalf("exit %d: %s", r.code, r.out)
+	}
+}
+
+// TestKDFBudgetBoundsPeakMemory sends 50 concurrent wrong unseals to a daemon
+// with a 128 MiB budget (two derivations of 64 MiB) and checks its peak RSS
+// (VmHWM) stays under the budget plus a fixed margin: derivations queue or
+// are refused, and never pile up.
+func TestKDFBudgetBoundsPeakMemory(t *testing.T) {
+	t.Parallel()
+	plain, err := testbin.Build("sealboxd", false) // the race runtime's shadow memory would swamp the figure
+	if err != nil {
+		t.Fatal(err)
+	}
+	const budgetMiB, marginMiB = 128, 112
+	e := newEnv(t)
+	cfg := filepath.Join(e.dir, "budget.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("kdf_memory_budget_mib = %d\n", budgetMiB)), 0o644)
+	e.startBin(plain, nil, "--config", cfg)
+	adm := unixClient(e.admSock)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Distinct names: per-name backoff must not cut the storm short.
+			body := fmt.Sprintf(`{"admin":"guess%02d","password":"%s"}`, i, b64("wrong password here"))
+			resp, err := adm.Post("http://sealbox/v1/unseal", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}(i)
+	}
+	wg.Wait()
+	hwm := strings.Fields(procField(t, e.pid, "status", "VmHWM:"))
+	peakKiB, _ := strconv.Atoi(hwm[1])
+	t.Logf("50 concurrent wrong unseals: answers %v, peak RSS %d MiB (budget %d MiB + margin %d MiB)", codes, peakKiB>>10, budgetMiB, marginMiB)
+	if codes[401]+codes[503]+codes[429] != 50 || codes[401] == 0 {
+		t.Fatalf("answers %v: want only 401 (derived), 503 (budget queue full) and 429 (backoff)", codes)
+	}
+	if peakKiB > (budgetMiB+marginMiB)<<10 {
+		t.Fatalf("peak RSS %d MiB exceeds budget %d MiB + margin %d MiB", peakKiB>>10, budgetMiB, marginMiB)
+	}
+	// Still alive and answering.
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
 }

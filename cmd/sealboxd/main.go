@@ -92,7 +92,7 @@ func run(args []string, stderr io.Writer) int {
 		for s := range sigs {
 			if s != syscall.SIGHUP {
 				log.Info("stopping", "signal", s.String())
-				d.Seal("signal " + s.String())
+				d.Seal("signal "+s.String(), nil)
 				cancel()
 				return
 			}

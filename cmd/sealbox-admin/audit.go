@@ -1,0 +1,122 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/memlock"
+)
+
+func init() {
+	commands["audit"] = &command{
+		help: "Show the audit log: unseals, seals, admin and client changes, reads.\n--since takes an RFC 3339 time or a duration back from now (1h).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			jsonFlag(fs, o)
+			fs.StringVar(&o.since, "since", "", "only records from this `time` (RFC 3339) or this long ago (like 24h)")
+			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
+			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
+			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records")
+		},
+		do: (*cli).auditList,
+	}
+	commands["audit verify"] = &command{
+		help: "Verify the audit chain: every record follows its predecessor and is\nunaltered. Exits 6 naming the first bad record. Through the daemon it uses\nthe daemon's key (it must have been unsealed since it started); offline it\nneeds an admin: --as NAME (prompt: NAME's password).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the audit key (offline)")
+		},
+		do: (*cli).auditVerify,
+	}
+}
+
+func (o *opts) filter() (audit.Filter, error) {
+	f := audit.Filter{Client: o.client, Admin: o.admin, Limit: o.limit}
+	if o.limit < 0 {
+		return f, usagef("--limit: want a whole number")
+	}
+	if o.since != "" {
+		if d, err := time.ParseDuration(o.since); err == nil && d >= 0 {
+			f.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, o.since); err == nil {
+			f.Since = t
+		} else {
+			return f, usagef("--since: want an RFC 3339 time (2026-11-22T09:00:00Z) or a duration (24h)")
+		}
+	}
+	return f, nil
+}
+
+func (c *cli) auditList(o *opts) error {
+	f, err := o.filter()
+	if err != nil {
+		return err
+	}
+	var recs []audit.Record
+	if c.global.keyring != "" {
+		off, err := c.openOffline(true)
+		if err != nil {
+			return err
+		}
+		defer off.Close()
+		recs, err = off.AuditRecords(f)
+		if err != nil {
+			return err
+		}
+	} else {
+		ac := daemon.NewAdminClient(c.adminSocket())
+		defer ac.Close()
+		if recs, err = ac.Audit(c.ctx, f); err != nil {
+			return err
+		}
+	}
+	if o.json {
+		if recs == nil {
+			recs = []audit.Record{}
+		}
+		return writeJSON(c.stdout, recs)
+	}
+	for i := range recs {
+		fmt.Fprintln(c.stdout, recs[i].String())
+	}
+	return nil
+}
+
+func (c *cli) auditVerify(o *opts) error {
+	var rep *audit.Report
+	if c.global.keyring != "" {
+		if o.as == "" {
+			return usagef("offline, audit verify needs --as NAME: the audit key comes from an admin's password")
+		}
+		off, err := c.openOffline(false)
+		if err != nil {
+			return err
+		}
+		defer off.Close()
+		pw, err := c.pw.Password(o.as + "'s password")
+		if err != nil {
+			return err
+		}
+		defer memlock.Wipe(pw)
+		if rep, err = off.VerifyAudit(c.ctx, o.as, pw); err != nil {
+			return err
+		}
+	} else {
+		ac := daemon.NewAdminClient(c.adminSocket())
+		defer ac.Close()
+		var err error
+		if rep, err = ac.VerifyAudit(c.ctx); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(c.stdout, "audit: ok, %d records (%d to %d), %d keyed", rep.Records, rep.First, rep.Last, rep.Keyed)
+	if rep.Pruned > 0 {
+		fmt.Fprintf(c.stdout, ", anchored after pruning through %d", rep.Pruned)
+	}
+	fmt.Fprintln(c.stdout)
+	if rep.Unanchored > 0 {
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: the last %d records were written before any unseal (no key at hand): chained, but not yet authenticated\n", rep.Unanchored)
+	}
+	return nil
+}
