@@ -1,9 +1,18 @@
-# sealbox — build, test, run.
-GO      ?= go
-BIN     := bin
-CMDS    := sealboxd sealbox-admin
+# sealbox: build, test, run, install.
+GO          ?= go
+BIN         := bin
+CMDS        := sealboxd sealbox-admin sealbox
 
-.PHONY: all build test vet fmt-check bench demo run clean
+# Installation; DESTDIR stages a package, PREFIX moves the binaries.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(SYSCONFDIR)/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+DOCDIR      ?= $(PREFIX)/share/doc/sealbox
+
+.PHONY: all build test vet fmt-check bench demo run install uninstall clean
 
 all: build
 
@@ -28,6 +37,33 @@ bench:
 # End to end on local defaults: everything under ./.sealbox-demo, no root.
 demo run: build
 	./scripts/demo.sh
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sealbox $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(BINDIR)/
+	@# An existing configuration is the operator's: never overwrite it.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml"; \
+	else \
+		install -m 0644 config/sealboxd.toml $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml; \
+	fi
+	sed -e 's|/usr/local/bin/sealboxd|$(BINDIR)/sealboxd|' -e 's|/etc/sealbox/|$(SYSCONFDIR)/sealbox/|' \
+		-e 's|file:///usr/share/doc/sealbox/|file://$(DOCDIR)/|' sealboxd.service > $(DESTDIR)$(UNITDIR)/sealboxd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sealboxd.service
+	printf 'u sealbox - "sealbox daemon" /var/lib/sealbox /usr/sbin/nologin\n' > $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	install -m 0644 README.md docs/operations.md docs/threat-model.md keyring/FORMAT.md $(DESTDIR)$(DOCDIR)/
+	@# On a live system (no DESTDIR): create the user now and tell systemd.
+	@if [ -z "$(DESTDIR)" ]; then \
+		if command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then systemd-sysusers $(SYSUSERSDIR)/sealbox.conf; \
+		elif ! id sealbox >/dev/null 2>&1; then useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox; fi; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		echo "next: sudo -u sealbox sealbox-admin init --keyring /var/lib/sealbox/keyring.db --admin NAME (after systemd has created /var/lib/sealbox, or: install -d -o sealbox -m 0700 /var/lib/sealbox)"; \
+	fi
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	rm -rf $(DESTDIR)$(DOCDIR)
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/sealbox and /var/lib/sealbox (the keyring): remove them yourself once you are sure"
 
 clean:
 	rm -rf $(BIN) .sealbox-demo

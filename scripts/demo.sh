@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 dir=$PWD/.sealbox-demo
 admin=./bin/sealbox-admin
 daemon=./bin/sealboxd
-for b in "$admin" "$daemon"; do
+client=./bin/sealbox
+for b in "$admin" "$daemon" "$client"; do
   [ -x "$b" ] || { echo "demo: run 'make build' first" >&2; exit 1; }
 done
-command -v curl >/dev/null || { echo "demo: needs curl (apt-get install curl)" >&2; exit 1; }
 rm -rf "$dir"
 umask 077
 mkdir -p "$dir"
@@ -19,7 +19,9 @@ kr=$dir/state/keyring.db sock=$dir/run/sealbox.sock adm=$dir/run/admin.sock
 pw() { head -c 18 /dev/urandom | base64; }
 alice=$(pw) bob=$(pw)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-read_secret() { curl -s -o "$dir/secret.out" -w '%{http_code}' --unix-socket "$sock" "http://sealbox/v1/secret$1"; }
+export SEALBOX_SOCKET=$sock
+# Prints sealbox's exit code: 0 read, 3 sealed, 4 refused (see sealbox --help).
+read_secret() { $client get --out "$dir/secret.out" "$@" 2>/dev/null && echo "exit 0: read $(wc -c < "$dir/secret.out") bytes" || echo "exit $?"; }
 
 step "init: a keyring with admin alice and a random 32-byte master secret"
 printf '%s\n' "$alice" | $admin init --keyring "$kr" --admin alice --kdf-time 500ms
@@ -34,27 +36,34 @@ for _ in $(seq 100); do [ -S "$adm" ] && break; sleep 0.1; done
 ls -l "$dir/run"
 $admin --admin-socket "$adm" status
 
-step "a service reads while sealed: 503"
-echo "HTTP $(read_secret '')"
+step "a service reads while sealed (sealbox get exits 3)"
+read_secret
 
-step "bob unseals; a reader that was waiting with ?wait=30s gets the secret"
-read_secret '?wait=30s' > "$dir/poll.code" &
-poll=$!
+step "bob unseals; a service that was waiting (sealbox wait) goes on at once"
+$client wait --timeout 30s && echo "sealbox wait: unsealed" &
+waiter=$!
 sleep 0.3
 printf '%s\n' "$bob" | $admin --admin-socket "$adm" unseal --admin bob
-wait $poll
-echo "HTTP $(cat "$dir/poll.code"), $(wc -c < "$dir/secret.out") bytes of master secret"
+wait $waiter
+read_secret
 grep VmLck "/proc/$pid/status"
 
-step "disable the client: refused at once"
+step "sealbox exec hands the secret to a program on fd 3"
+$client exec -- sh -c 'echo "child read $(wc -c < "$SEALBOX_SECRET_FILE") bytes from $SEALBOX_SECRET_FILE"'
+
+step "disable the client: refused at once (exit 4)"
 printf '%s\n' "$alice" | $admin --admin-socket "$adm" client disable demo-service --as alice
-echo "HTTP $(read_secret '')"
+read_secret
 printf '%s\n' "$alice" | $admin --admin-socket "$adm" client enable demo-service --as alice
-echo "HTTP $(read_secret '')"
+read_secret
 
 step "seal: the secret is wiped from memory"
 $admin --admin-socket "$adm" seal
-echo "HTTP $(read_secret '')"
+read_secret
+
+step "the audit log, and its chain verified"
+$admin --admin-socket "$adm" audit --limit 8
+$admin --admin-socket "$adm" audit verify
 
 step "stop (SIGTERM): sockets removed"
 kill -TERM $pid; wait $pid || true

@@ -1,0 +1,255 @@
+package main
+
+// End-to-end tests: the real sealbox, sealboxd and sealbox-admin binaries,
+// a real keyring at the real Argon2id floor, real sockets.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/internal/testbin"
+)
+
+var sealboxBin, daemonBin, adminBin string
+
+func TestMain(m *testing.M) {
+	// Race-built binaries otherwise sleep a second at exit.
+	os.Setenv("GORACE", "atexit_sleep_ms=0")
+	var err error
+	sealboxBin, err = testbin.Build("sealbox", testbin.Race)
+	if err == nil {
+		daemonBin, err = testbin.Build("sealboxd", false)
+	}
+	if err == nil {
+		adminBin, err = testbin.Build("sealbox-admin", false)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+const pwAlice = "alice's long passphrase"
+
+// The secret has a NUL and a newline: byte-exact delivery is the point.
+var secret = []byte("exec-secret\x00with\nbytes\xff")
+
+type world struct {
+	t                  *testing.T
+	dir, sock, adm, kr string
+	daemon             *exec.Cmd
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func runBin(t *testing.T, env []string, bin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = strings.NewReader(pwAlice + "\n")
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return r
+}
+
+// newWorld starts a daemon on a keyring whose client "me" is this process's
+// uid.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	return newWorldWith(t, secret)
+}
+
+func newWorldWith(t *testing.T, secret []byte) *world {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sbx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	w := &world{t: t, dir: dir, sock: filepath.Join(dir, "s.sock"), adm: filepath.Join(dir, "a.sock"), kr: filepath.Join(dir, "k.db")}
+	sf := filepath.Join(dir, "secret.in")
+	os.WriteFile(sf, secret, 0o600)
+	for _, args := range [][]string{
+		{"init", "--keyring", w.kr, "--admin", "alice", "--secret-file", sf, "--kdf-time", "1ms"},
+		{"--keyring", w.kr, "client", "add", "me", "--uid", strconv.Itoa(os.Getuid()), "--as", "alice"},
+	} {
+		if r := runBin(t, nil, adminBin, args...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r.stderr)
+		}
+	}
+	os.Remove(sf)
+	w.daemon = exec.Command(daemonBin, "--keyring", w.kr, "--socket", w.sock, "--admin-socket", w.adm)
+	var log bytes.Buffer
+	w.daemon.Stderr = &log
+	if err := w.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.daemon.Process.Signal(syscall.SIGTERM); w.daemon.Wait() })
+	for i := 0; i < 300; i++ {
+		if _, err := os.Stat(w.adm); err == nil {
+			return w
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("daemon did not start: %s", log.String())
+	return nil
+}
+
+func (w *world) sealbox(args ...string) result {
+	w.t.Helper()
+	return runBin(w.t, []string{"SEALBOX_SOCKET=" + w.sock}, sealboxBin, args...)
+}
+
+func (w *world) unseal() {
+	w.t.Helper()
+	if r := runBin(w.t, nil, adminBin, "--admin-socket", w.adm, "unseal", "--admin", "alice"); r.code != 0 {
+		w.t.Fatalf("unseal: %s", r.stderr)
+	}
+}
+
+func expectCode(t *testing.T, r result, code int, contains string) {
+	t.Helper()
+	if r.code != code || !strings.Contains(r.stdout+r.stderr, contains) {
+		t.Fatalf("exit %d (want %d), want %q in\nstdout: %q\nstderr: %s", r.code, code, contains, r.stdout, r.stderr)
+	}
+}
+
+func TestSealedTimeoutUnreachable(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	expectCode(t, w.sealbox("get"), 3, "sealed")
+	expectCode(t, w.sealbox("status"), 0, "sealed (this user is client me)")
+	expectCode(t, w.sealbox("wait", "--timeout", "300ms"), 6, "timed out")
+	expectCode(t, w.sealbox("get", "--wait", "300ms"), 6, "timed out")
+	expectCode(t, runBin(t, nil, sealboxBin, "--socket", filepath.Join(w.dir, "none.sock"), "get"), 5, "cannot reach sealboxd")
+	expectCode(t, w.sealbox("frobnicate"), 2, "unknown command")
+	expectCode(t, w.sealbox("exec"), 2, "name a command")
+	expectCode(t, w.sealbox("exec", "--fd", "1", "--", "true"), 2, "--fd must be")
+	for _, c := range []string{"get", "wait", "exec", "status"} {
+		expectCode(t, w.sealbox(c, "--help"), 0, "Usage: sealbox "+c)
+	}
+	expectCode(t, w.sealbox("--help"), 0, "Exit codes")
+}
+
+func TestWaitReturnsAfterUnseal(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	done := make(chan result, 1)
+	go func() { done <- w.sealbox("wait", "--timeout", "2m") }()
+	time.Sleep(300 * time.Millisecond)
+	w.unseal()
+	unsealed := time.Now()
+	r := <-done
+	expectCode(t, r, 0, "")
+	t.Logf("wait returned %v after the unseal command", time.Since(unsealed).Round(time.Millisecond))
+}
+
+func TestGetAndExecDeliverExactBytes(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.unseal()
+
+	// stdout (a pipe here).
+	if r := w.sealbox("get"); r.code != 0 || r.stdout != string(secret) {
+		t.Fatalf("get: %d %q", r.code, r.stdout)
+	}
+	// --out: 0600, exact bytes, replaced atomically (no temp file left).
+	out := filepath.Join(w.dir, "out", "secret")
+	os.MkdirAll(filepath.Dir(out), 0o755)
+	os.WriteFile(out, []byte("old"), 0o644)
+	expectCode(t, w.sealbox("get", "--out", out), 0, "")
+	st, _ := os.Stat(out)
+	got, _ := os.ReadFile(out)
+	if st.Mode().Perm() != 0o600 || !bytes.Equal(got, secret) {
+		t.Fatalf("--out: mode %v, %q", st.Mode().Perm(), got)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 1 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+
+	// exec: the child reads the secret from the inherited descriptor.
+	dump := filepath.Join(w.dir, "from-child")
+	expectCode(t, w.sealbox("exec", "--", "sh", "-c", `cat "$SEALBOX_SECRET_FILE" > "$0"`, dump), 0, "")
+	if got, _ := os.ReadFile(dump); !bytes.Equal(got, secret) {
+		t.Fatalf("exec via $SEALBOX_SECRET_FILE: %q", got)
+	}
+	os.Remove(dump)
+	expectCode(t, w.sealbox("exec", "--fd", "7", "--", "sh", "-c", `cat {secret-file} > "$0"`, dump), 0, "")
+	if got, _ := os.ReadFile(dump); !bytes.Equal(got, secret) {
+		t.Fatalf("exec --fd 7 with {secret-file}: %q", got)
+	}
+	// The child's exit status is sealbox's.
+	expectCode(t, w.sealbox("exec", "--", "sh", "-c", "exit 7"), 7, "")
+	// --env cannot carry a NUL byte: refused, nothing started.
+	expectCode(t, w.sealbox("exec", "--env", "SECRET", "--", "sh", "-c", "echo started"), 1, "NUL byte")
+}
+
+func TestExecEnv(t *testing.T) {
+	t.Parallel()
+	plain := []byte("plain-env-secret-4d2f")
+	w := newWorldWith(t, plain)
+	w.unseal()
+	r := w.sealbox("exec", "--env", "SECRET", "--", "sh", "-c", `printf %s "$SECRET"`)
+	if r.code != 0 || r.stdout != string(plain) {
+		t.Fatalf("exec --env: %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	expectCode(t, w.sealbox("exec", "--env", "A=B", "--", "true"), 2, "without '='")
+}
+
+func TestRefusedForOtherUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run as another uid")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv")
+	}
+	t.Parallel()
+	w := newWorld(t)
+	os.Chmod(w.dir, 0o755)
+	w.unseal()
+	r := runBin(t, []string{"SEALBOX_SOCKET=" + w.sock}, "setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", sealboxBin, "get")
+	expectCode(t, r, 4, "not a registered active sealbox client")
+	if strings.Contains(r.stdout, "exec-secret") {
+		t.Fatal("secret bytes reached an unregistered user")
+	}
+}
+
+func TestRefusesATerminal(t *testing.T) {
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("needs script (util-linux) for a pseudo-terminal")
+	}
+	t.Parallel()
+	w := newWorld(t)
+	w.unseal()
+	// script runs the command on a pty; its own exit status is the command's.
+	r := runBin(t, []string{"SEALBOX_SOCKET=" + w.sock}, "script", "-qec", sealboxBin+" get", "/dev/null")
+	if r.code != 2 || !strings.Contains(r.stdout, "terminal") || strings.Contains(r.stdout, "exec-secret") {
+		t.Fatalf("get on a terminal: exit %d, %q", r.code, r.stdout)
+	}
+}
