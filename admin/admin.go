@@ -39,7 +39,13 @@ var (
 	ErrChanged         = errors.New("keyring changed while the password was being checked; try again")
 	ErrClientState     = errors.New("client is not in a state that allows this")
 	ErrNothingToRepair = errors.New("every record authenticates; nothing to repair")
+	ErrInvite          = errors.New("no valid invite for that name and code (wrong, used or expired)")
+	ErrRecovery        = errors.New("wrong recovery code, or no recovery code is set")
+	ErrReservedName    = errors.New("that name is reserved")
 )
+
+// RecoveryName is the slot name of the recovery code.
+const RecoveryName = "recovery"
 
 // Options are shared by Init and Manager.
 type Options struct {
@@ -66,6 +72,9 @@ type Options struct {
 	// client records that verified in that change's transaction and the
 	// registry report (sealboxd rebuilds its client index from them).
 	OnChange func(clients []*keyring.Client, rep *unseal.Report)
+	// OnRekey, if set, receives the new audit key after a rekey and owns it
+	// (sealboxd keeps writing the audit log with it). If nil, it is wiped.
+	OnRekey func(auditKey *memlock.Buffer)
 }
 
 func (o *Options) clock() time.Time {
@@ -206,24 +215,43 @@ func (s *session) close() {
 	s.auditKey.Destroy()
 }
 
-// authenticate opens actor's slot with password, for operation op. It
-// refuses at once while actor or everyone is in backoff. Unknown actors cost
-// the same Argon2id work and return the same error as a wrong password. A
-// failure is counted and audited. The derivation runs outside any write
-// transaction and inside the KDF budget.
+// authenticate opens actor's admin slot with password, for operation op.
+// It refuses at once while actor or everyone is in backoff. Unknown actors
+// cost the same Argon2id work and return the same error as a wrong
+// password. A failure is counted and audited. The derivation runs outside
+// any write transaction and inside the KDF budget. A slot that missed a
+// rekey, or whose parameters are below the keyring's policy, is rewrapped
+// now that the password is at hand.
 func (m *Manager) authenticate(ctx context.Context, op, actor string, password []byte) (*session, error) {
+	s, err := m.authenticateKind(ctx, op, actor, password, keyring.KindAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if s.key.Folded || belowPolicy(s.slot.Params, s.header.Policy) {
+		if err := m.refresh(ctx, s, password); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// authenticateKind opens the slot called name, which must be of kind, with
+// secret (a password, or a code as NormalizeCode returns it).
+func (m *Manager) authenticateKind(ctx context.Context, op, name string, secret []byte, kind keyring.SlotKind) (*session, error) {
 	var h *keyring.Header
 	var slot *keyring.Slot
+	now := m.opts.clock()
 	err := m.kr.View(func(tx *keyring.Tx) error {
-		if err := checkBackoff(tx, actor, m.opts.clock()); err != nil {
+		if err := checkBackoff(tx, name, now); err != nil {
 			return err
 		}
 		var err error
 		if h, err = tx.Header(); err != nil {
 			return err
 		}
-		slot, err = tx.Slot(actor)
-		if errors.Is(err, keyring.ErrNoSlot) || (err == nil && slot.Kind != keyring.KindAdmin) {
+		slot, err = tx.Slot(name)
+		if errors.Is(err, keyring.ErrNoSlot) || (err == nil && slot.Kind != kind) {
 			slot, err = nil, nil
 		}
 		return err
@@ -231,21 +259,27 @@ func (m *Manager) authenticate(ctx context.Context, op, actor string, password [
 	if err != nil {
 		return nil, err
 	}
+	if slot != nil && slot.Expires != 0 && now.Unix() >= slot.Expires {
+		return nil, fmt.Errorf("%w: the invite for %s expired at %s; ask an admin for a new one", ErrInvite, name, time.Unix(slot.Expires, 0).UTC().Format(time.RFC3339))
+	}
 	params := h.Policy
+	if kind != keyring.KindAdmin {
+		params = unseal.CodeParams
+	}
 	if slot != nil {
 		params = slot.Params
 		if err := unseal.CheckParams(params); err != nil {
-			return nil, fmt.Errorf("slot %q: %w", actor, err)
+			return nil, fmt.Errorf("slot %q: %w", name, err)
 		}
 	}
 	var key *unseal.Key
 	err = m.opts.withKDF(ctx, params, func() error {
-		m.opts.progress("deriving key for "+actor, params)
+		m.opts.progress("deriving key for "+name, params)
 		if slot == nil {
-			return unseal.Decoy(h, password)
+			return unseal.Decoy(&keyring.Header{ID: h.ID, Policy: params}, secret)
 		}
 		var err error
-		key, err = unseal.OpenSlot(h, slot, password, m.opts.Memory)
+		key, err = unseal.OpenSlot(h, slot, secret, m.opts.Memory)
 		return err
 	})
 	if err != nil {
@@ -258,12 +292,18 @@ func (m *Manager) authenticate(ctx context.Context, op, actor string, password [
 		}
 		werr := m.kr.Update(func(tx *keyring.Tx) error {
 			if outcome == "wrong_password" {
-				if err := recordFailure(tx, actor, m.opts.clock()); err != nil {
+				if err := recordFailure(tx, name, now); err != nil {
 					return err
 				}
 			}
-			return audit.Append(tx, m.opts.auditKey(), audit.Event{Kind: op, Actor: actor, Peer: audit.PeerFrom(ctx), Outcome: outcome, Detail: detail(err)})
+			return audit.Append(tx, m.opts.auditKey(), audit.Event{Kind: op, Actor: name, Peer: audit.PeerFrom(ctx), Outcome: outcome, Detail: detail(err)})
 		})
+		if kind != keyring.KindAdmin && errors.Is(err, ErrWrongPassword) {
+			err = ErrInvite
+			if kind == keyring.KindRecovery {
+				err = ErrRecovery
+			}
+		}
 		return nil, errors.Join(err, werr)
 	}
 	ak, err := key.AuditKey(m.opts.Memory)
@@ -272,6 +312,30 @@ func (m *Manager) authenticate(ctx context.Context, op, actor string, password [
 		return nil, err
 	}
 	return &session{key: key, auditKey: ak, header: h, slot: slot}, nil
+}
+
+// belowPolicy reports whether p is weaker than what new slots get.
+func belowPolicy(p, policy keyring.Params) bool {
+	want := newSlotParams(policy)
+	return p.Time < want.Time || p.MemoryKiB < want.MemoryKiB || p.Threads < want.Threads
+}
+
+// refresh rewraps an admin's slot under the current DataKey and policy,
+// with the password just checked, and records it.
+func (m *Manager) refresh(ctx context.Context, s *session, password []byte) error {
+	slot, err := m.sealNew(ctx, s, s.slot.Name, password, s.slot.Created)
+	if err != nil {
+		return err
+	}
+	detail := "raised to the KDF policy"
+	if s.key.Folded {
+		detail = "folded in the key of a rekey"
+	}
+	if err := m.change(ctx, s, "admin.refresh", s.slot.Name, func(tx *keyring.Tx) error { return tx.PutSlot(slot) }, detail); err != nil {
+		return err
+	}
+	s.slot = slot
+	return nil
 }
 
 // detail is what an audit record says about an error: never a password, and
@@ -287,7 +351,7 @@ func detail(err error) string {
 // slot is still the one that authenticated and that the registry verifies,
 // then rewrites the registry manifest, clears the actor's failure count and
 // appends the keyed audit record. Nothing is written if any step fails.
-func (m *Manager) change(ctx context.Context, s *session, op, target string, fn func(tx *keyring.Tx) error) error {
+func (m *Manager) change(ctx context.Context, s *session, op, target string, fn func(tx *keyring.Tx) error, details ...string) error {
 	var verified []*keyring.Client
 	var after *unseal.Report
 	err := m.kr.Update(func(tx *keyring.Tx) error {
@@ -311,7 +375,11 @@ func (m *Manager) change(ctx context.Context, s *session, op, target string, fn 
 		if err := recordSuccess(tx, s.slot.Name); err != nil {
 			return err
 		}
-		if err := audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: op, Actor: s.slot.Name, Target: target, Peer: audit.PeerFrom(ctx), Outcome: "ok"}); err != nil {
+		ev := audit.Event{Kind: op, Actor: s.slot.Name, Target: target, Peer: audit.PeerFrom(ctx), Outcome: "ok"}
+		if len(details) > 0 {
+			ev.Detail = details[0]
+		}
+		if err := audit.Append(tx, s.auditKey.Bytes(), ev); err != nil {
 			return fmt.Errorf("writing the audit record (the change was not made): %w", err)
 		}
 		if m.opts.OnChange != nil {
@@ -373,8 +441,8 @@ func (m *Manager) sealNew(ctx context.Context, s *session, name string, newPassw
 
 // AddAdmin adds name with newPassword, authorized by actor's password.
 func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte) error {
-	if err := keyring.ValidName(name); err != nil {
-		return fmt.Errorf("admin name: %w", err)
+	if err := validAdminName(name); err != nil {
+		return err
 	}
 	if err := CheckNewPassword(name, newPassword); err != nil {
 		return err
@@ -402,6 +470,16 @@ func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []by
 		}
 		return tx.PutSlot(slot)
 	})
+}
+
+func validAdminName(name string) error {
+	if err := keyring.ValidName(name); err != nil {
+		return fmt.Errorf("admin name: %w", err)
+	}
+	if name == RecoveryName {
+		return fmt.Errorf("%w: %q is the recovery code's slot", ErrReservedName, name)
+	}
+	return nil
 }
 
 // RemoveAdmin deletes name's slot, authorized by actor's password. An admin
@@ -525,12 +603,15 @@ func newSlotParams(policy keyring.Params) keyring.Params {
 
 // AdminInfo is what List shows of a slot. It holds nothing secret.
 type AdminInfo struct {
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"`
-	Time    uint32    `json:"kdf_time"`
-	Memory  uint32    `json:"kdf_memory_kib"`
-	Threads uint8     `json:"kdf_threads"`
-	Created time.Time `json:"created"`
+	Name    string     `json:"name"`
+	Kind    string     `json:"kind"`
+	Time    uint32     `json:"kdf_time"`
+	Memory  uint32     `json:"kdf_memory_kib"`
+	Threads uint8      `json:"kdf_threads"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	// Pending says a rekey happened since this slot's owner last logged in.
+	Pending bool `json:"rekey_pending,omitempty"`
 }
 
 // ListAdmins returns every slot, by name. It needs no password; the records
@@ -543,11 +624,16 @@ func (m *Manager) ListAdmins() ([]AdminInfo, error) {
 			return err
 		}
 		for _, s := range slots {
-			out = append(out, AdminInfo{
+			ai := AdminInfo{
 				Name: s.Name, Kind: s.Kind.String(),
 				Time: s.Params.Time, Memory: s.Params.MemoryKiB, Threads: s.Params.Threads,
-				Created: time.Unix(s.Created, 0).UTC(),
-			})
+				Created: time.Unix(s.Created, 0).UTC(), Pending: s.Pending != nil,
+			}
+			if s.Expires != 0 {
+				e := time.Unix(s.Expires, 0).UTC()
+				ai.Expires = &e
+			}
+			out = append(out, ai)
 		}
 		return nil
 	})
@@ -595,9 +681,28 @@ func (m *Manager) Unseal(ctx context.Context, name string, password []byte) (*Un
 	if err != nil {
 		return nil, err
 	}
+	return m.unsealWith(ctx, s, name, "")
+}
+
+// UnsealRecovery is Unseal with the recovery code instead of an admin's
+// password; the audit record says so.
+func (m *Manager) UnsealRecovery(ctx context.Context, typed []byte) (*Unsealed, error) {
+	code, ok := unseal.NormalizeCode(typed)
+	if !ok {
+		return nil, fmt.Errorf("%w: that is not the shape of a code (32 letters and digits in groups of four)", ErrRecovery)
+	}
+	defer memlock.Wipe(code)
+	s, err := m.authenticateKind(ctx, "unseal", RecoveryName, code, keyring.KindRecovery)
+	if err != nil {
+		return nil, err
+	}
+	return m.unsealWith(ctx, s, RecoveryName, "recovery code")
+}
+
+func (m *Manager) unsealWith(ctx context.Context, s *session, name, how string) (*Unsealed, error) {
 	defer s.key.Destroy()
 	u := &Unsealed{Header: s.header, AuditKey: s.auditKey}
-	err = m.kr.Update(func(tx *keyring.Tx) error {
+	err := m.kr.Update(func(tx *keyring.Tx) error {
 		sec, err := tx.Secret()
 		if err != nil {
 			return err
@@ -612,7 +717,7 @@ func (m *Manager) Unseal(ctx context.Context, name string, password []byte) (*Un
 		if err := recordSuccess(tx, name); err != nil {
 			return err
 		}
-		return audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: "unseal", Actor: name, Peer: audit.PeerFrom(ctx), Outcome: "ok"})
+		return audit.Append(tx, s.auditKey.Bytes(), audit.Event{Kind: "unseal", Actor: name, Peer: audit.PeerFrom(ctx), Outcome: "ok", Detail: how})
 	})
 	if err != nil {
 		u.Secret.Destroy()

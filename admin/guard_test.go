@@ -123,7 +123,7 @@ func TestChangeFailsClosedWithoutItsAuditRecord(t *testing.T) {
 	m, _ := newStore(t)
 	before := snapshot(t, m)
 	// Damage the audit head: no record can be appended.
-	m.kr.Update(func(tx *keyring.Tx) error { return tx.PutAuditMeta(false, []byte("damaged")) })
+	m.kr.Update(func(tx *keyring.Tx) error { return tx.PutAuditMeta(keyring.AuditHead, []byte("damaged")) })
 	err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil)
 	if !errors.Is(err, audit.ErrBroken) {
 		t.Fatalf("got %v, want the audit error", err)

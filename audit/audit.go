@@ -26,7 +26,11 @@ package audit
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -180,7 +184,7 @@ func headMAC(key []byte, label string, seq uint64, mac [macSize]byte) [macSize]b
 }
 
 func readHead(tx *keyring.Tx) (head, error) {
-	raw := tx.AuditMeta(false)
+	raw := tx.AuditMeta(keyring.AuditHead)
 	if raw == nil {
 		return head{}, nil
 	}
@@ -200,7 +204,7 @@ func writeHead(tx *keyring.Tx, h head) error {
 	b = binary.BigEndian.AppendUint64(b, h.keyedSeq)
 	b = append(b, h.keyedMAC[:]...)
 	b = append(b, h.attest[:]...)
-	return tx.PutAuditMeta(false, b)
+	return tx.PutAuditMeta(keyring.AuditHead, b)
 }
 
 // alwaysKeyed reports whether an event is only ever written with the audit
@@ -278,9 +282,23 @@ func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
 		return nil, errors.New("audit: verifying needs the audit key (an admin's password)")
 	}
 	r := &Report{}
+	epochs, err := loadEpochs(tx, key)
+	if err != nil {
+		return r.fail(0, "%v", err)
+	}
+	chainers := map[*byte]*chainer{}
+	chainerFor := func(seq uint64) *chainer {
+		k := epochs.keyFor(seq, key)
+		if c, ok := chainers[&k[0]]; ok {
+			return c
+		}
+		c := newChainer(k)
+		chainers[&k[0]] = c
+		return c
+	}
 	var prev [macSize]byte
 	next := uint64(1)
-	if raw := tx.AuditMeta(true); raw != nil {
+	if raw := tx.AuditMeta(keyring.AuditAnchor); raw != nil {
 		if len(raw) != anchorSize {
 			return r.fail(0, "anchor is %d bytes, want %d", len(raw), anchorSize)
 		}
@@ -295,7 +313,6 @@ func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
 	var ferr error
 	var lastKeyed uint64
 	var lastKeyedMAC [macSize]byte
-	verifier := newChainer(key)
 	tx.AuditRecords(0, func(seq uint64, raw []byte) bool {
 		if seq != next {
 			if seq < next {
@@ -318,7 +335,7 @@ func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
 			_, ferr = r.fail(seq, "does not follow record %d (deleted, reordered or edited)", seq-1)
 			return false
 		}
-		mac := verifier.mac(seq, prev, rec.Keyed, body)
+		mac := chainerFor(seq).mac(seq, prev, rec.Keyed, body)
 		if !hmac.Equal(mac[:], rec.MAC[:]) {
 			_, ferr = r.fail(seq, "its MAC does not match its contents (edited)")
 			return false
@@ -357,7 +374,7 @@ func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
 	case h.keyedSeq == 0 && r.Keyed > 0:
 		return r.fail(h.seq, "the head lost its attestation of the last keyed record (rewritten)")
 	case h.keyedSeq != 0:
-		want := headMAC(key, labelHead, h.keyedSeq, h.keyedMAC)
+		want := headMAC(epochs.keyFor(h.keyedSeq, key), labelHead, h.keyedSeq, h.keyedMAC)
 		if !hmac.Equal(want[:], h.attest[:]) {
 			return r.fail(h.keyedSeq, "the head's attestation was altered")
 		}
@@ -439,7 +456,7 @@ func Prune(tx *keyring.Tx, key []byte, keep int) (int, error) {
 	anchor := binary.BigEndian.AppendUint64(nil, lastSeq)
 	anchor = append(anchor, lastMAC[:]...)
 	anchor = append(anchor, am[:]...)
-	if err := tx.PutAuditMeta(true, anchor); err != nil {
+	if err := tx.PutAuditMeta(keyring.AuditAnchor, anchor); err != nil {
 		return 0, err
 	}
 	if err := tx.DeleteAuditBefore(lastSeq + 1); err != nil {
@@ -464,4 +481,124 @@ func (r *Record) String() string {
 		b.WriteString(" (unkeyed)")
 	}
 	return b.String()
+}
+
+// Key epochs. The audit key derives from the DataKey, so a rekey changes it.
+// The rekey's own record is the last one under the old key. The old keys
+// are kept, each with the last sequence number it signed, in the meta
+// record "audit-keys", encrypted under a key derived from the current audit
+// key: whoever holds the current key (sealboxd, or an admin) can verify the
+// whole chain. Someone who only knows an old key, such as a removed admin
+// with an old copy of the file, learns nothing of the later ones.
+
+const labelKeys = "sealbox/v1/audit-keys"
+
+type epoch struct {
+	last uint64
+	key  []byte
+}
+
+type epochs []epoch
+
+// keyFor returns the key that signed record seq.
+func (e epochs) keyFor(seq uint64, current []byte) []byte {
+	for _, ep := range e {
+		if seq <= ep.last {
+			return ep.key
+		}
+	}
+	return current
+}
+
+func keysCipher(key []byte) (cipher.AEAD, error) {
+	k, err := hkdf.Key(sha256.New, key, nil, labelKeys, 32)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(k)
+	block, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func loadEpochs(tx *keyring.Tx, current []byte) (epochs, error) {
+	raw := tx.AuditMeta(keyring.AuditKeys)
+	if raw == nil {
+		return nil, nil
+	}
+	g, err := keysCipher(current)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < g.NonceSize()+g.Overhead() {
+		return nil, fmt.Errorf("the audit key history is %d bytes", len(raw))
+	}
+	plain, err := g.Open(nil, raw[:g.NonceSize()], raw[g.NonceSize():], []byte(labelKeys))
+	if err != nil {
+		return nil, errors.New("the audit key history does not open under the current key (altered, or a wrong key)")
+	}
+	if len(plain)%(8+32) != 0 {
+		return nil, fmt.Errorf("the audit key history is %d bytes of entries", len(plain))
+	}
+	var out epochs
+	for b := plain; len(b) > 0; b = b[40:] {
+		out = append(out, epoch{last: binary.BigEndian.Uint64(b), key: append([]byte(nil), b[8:40]...)})
+	}
+	clear(plain)
+	return out, nil
+}
+
+func storeEpochs(tx *keyring.Tx, current []byte, e epochs) error {
+	var plain []byte
+	for _, ep := range e {
+		plain = binary.BigEndian.AppendUint64(plain, ep.last)
+		plain = append(plain, ep.key...)
+	}
+	defer clear(plain)
+	g, err := keysCipher(current)
+	if err != nil {
+		return err
+	}
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	return tx.PutAuditMeta(keyring.AuditKeys, g.Seal(nonce, nonce, plain, []byte(labelKeys)))
+}
+
+// Rekey closes the epoch of oldKey: it appends ev as the last record signed
+// with oldKey, adds oldKey to the history now kept under newKey, and moves
+// the pruning anchor to newKey (after checking it under oldKey). Records
+// appended after it are signed with newKey.
+func Rekey(tx *keyring.Tx, oldKey, newKey []byte, ev Event) error {
+	hist, err := loadEpochs(tx, oldKey)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBroken, err)
+	}
+	if raw := tx.AuditMeta(keyring.AuditAnchor); raw != nil {
+		if len(raw) != anchorSize {
+			return fmt.Errorf("%w: anchor is %d bytes", ErrBroken, len(raw))
+		}
+		var mac [macSize]byte
+		seq := binary.BigEndian.Uint64(raw)
+		copy(mac[:], raw[8:])
+		if want := headMAC(oldKey, labelAnchor, seq, mac); !hmac.Equal(want[:], raw[8+macSize:]) {
+			return fmt.Errorf("%w: the pruning anchor does not verify; not carrying it into the new key", ErrBroken)
+		}
+		nm := headMAC(newKey, labelAnchor, seq, mac)
+		if err := tx.PutAuditMeta(keyring.AuditAnchor, append(raw[:8+macSize:8+macSize], nm[:]...)); err != nil {
+			return err
+		}
+	}
+	if err := Append(tx, oldKey, ev); err != nil {
+		return err
+	}
+	h, err := readHead(tx)
+	if err != nil {
+		return err
+	}
+	hist = append(hist, epoch{last: h.seq, key: append([]byte(nil), oldKey...)})
+	return storeEpochs(tx, newKey, hist)
 }

@@ -240,11 +240,11 @@ func TestPruneKeepsTheChainVerifiable(t *testing.T) {
 	expectBroken(t, kr, 16, "missing")
 	// So is moving the anchor without the key.
 	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
-		a := tx.AuditMeta(true)
+		a := tx.AuditMeta(keyring.AuditAnchor)
 		r17, _, _ := decode(recs[17])
 		copy(a[8:], r17.Prev[:])
 		a[7] = 16
-		return tx.PutAuditMeta(true, a)
+		return tx.PutAuditMeta(keyring.AuditAnchor, a)
 	})
 	expectBroken(t, kr, 16, "anchor was altered")
 }
@@ -293,5 +293,55 @@ func TestDecodeLengths(t *testing.T) {
 		if _, _, err := decode(b); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
+	}
+}
+
+func TestChainVerifiesAcrossRekeys(t *testing.T) {
+	t.Parallel()
+	kr := newKeyring(t)
+	k2 := []byte("second audit key, 32 bytes long!")
+	k3 := []byte("third audit key, also 32 bytes!!")
+	appendN(t, kr, key, 3, "read")
+	rekey := func(old, new []byte) {
+		t.Helper()
+		err := kr.Update(func(tx *keyring.Tx) error {
+			return Rekey(tx, old, new, Event{Kind: "admin.rekey", Actor: "alice", Outcome: "ok"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rekey(key, k2)
+	appendN(t, kr, k2, 2, "read")
+	kr.Update(func(tx *keyring.Tx) error { _, err := Prune(tx, k2, 4); return err })
+	rekey(k2, k3)
+	appendN(t, kr, k3, 2, "read")
+	var rep *Report
+	var err error
+	kr.View(func(tx *keyring.Tx) error { rep, err = Verify(tx, k3); return nil })
+	if err != nil || rep.Last != 10 || rep.Pruned != 2 {
+		t.Fatalf("across two rekeys and a prune: %+v %v", rep, err)
+	}
+	// An old key alone verifies nothing now, and cannot read the history.
+	kr.View(func(tx *keyring.Tx) error {
+		if _, err := Verify(tx, k2); err == nil {
+			t.Error("the previous key verified the current chain")
+		}
+		return nil
+	})
+	// A record of the second epoch re-signed with the first key fails.
+	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		for seq := range recs {
+			if seq == 9 {
+				rec, body, _ := decode(recs[seq])
+				mac := chainMAC(key, seq, rec.Prev, true, body)
+				return tx.PutAudit(seq, encode(seq, rec.Prev, true, mac, body))
+			}
+		}
+		return fmt.Errorf("record 9 not found")
+	})
+	kr.View(func(tx *keyring.Tx) error { _, err = Verify(tx, k3); return nil })
+	if !errors.Is(err, ErrBroken) {
+		t.Fatalf("a record signed with the wrong epoch's key: %v", err)
 	}
 }

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -46,11 +48,18 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodPost, "/v1/clients/{name}/{action:disable|enable|remove}", d.clientAction},
 		{http.MethodGet, "/v1/audit", d.auditList},
 		{http.MethodPost, "/v1/audit/verify", d.auditVerify},
+		{http.MethodPost, "/v1/admins/{name}/invite", d.invite},
+		{http.MethodPost, "/v1/admins/{name}/enroll", d.enroll},
+		{http.MethodPost, "/v1/recovery", d.recovery},
+		{http.MethodPost, "/v1/rotate", d.rotate},
+		{http.MethodPost, "/v1/rekey", d.rekey},
 	}
 	r := mux.NewRouter()
 	for _, rt := range routes {
 		r.Handle(rt.path, d.adminEndpoint(rt.h)).Methods(rt.method)
 	}
+	// The one answer that is not JSON: a consistent copy of the keyring.
+	r.Handle("/v1/backup", http.HandlerFunc(d.backup)).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(notFound)
 	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
 	return r
@@ -73,6 +82,11 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 			return
 		}
 		d.log.Debug("admin request", "method", r.Method, "path", r.URL.Path, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID)
+		if wa, ok := v.(*wipingAnswer); ok {
+			writeJSON(w, wa.v)
+			memlock.Wipe(wa.wipe)
+			return
+		}
 		writeJSON(w, v)
 	})
 }
@@ -116,13 +130,22 @@ func (d *Daemon) Status() (*Status, error) {
 	s.KDFDerivations, _ = unseal.Work()
 	s.KDFBudgetMiB = d.budget.CapKiB() >> 10
 	s.AuditKeyed = d.audit.keyBytes() != nil
-	err := d.kr.View(func(tx *keyring.Tx) error {
+	s.Recovery = d.mgr.HasRecovery()
+	var err error
+	if s.Slots, err = d.mgr.ListAdmins(); err != nil {
+		return nil, err
+	}
+	for _, sl := range s.Slots {
+		if sl.Kind == "admin" {
+			s.Admins++
+		}
+	}
+	err = d.kr.View(func(tx *keyring.Tx) error {
 		h, err := tx.Header()
 		if err != nil {
 			return err
 		}
 		s.KDFPolicy = h.Policy
-		s.Admins = tx.SlotCount()
 		return nil
 	})
 	return s, err
@@ -137,7 +160,14 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 	if sealed, _ := d.vault.isSealed(); !sealed {
 		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "already unsealed; seal first to unseal as another admin"}
 	}
-	u, err := d.mgr.Unseal(r.Context(), req.Admin, req.Password)
+	var u *admin.Unsealed
+	var err error
+	if req.Recovery {
+		req.Admin = admin.RecoveryName
+		u, err = d.mgr.UnsealRecovery(r.Context(), req.Password)
+	} else {
+		u, err = d.mgr.Unseal(r.Context(), req.Admin, req.Password)
+	}
 	if err != nil {
 		d.log.Warn("unseal failed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "error", err)
 		return nil, err
@@ -301,4 +331,117 @@ func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
 		return nil, &APIError{Status: http.StatusConflict, Code: codeIntegrity, Message: verr.Error()}
 	}
 	return rep, nil
+}
+
+func (d *Daemon) invite(r *http.Request, cred PeerCred) (any, error) {
+	var req InviteRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.ActorPassword)
+	name := mux.Vars(r)["name"]
+	ttl := admin.DefaultInviteTTL
+	if req.TTLSeconds != 0 {
+		ttl = time.Duration(req.TTLSeconds) * time.Second
+	}
+	code, expires, err := d.mgr.Invite(r.Context(), req.Actor, req.ActorPassword, name, ttl)
+	d.logChange("invite", req.Actor, name, cred, err)
+	if err != nil {
+		return nil, err
+	}
+	return &wipingAnswer{v: CodeAnswer{Code: code, Expires: &expires}, wipe: code}, nil
+}
+
+func (d *Daemon) enroll(r *http.Request, cred PeerCred) (any, error) {
+	var req EnrollRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.Code, req.Password)
+	name := mux.Vars(r)["name"]
+	err := d.mgr.Enroll(r.Context(), name, req.Code, req.Password)
+	d.logChange("enroll", name, name, cred, err)
+	return okIf(err)
+}
+
+func (d *Daemon) recovery(r *http.Request, cred PeerCred) (any, error) {
+	var req AuthRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.ActorPassword)
+	code, err := d.mgr.RegenerateRecovery(r.Context(), req.Actor, req.ActorPassword)
+	d.logChange("regenerate recovery code", req.Actor, admin.RecoveryName, cred, err)
+	if err != nil {
+		return nil, err
+	}
+	return &wipingAnswer{v: CodeAnswer{Code: code}, wipe: code}, nil
+}
+
+func (d *Daemon) rotate(r *http.Request, cred PeerCred) (any, error) {
+	var req RotateRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.ActorPassword, req.Secret)
+	secret := req.Secret
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+		defer wipe(secret)
+	}
+	version, err := d.mgr.Rotate(r.Context(), req.Actor, req.ActorPassword, secret)
+	d.logChange("rotate secret", req.Actor, "", cred, err)
+	if err != nil {
+		return nil, err
+	}
+	// Serve the new value at once.
+	buf, err := memlock.New(len(secret), memlock.Options{AllowUnlocked: d.cfg.AllowUnlockedMemory})
+	if err != nil {
+		d.Seal("rotate: cannot hold the new secret", audit.PeerFrom(r.Context()))
+		return nil, fmt.Errorf("the secret was rotated, but the daemon could not hold the new one and sealed: %w", err)
+	}
+	copy(buf.Bytes(), secret)
+	d.vault.rotate(buf, version)
+	return RotateAnswer{Version: version}, nil
+}
+
+func (d *Daemon) rekey(r *http.Request, cred PeerCred) (any, error) {
+	var req AuthRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.ActorPassword)
+	// No audit batch may be signed with the old key once the rekey closed
+	// its epoch: hold the writer until OnRekey has installed the new key.
+	if err := d.audit.Flush(); err != nil {
+		return nil, err
+	}
+	d.audit.writeMu.Lock()
+	err := d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword)
+	d.audit.writeMu.Unlock()
+	d.logChange("rekey", req.Actor, "", cred, err)
+	return okIf(err)
+}
+
+// backup streams a consistent copy of the keyring.
+func (d *Daemon) backup(w http.ResponseWriter, r *http.Request) {
+	cred, _ := credFrom(r.Context())
+	ctx := audit.WithPeer(r.Context(), audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID})
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminWriteTimeout))
+	if _, err := d.mgr.Backup(ctx, w); err != nil {
+		d.log.Error("backup failed", "uid", cred.UID, "error", err)
+		return
+	}
+	d.log.Info("backup", "uid", cred.UID, "pid", cred.PID)
+}
+
+// wipingAnswer is a JSON answer that holds a code: it is wiped once sent.
+type wipingAnswer struct {
+	v    any
+	wipe []byte
 }

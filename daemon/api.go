@@ -92,7 +92,9 @@ func errorFor(err error) *APIError {
 		status, code = http.StatusUnauthorized, codeWrongPassword
 	case errors.Is(err, keyring.ErrNoSlot), errors.Is(err, keyring.ErrNoClient):
 		status, code = http.StatusNotFound, codeNotFound
-	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, keyring.ErrSlotExists),
+	case errors.Is(err, admin.ErrInvite), errors.Is(err, admin.ErrRecovery):
+		status, code = http.StatusUnauthorized, codeWrongPassword
+	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, keyring.ErrSlotExists), errors.Is(err, admin.ErrReservedName),
 		errors.Is(err, keyring.ErrClientExists), errors.Is(err, admin.ErrClientState),
 		errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrNothingToRepair):
 		status, code = http.StatusConflict, codeRefused
@@ -130,10 +132,42 @@ func writeJSON(w http.ResponseWriter, v any) {
 // Passwords travel as JSON []byte (base64), which encoding/json decodes
 // straight into a byte slice: no Go string ever holds them.
 
-// UnsealRequest asks to unseal with one admin's password.
+// UnsealRequest asks to unseal with one admin's password, or with the
+// recovery code (Recovery set, Password holding the code).
 type UnsealRequest struct {
-	Admin    string `json:"admin"`
+	Admin    string `json:"admin,omitempty"`
 	Password []byte `json:"password"`
+	Recovery bool   `json:"recovery,omitempty"`
+}
+
+// InviteRequest creates an invite for the admin in the path.
+type InviteRequest struct {
+	AuthRequest
+	TTLSeconds int64 `json:"ttl_seconds"`
+}
+
+// CodeAnswer carries a code shown once: an invite or the recovery code.
+type CodeAnswer struct {
+	Code    []byte     `json:"code"`
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+// EnrollRequest turns an invite into an admin slot.
+type EnrollRequest struct {
+	Code     []byte `json:"code"`
+	Password []byte `json:"password"`
+}
+
+// RotateRequest replaces the master secret; an empty Secret means 32 random
+// bytes chosen by the daemon.
+type RotateRequest struct {
+	AuthRequest
+	Secret []byte `json:"secret,omitempty"`
+}
+
+// RotateAnswer says which version is served now.
+type RotateAnswer struct {
+	Version uint64 `json:"version"`
 }
 
 // AuthRequest carries the acting admin of a change.
@@ -172,23 +206,25 @@ func wipe(ps ...[]byte) {
 
 // Status is the admin socket's view of the daemon.
 type Status struct {
-	Sealed              bool           `json:"sealed"`
-	MemoryLocked        bool           `json:"memory_locked"`
-	AllowUnlockedMemory bool           `json:"allow_unlocked_memory"`
-	UnsealedBy          string         `json:"unsealed_by,omitempty"`
-	UnsealedAt          *time.Time     `json:"unsealed_at,omitempty"`
-	SecretVersion       uint64         `json:"secret_version,omitempty"`
-	Admins              int            `json:"admins"`
-	Clients             int            `json:"clients"`
-	ActiveClients       int            `json:"active_clients"`
-	RegistryProblems    string         `json:"registry_problems,omitempty"`
-	KDFPolicy           keyring.Params `json:"kdf_policy"`
-	KDFDerivations      uint64         `json:"kdf_derivations"`
-	KDFBudgetMiB        uint64         `json:"kdf_budget_mib"`
-	AuditKeyed          bool           `json:"audit_keyed"`
-	Keyring             string         `json:"keyring"`
-	PID                 int            `json:"pid"`
-	Started             time.Time      `json:"started"`
+	Sealed              bool              `json:"sealed"`
+	MemoryLocked        bool              `json:"memory_locked"`
+	AllowUnlockedMemory bool              `json:"allow_unlocked_memory"`
+	UnsealedBy          string            `json:"unsealed_by,omitempty"`
+	UnsealedAt          *time.Time        `json:"unsealed_at,omitempty"`
+	SecretVersion       uint64            `json:"secret_version,omitempty"`
+	Admins              int               `json:"admins"`
+	Clients             int               `json:"clients"`
+	ActiveClients       int               `json:"active_clients"`
+	RegistryProblems    string            `json:"registry_problems,omitempty"`
+	Recovery            bool              `json:"recovery_code"`
+	Slots               []admin.AdminInfo `json:"slots"`
+	KDFPolicy           keyring.Params    `json:"kdf_policy"`
+	KDFDerivations      uint64            `json:"kdf_derivations"`
+	KDFBudgetMiB        uint64            `json:"kdf_budget_mib"`
+	AuditKeyed          bool              `json:"audit_keyed"`
+	Keyring             string            `json:"keyring"`
+	PID                 int               `json:"pid"`
+	Started             time.Time         `json:"started"`
 }
 
 // ServiceStatus is what clients see on the service socket.

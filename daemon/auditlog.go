@@ -41,6 +41,9 @@ type auditor struct {
 
 	keyMu sync.Mutex
 	key   *memlock.Buffer // from the first unseal on; nil before
+	// writeMu is held while a batch is written; a rekey holds it so that no
+	// batch is signed with the old key after the epoch closed.
+	writeMu sync.Mutex
 	// since counts records written since the last retention check.
 	since int
 }
@@ -62,6 +65,14 @@ func (a *auditor) setKey(k *memlock.Buffer) {
 	} else {
 		k.Destroy()
 	}
+}
+
+// replaceKey installs the audit key of a rekey, replacing the old one.
+func (a *auditor) replaceKey(k *memlock.Buffer) {
+	a.keyMu.Lock()
+	defer a.keyMu.Unlock()
+	a.key.Destroy()
+	a.key = k
 }
 
 // keyBytes returns the audit key, or nil before the first unseal.
@@ -147,6 +158,8 @@ func (a *auditor) write(batch []audit.Event) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	a.writeMu.Lock()
+	defer a.writeMu.Unlock()
 	key := a.keyBytes()
 	a.since += len(batch)
 	prune := key != nil && a.keep > 0 && a.since >= pruneEvery

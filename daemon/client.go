@@ -195,3 +195,66 @@ func (c *AdminClient) VerifyAudit(ctx context.Context) (*audit.Report, error) {
 	var r audit.Report
 	return &r, c.do(ctx, http.MethodPost, "/v1/audit/verify", nil, &r)
 }
+
+// UnsealRecovery unseals with the recovery code.
+func (c *AdminClient) UnsealRecovery(ctx context.Context, code []byte) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodPost, "/v1/unseal", UnsealRequest{Recovery: true, Password: code}, &s)
+}
+
+// Invite creates an invite for name; the code is the caller's to wipe.
+func (c *AdminClient) Invite(ctx context.Context, actor string, actorPw []byte, name string, ttl time.Duration) ([]byte, time.Time, error) {
+	if err := pathName(name); err != nil {
+		return nil, time.Time{}, err
+	}
+	var a CodeAnswer
+	err := c.do(ctx, http.MethodPost, "/v1/admins/"+name+"/invite", InviteRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, TTLSeconds: int64(ttl.Seconds())}, &a)
+	if err != nil || a.Expires == nil {
+		return nil, time.Time{}, err
+	}
+	return a.Code, *a.Expires, nil
+}
+
+// Enroll turns name's invite into an admin slot under password.
+func (c *AdminClient) Enroll(ctx context.Context, name string, code, password []byte) error {
+	if err := pathName(name); err != nil {
+		return err
+	}
+	return c.do(ctx, http.MethodPost, "/v1/admins/"+name+"/enroll", EnrollRequest{Code: code, Password: password}, nil)
+}
+
+// RegenerateRecovery creates or replaces the recovery code.
+func (c *AdminClient) RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error) {
+	var a CodeAnswer
+	err := c.do(ctx, http.MethodPost, "/v1/recovery", AuthRequest{Actor: actor, ActorPassword: actorPw}, &a)
+	return a.Code, err
+}
+
+// Rotate replaces the master secret (nil: the daemon picks 32 random bytes).
+func (c *AdminClient) Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error) {
+	var a RotateAnswer
+	err := c.do(ctx, http.MethodPost, "/v1/rotate", RotateRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Secret: secret}, &a)
+	return a.Version, err
+}
+
+// Rekey replaces the DataKey.
+func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/rekey", AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+}
+
+// Backup streams a consistent copy of the keyring into w.
+func (c *AdminClient) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sealboxd/v1/backup", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w at %s: %v", ErrUnreachable, c.socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("daemon answered %s", resp.Status)
+	}
+	return io.Copy(w, resp.Body)
+}

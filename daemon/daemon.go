@@ -141,6 +141,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		OnChange: d.vault.replaceClients,
 		Budget:   d.budget,
 		AuditKey: d.audit.keyBytes,
+		OnRekey:  d.audit.replaceKey,
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.

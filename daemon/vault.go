@@ -108,6 +108,19 @@ func (v *vault) unseal(u *admin.Unsealed, by string) {
 	}
 }
 
+// rotate swaps in a new master secret if unsealed; otherwise it destroys it
+// (the next unseal reads the new one from the keyring).
+func (v *vault) rotate(secret *memlock.Buffer, version uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.secret == nil {
+		secret.Destroy()
+		return
+	}
+	v.secret.Destroy()
+	v.secret, v.version = secret, version
+}
+
 // seal wipes and unmaps the secret. It reports whether it was unsealed.
 func (v *vault) seal() bool {
 	v.mu.Lock()

@@ -13,10 +13,15 @@ import (
 
 var (
 	bucketAudit     = []byte("audit")
-	keyAuditHead    = []byte("audit-head")
-	keyAuditAnchor  = []byte("audit-anchor")
 	bucketBackoff   = []byte("backoff")
 	errNoAuditWrite = errors.New("keyring: audit write in a read-only transaction")
+)
+
+// Audit metadata records in the meta bucket, stored as "audit-"+name.
+const (
+	AuditHead   = "head"
+	AuditAnchor = "anchor"
+	AuditKeys   = "keys"
 )
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
@@ -40,25 +45,17 @@ func (tx *Tx) auditBucket(create bool) (*bolt.Bucket, error) {
 	return b, nil
 }
 
-// AuditMeta returns the stored audit head or anchor record (nil if none).
-func (tx *Tx) AuditMeta(anchor bool) []byte {
-	k := keyAuditHead
-	if anchor {
-		k = keyAuditAnchor
-	}
-	if v := tx.meta().Get(k); v != nil {
+// AuditMeta returns the named audit metadata record (nil if none).
+func (tx *Tx) AuditMeta(name string) []byte {
+	if v := tx.meta().Get([]byte("audit-" + name)); v != nil {
 		return append([]byte(nil), v...)
 	}
 	return nil
 }
 
-// PutAuditMeta stores the audit head or anchor record.
-func (tx *Tx) PutAuditMeta(anchor bool, v []byte) error {
-	k := keyAuditHead
-	if anchor {
-		k = keyAuditAnchor
-	}
-	return tx.put(tx.meta(), k, v)
+// PutAuditMeta stores the named audit metadata record.
+func (tx *Tx) PutAuditMeta(name string, v []byte) error {
+	return tx.put(tx.meta(), []byte("audit-"+name), v)
 }
 
 // PutAudit stores an audit record under seq.

@@ -41,6 +41,7 @@ var (
 	ErrNoClient        = errors.New("no such client")
 	ErrSlotExists      = errors.New("admin already exists")
 	ErrClientExists    = errors.New("client already exists")
+	ErrReadOnly        = errors.New("keyring is open read-only")
 	errReadOnlyTxWrite = errors.New("keyring: write in a read-only transaction")
 )
 
@@ -236,7 +237,24 @@ func (k *Keyring) View(fn func(*Tx) error) (err error) {
 func (k *Keyring) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer guard(&err)
-	return k.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	err = k.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	if errors.Is(err, bolterrors.ErrDatabaseReadOnly) {
+		return ErrReadOnly
+	}
+	return err
+}
+
+// Backup writes a consistent copy of the whole file, taken in one read
+// transaction, to w.
+func (k *Keyring) Backup(w io.Writer) (n int64, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(&err)
+	err = k.db.View(func(btx *bolt.Tx) error {
+		var werr error
+		n, werr = btx.WriteTo(w)
+		return werr
+	})
+	return n, err
 }
 
 // Check runs bbolt's consistency check over every page.

@@ -9,22 +9,26 @@ import (
 // Fixed sizes of the v1 format. Every decoder checks lengths against these
 // before anything reaches a cipher.
 const (
-	IDSize         = 16
-	SaltSize       = 32
-	NonceSize      = 12
-	KeySize        = 32 // DataKey, X25519 keys, HMAC outputs
-	TagSize        = 16
-	WrappedSize    = 2*KeySize + TagSize // AES-GCM(DataKey || X25519 private key)
-	MACSize        = 32
-	MaxSecretSize  = 64 << 10
-	MaxNameLen     = 64
-	headerSize     = IDSize + KeySize + paramsSize + 8
-	paramsSize     = 4 + 4 + 1
-	slotSize       = 1 + 1 + paramsSize + SaltSize + NonceSize + WrappedSize + KeySize + 8 + MACSize
+	IDSize        = 16
+	SaltSize      = 32
+	NonceSize     = 12
+	KeySize       = 32 // DataKey, X25519 keys, HMAC outputs
+	TagSize       = 16
+	WrappedSize   = 2*KeySize + TagSize // AES-GCM(DataKey || X25519 private key)
+	MACSize       = 32
+	MaxSecretSize = 64 << 10
+	MaxNameLen    = 64
+	headerSize    = IDSize + KeySize + paramsSize + 8
+	paramsSize    = 4 + 4 + 1
+	slotV1Size    = 1 + 1 + paramsSize + SaltSize + NonceSize + WrappedSize + KeySize + 8 + MACSize
+	slotSize      = slotV1Size + 8 + 1 + PendingSize
+	// PendingSize is a DataKey sealed to a slot's X25519 public key:
+	// ephemeral public key, nonce, AES-GCM(DataKey).
+	PendingSize    = KeySize + NonceSize + KeySize + TagSize
 	clientSize     = 1 + 4 + 4 + 1 + 1 + 8 + 8 + MACSize
 	registrySize   = 8 + MACSize
 	secretHdrSize  = 8 + NonceSize + 4
-	slotRecVersion = 1
+	slotRecVersion = 2
 	clientRecVer   = 1
 )
 
@@ -85,8 +89,7 @@ func parseHeader(b []byte) (*Header, error) {
 // SlotKind says what opens a slot.
 type SlotKind uint8
 
-// Slot kinds. Only KindAdmin is written by this version; the others are
-// reserved so that their records are refused, not misread.
+// Slot kinds: an admin's password, the recovery code, an invite's code.
 const (
 	KindAdmin    SlotKind = 1
 	KindRecovery SlotKind = 2
@@ -115,7 +118,11 @@ type Slot struct {
 	Wrapped   [WrappedSize]byte // AES-256-GCM(key, DataKey || X25519 private key)
 	PublicKey [KeySize]byte     // X25519 public key of this slot
 	Created   int64
-	MAC       [MACSize]byte // registry MAC (see FORMAT.md)
+	Expires   int64 // unix seconds; 0 means never (invites expire)
+	// Pending, when set, is a newer DataKey sealed to PublicKey by a rekey
+	// that this slot's owner was not present for.
+	Pending *[PendingSize]byte
+	MAC     [MACSize]byte // registry MAC (see FORMAT.md)
 }
 
 // MarshalBody returns the record without its MAC: the bytes the MAC covers.
@@ -131,6 +138,13 @@ func (s *Slot) MarshalBody() []byte {
 	off += copy(b[off:], s.Wrapped[:])
 	off += copy(b[off:], s.PublicKey[:])
 	binary.BigEndian.PutUint64(b[off:], uint64(s.Created))
+	off += 8
+	binary.BigEndian.PutUint64(b[off:], uint64(s.Expires))
+	off += 8
+	if s.Pending != nil {
+		b[off] = 1
+		copy(b[off+1:], s.Pending[:])
+	}
 	return b
 }
 
@@ -138,14 +152,24 @@ func (s *Slot) marshal() []byte {
 	return append(s.MarshalBody(), s.MAC[:]...)
 }
 
-// ParseSlot decodes a stored slot record. The length is checked exactly, and
-// unknown record versions and kinds are refused.
+// Equal reports whether two slots are the same record.
+func (s *Slot) Equal(o *Slot) bool {
+	return s.Name == o.Name && s.MAC == o.MAC && string(s.MarshalBody()) == string(o.MarshalBody())
+}
+
+// ParseSlot decodes a stored slot record: version 2, or version 1 (no
+// expiry, no pending key). The length is checked exactly for the version,
+// and unknown versions, kinds and flags are refused.
 func ParseSlot(name string, b []byte) (*Slot, error) {
-	if len(b) != slotSize {
-		return nil, fmt.Errorf("%w: slot %q is %d bytes, want %d", ErrCorrupt, name, len(b), slotSize)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: slot %q is empty", ErrCorrupt, name)
 	}
-	if b[0] != slotRecVersion {
-		return nil, fmt.Errorf("%w: slot %q has record version %d, this build reads %d", ErrCorrupt, name, b[0], slotRecVersion)
+	want := map[byte]int{1: slotV1Size, 2: slotSize}[b[0]]
+	if want == 0 {
+		return nil, fmt.Errorf("%w: slot %q has record version %d, this build reads 1 and 2", ErrCorrupt, name, b[0])
+	}
+	if len(b) != want {
+		return nil, fmt.Errorf("%w: slot %q is %d bytes, want %d", ErrCorrupt, name, len(b), want)
 	}
 	s := &Slot{Name: name, Kind: SlotKind(b[1])}
 	if s.Kind != KindAdmin && s.Kind != KindRecovery && s.Kind != KindInvite {
@@ -160,6 +184,19 @@ func ParseSlot(name string, b []byte) (*Slot, error) {
 	off += copy(s.PublicKey[:], b[off:])
 	s.Created = int64(binary.BigEndian.Uint64(b[off:]))
 	off += 8
+	if b[0] == 2 {
+		s.Expires = int64(binary.BigEndian.Uint64(b[off:]))
+		off += 8
+		switch b[off] {
+		case 0:
+		case 1:
+			s.Pending = new([PendingSize]byte)
+			copy(s.Pending[:], b[off+1:])
+		default:
+			return nil, fmt.Errorf("%w: slot %q has unknown flags %#x", ErrCorrupt, name, b[off])
+		}
+		off += 1 + PendingSize
+	}
 	copy(s.MAC[:], b[off:])
 	return s, nil
 }

@@ -16,8 +16,29 @@ func TestParseSlotExactLength(t *testing.T) {
 		t.Fatalf("marshal gave %d bytes, want %d", len(good), slotSize)
 	}
 	got, err := ParseSlot("alice", good)
-	if err != nil || *got != *s {
+	if err != nil || !got.Equal(s) {
 		t.Fatalf("round trip: %v %+v", err, got)
+	}
+	// With an expiry and a pending key.
+	s2 := *s
+	s2.Expires = 99
+	s2.Pending = &[PendingSize]byte{7}
+	got, err = ParseSlot("alice", s2.marshal())
+	if err != nil || !got.Equal(&s2) || got.Pending[0] != 7 || got.Expires != 99 {
+		t.Fatalf("round trip with pending: %v %+v", err, got)
+	}
+	// A version 1 record (no expiry, no pending) still reads.
+	v1rec := make([]byte, 0, slotV1Size)
+	v1rec = append(v1rec, 1)
+	v1rec = append(v1rec, good[1:2+paramsSize+SaltSize+NonceSize+WrappedSize+KeySize+8]...)
+	v1rec = append(v1rec, s.MAC[:]...)
+	if got, err := ParseSlot("alice", v1rec); err != nil || got.Created != 5 || got.Pending != nil || got.MAC != s.MAC {
+		t.Fatalf("v1 record: %v %+v", err, got)
+	}
+	flags := append([]byte{}, good...)
+	flags[slotSize-MACSize-PendingSize-1] = 2
+	if _, err := ParseSlot("alice", flags); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("unknown flags: %v", err)
 	}
 	for _, b := range [][]byte{good[:len(good)-1], append(append([]byte{}, good...), 0), nil, good[:1]} {
 		if _, err := ParseSlot("alice", b); !errors.Is(err, ErrCorrupt) {
@@ -25,9 +46,9 @@ func TestParseSlotExactLength(t *testing.T) {
 		}
 	}
 	ver := append([]byte{}, good...)
-	ver[0] = 2
-	if _, err := ParseSlot("alice", ver); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record version 2") {
-		t.Errorf("version 2: %v", err)
+	ver[0] = 3
+	if _, err := ParseSlot("alice", ver); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "record version 3") {
+		t.Errorf("version 3: %v", err)
 	}
 	kind := append([]byte{}, good...)
 	kind[1] = 9

@@ -3,6 +3,8 @@ package unseal
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,46 +92,59 @@ func derive(password, salt []byte, p keyring.Params) []byte {
 // Calibrate picks parameters for new slots that take about target on this
 // host: memory first (up to maxMemKiB), then passes. It never returns less
 // than the floor; a target shorter than the floor's cost gets the floor.
-// It runs one or two derivations, so it takes about target plus the floor's
-// time.
+//
+// It calibrates the warm cost: what a derivation takes once the Go heap
+// has grown to its size, as in a running daemon. A fresh process (or a daemon
+// whose idle heap went back to the kernel) also pays page faults on the
+// first derivation: up to a few tenths of a second more at 1 GiB. So each
+// size is run once untimed before it is timed. Argon2id's time is close to
+// linear in m*t, which gives a first guess from the floor; one timed run at
+// that guess (the median of three) corrects it. It costs about three floor
+// derivations and four at the target.
 func Calibrate(target time.Duration, maxMemKiB uint32) keyring.Params {
 	p := floor
-	if maxMemKiB < p.MemoryKiB {
-		maxMemKiB = p.MemoryKiB
-	}
-	if maxMemKiB > MaxMemoryKiB {
-		maxMemKiB = MaxMemoryKiB
-	}
-	took := timeOne(p)
+	maxMemKiB = max(maxMemKiB, p.MemoryKiB)
+	maxMemKiB = min(maxMemKiB, uint32(MaxMemoryKiB))
+	timeOne(p) // warm-up
+	took := min(timeOne(p), timeOne(p))
 	if took >= target {
 		return p
 	}
-	// Argon2id's time is close to linear in m*t.
-	scale := float64(target) / float64(took)
-	m := float64(p.MemoryKiB) * scale
-	if m > float64(maxMemKiB) {
-		m = float64(maxMemKiB)
+	p = scaleTo(p, float64(target)/float64(took), maxMemKiB)
+	if p == floor {
+		return p
 	}
-	p.MemoryKiB = uint32(m) / 1024 * 1024
-	if p.MemoryKiB < floor.MemoryKiB {
-		p.MemoryKiB = floor.MemoryKiB
-	}
-	if p.MemoryKiB == maxMemKiB || uint32(m) >= maxMemKiB {
-		took = timeOne(p)
-		t := float64(p.Time) * float64(target) / float64(took)
-		p.Time = uint32(t + 0.5)
-		if p.Time < floor.Time {
-			p.Time = floor.Time
-		}
-		if p.Time > MaxTime {
-			p.Time = MaxTime
-		}
-	}
-	return p
+	timeOne(p) // warm-up at the new size
+	runs := []time.Duration{timeOne(p), timeOne(p), timeOne(p)}
+	slices.Sort(runs) // the median: one run the scavenger made cold, or a
+	took = runs[1]    // neighbour's load, does not steer the result
+	return scaleTo(p, float64(target)/float64(took), maxMemKiB)
 }
 
+// scaleTo multiplies p's cost by f: memory first, up to maxMemKiB (in whole
+// MiB), then passes; never below the floor.
+func scaleTo(p keyring.Params, f float64, maxMemKiB uint32) keyring.Params {
+	cost := float64(p.MemoryKiB) * float64(p.Time) * f
+	// With the floor's passes, how much memory would it take?
+	m := cost / float64(floor.Time)
+	t := float64(floor.Time)
+	if m > float64(maxMemKiB) {
+		m = float64(maxMemKiB)
+		t = cost / m
+	}
+	out := p
+	out.MemoryKiB = max(uint32(m)/1024*1024, floor.MemoryKiB)
+	out.Time = uint32(t + 0.5)
+	out.Time = max(out.Time, floor.Time)
+	out.Time = min(out.Time, MaxTime)
+	return out
+}
+
+// timeOne times one derivation. It collects garbage first, so the previous
+// derivation's memory is free for this one to reuse.
 func timeOne(p keyring.Params) time.Duration {
 	salt := make([]byte, keyring.SaltSize)
+	runtime.GC()
 	start := time.Now()
 	k := derive([]byte("sealbox calibration"), salt, p)
 	d := time.Since(start)

@@ -60,6 +60,9 @@ const (
 type Key struct {
 	buf *memlock.Buffer // DataKey (32) || registry key (32)
 	id  [keyring.IDSize]byte
+	// Folded is set by OpenSlot when the slot held an older DataKey and the
+	// current one came from its Pending field: rewrap the slot.
+	Folded bool
 }
 
 func (k *Key) dataKey() []byte { return k.buf.Bytes()[:keyring.KeySize] }
@@ -204,7 +207,10 @@ func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, passwo
 // OpenSlot derives the slot's key from password and unwraps the DataKey. It
 // checks the parameter caps before deriving, and after unwrapping checks the
 // DataKey against the header's commitment, the slot's public key against its
-// private half, and the slot record's registry MAC.
+// private half, and the slot record's registry MAC. A slot written before a
+// rekey its owner missed holds the old DataKey and, in Pending, the new one
+// sealed to its public key: OpenSlot opens that and sets Key.Folded, so the
+// caller can rewrap the slot under the new key.
 func OpenSlot(h *keyring.Header, s *keyring.Slot, password []byte, mo memlock.Options) (*Key, error) {
 	if err := CheckParams(s.Params); err != nil {
 		return nil, fmt.Errorf("slot %q: %w", s.Name, err)
@@ -229,13 +235,22 @@ func OpenSlot(h *keyring.Header, s *keyring.Slot, password []byte, mo memlock.Op
 			k.Destroy()
 		}
 	}()
-	c := k.Commitment()
-	if subtle.ConstantTimeCompare(c[:], h.Commitment[:]) != 1 {
-		return nil, fmt.Errorf("slot %q: %w", s.Name, ErrCommitment)
-	}
-	pub, err := curve25519.X25519(plain[keyring.KeySize:], curve25519.Basepoint)
+	priv := plain[keyring.KeySize:]
+	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
 	if err != nil || subtle.ConstantTimeCompare(pub, s.PublicKey[:]) != 1 {
 		return nil, fmt.Errorf("slot %q: public key does not match its private key: %w", s.Name, ErrRegistry)
+	}
+	if !k.commitOK(h) {
+		if s.Pending == nil {
+			return nil, fmt.Errorf("slot %q: %w", s.Name, ErrCommitment)
+		}
+		if err := openPending(h.ID, s, priv, k.dataKey()); err != nil {
+			return nil, err
+		}
+		if !k.commitOK(h) {
+			return nil, fmt.Errorf("slot %q: its pending key: %w", s.Name, ErrCommitment)
+		}
+		k.Folded = true
 	}
 	if err := k.deriveRegKey(); err != nil {
 		return nil, err

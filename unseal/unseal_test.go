@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -290,4 +291,31 @@ func newFixtureB(b *testing.B) *fixture {
 	}
 	b.Cleanup(k.Destroy)
 	return &fixture{key: k, h: &keyring.Header{ID: id, Commitment: k.Commitment()}}
+}
+
+// BenchmarkCalibration calibrates to a target, then times three derivations
+// with the parameters it chose and reports the median against the target
+// (goal: within 15 %). It runs at the real floor.
+func BenchmarkCalibration(b *testing.B) {
+	UseTestFloor(RFC9106Floor)
+	defer UseTestFloor(cheap)
+	for _, target := range []time.Duration{500 * time.Millisecond, time.Second} {
+		b.Run(target.String(), func(b *testing.B) {
+			var ratio float64
+			var p keyring.Params
+			for i := 0; i < b.N; i++ {
+				p = Calibrate(target, 1<<20)
+				timeOne(p) // as a running daemon would be: warm
+				var runs []time.Duration
+				for j := 0; j < 3; j++ {
+					runs = append(runs, timeOne(p))
+				}
+				slices.Sort(runs)
+				ratio = float64(runs[1]) / float64(target)
+			}
+			b.ReportMetric(ratio, "median/target")
+			b.ReportMetric(float64(p.MemoryKiB>>10), "MiB")
+			b.ReportMetric(float64(p.Time), "t")
+		})
+	}
 }

@@ -80,7 +80,7 @@ func specCompute(t *testing.T, v *vector) {
 	gcm, _ := cipher.NewGCM(block)
 	wrapped := gcm.Seal(nil, nonce, append(append([]byte{}, dk...), priv...), aad)
 
-	body := []byte{1, 1}
+	body := []byte{2, 1} // record version 2, kind admin
 	body = binary.BigEndian.AppendUint32(body, v.T)
 	body = binary.BigEndian.AppendUint32(body, v.M)
 	body = append(body, v.P)
@@ -89,6 +89,9 @@ func specCompute(t *testing.T, v *vector) {
 	body = append(body, wrapped...)
 	body = append(body, pub...)
 	body = binary.BigEndian.AppendUint64(body, uint64(v.Created))
+	body = binary.BigEndian.AppendUint64(body, 0) // expires: never
+	body = append(body, 0)                        // flags: no pending key
+	body = append(body, make([]byte, 92)...)      // pending: zero
 	mac := hmac.New(sha256.New, rk)
 	mac.Write([]byte("sealbox/v1/slot-record"))
 	mac.Write(id)

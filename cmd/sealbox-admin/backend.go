@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
@@ -26,6 +27,12 @@ type backend interface {
 	AddClient(ctx context.Context, actor string, actorPw []byte, name string, uid uint32, gid *uint32) error
 	SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error
 	ListClients(ctx context.Context) ([]admin.ClientInfo, error)
+	Invite(ctx context.Context, actor string, actorPw []byte, name string, ttl time.Duration) ([]byte, time.Time, error)
+	Enroll(ctx context.Context, name string, code, pw []byte) error
+	RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error)
+	Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error)
+	Rekey(ctx context.Context, actor string, actorPw []byte) error
+	Backup(ctx context.Context, w io.Writer) (int64, error)
 	Close() error
 }
 
@@ -67,6 +74,12 @@ func (c *cli) unseal(o *opts) error {
 	if c.global.keyring != "" {
 		return errNeedsDaemon
 	}
+	if o.recovery {
+		if o.admin != "" {
+			return usagef("give --admin NAME or --recovery, not both")
+		}
+		return c.onlineRecoveryUnseal()
+	}
 	if err := requireFlag("admin", o.admin); err != nil {
 		return err
 	}
@@ -82,15 +95,17 @@ func (c *cli) seal(o *opts) error {
 
 // fileStatus is the offline summary of a keyring file.
 type fileStatus struct {
-	Keyring       string         `json:"keyring"`
-	Format        int            `json:"format"`
-	ID            string         `json:"keyring_id"`
-	Created       time.Time      `json:"created"`
-	Policy        keyring.Params `json:"kdf_policy"`
-	Admins        int            `json:"admins"`
-	Clients       int            `json:"clients"`
-	SecretVersion uint64         `json:"secret_version"`
-	Generation    uint64         `json:"registry_generation"`
+	Keyring       string            `json:"keyring"`
+	Format        int               `json:"format"`
+	ID            string            `json:"keyring_id"`
+	Created       time.Time         `json:"created"`
+	Policy        keyring.Params    `json:"kdf_policy"`
+	Admins        int               `json:"admins"`
+	Clients       int               `json:"clients"`
+	SecretVersion uint64            `json:"secret_version"`
+	Generation    uint64            `json:"registry_generation"`
+	Recovery      bool              `json:"recovery_code"`
+	Slots         []admin.AdminInfo `json:"slots"`
 }
 
 func (c *cli) status(o *opts) error {
@@ -123,7 +138,6 @@ func (c *cli) status(o *opts) error {
 		st.ID = hex.EncodeToString(h.ID[:])
 		st.Created = time.Unix(h.Created, 0).UTC()
 		st.Policy = h.Policy
-		st.Admins = tx.SlotCount()
 		st.Clients = len(clients)
 		st.SecretVersion = sec.Version
 		st.Generation = reg.Generation
@@ -131,6 +145,17 @@ func (c *cli) status(o *opts) error {
 	})
 	if err != nil {
 		return err
+	}
+	if st.Slots, err = off.Manager.ListAdmins(); err != nil {
+		return err
+	}
+	for _, sl := range st.Slots {
+		switch sl.Kind {
+		case "admin":
+			st.Admins++
+		case "recovery":
+			st.Recovery = true
+		}
 	}
 	if o.json {
 		return writeJSON(c.stdout, st)
@@ -140,6 +165,7 @@ func (c *cli) status(o *opts) error {
 	fmt.Fprintf(c.stdout, "admins:    %d\nclients:   %d\n", st.Admins, st.Clients)
 	fmt.Fprintf(c.stdout, "kdf:       %v for new slots\n", st.Policy)
 	fmt.Fprintf(c.stdout, "secret:    version %d\n", st.SecretVersion)
+	fmt.Fprintf(c.stdout, "recovery:  %v\n", map[bool]string{true: "a recovery code is set", false: "none (sealbox-admin recovery regenerate --as NAME)"}[st.Recovery])
 	return nil
 }
 
@@ -229,6 +255,8 @@ func classify(err error) (int, string) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	case errors.Is(err, unseal.ErrWrongPassword):
 		return exitAuth, "nothing was changed; check the admin name and try again"
+	case errors.Is(err, admin.ErrInvite), errors.Is(err, admin.ErrRecovery):
+		return exitAuth, "nothing was changed; check the code (dashes and case do not matter)"
 	case errors.Is(err, admin.ErrBackoff), errors.Is(err, daemon.ErrBusy), errors.Is(err, unseal.ErrBusy):
 		return exitBackoff, "nothing was tried; wait, then try again"
 	case errors.Is(err, errSealed):
@@ -237,7 +265,7 @@ func classify(err error) (int, string) {
 		errors.Is(err, keyring.ErrSlotExists), errors.Is(err, keyring.ErrClientExists),
 		errors.Is(err, keyring.ErrNoSlot), errors.Is(err, keyring.ErrNoClient),
 		errors.Is(err, admin.ErrClientState), errors.Is(err, keyring.ErrExists),
-		errors.Is(err, admin.ErrNothingToRepair), errors.Is(err, admin.ErrChanged),
+		errors.Is(err, admin.ErrNothingToRepair), errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrReservedName),
 		errors.Is(err, prompt.ErrMismatch), errors.Is(err, unseal.ErrParams),
 		errors.Is(err, errRefused):
 		return exitRefused, "nothing was changed"

@@ -23,13 +23,17 @@ var commands = map[string]*command{
 			fs.StringVar(&o.admin, "admin", "", "name of the first admin")
 			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
 			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
+			fs.BoolVar(&o.recoveryCode, "recovery-code", false, "also create a recovery code and print it once")
 		},
 		do: (*cli).init,
 	},
 	"unseal": {
-		help:  "Unseal the running daemon. Prompt: NAME's password.",
-		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.admin, "admin", "", "admin `name`") },
-		do:    (*cli).unseal,
+		help: "Unseal the running daemon. Prompt: NAME's password (or, with --recovery,\nthe recovery code).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.admin, "admin", "", "admin `name`")
+			fs.BoolVar(&o.recovery, "recovery", false, "use the recovery code instead of an admin's password")
+		},
+		do: (*cli).unseal,
 	},
 	"seal": {
 		help: "Seal the running daemon: the master secret is wiped from its memory\nand services get 503 until the next unseal.",
@@ -48,9 +52,12 @@ var commands = map[string]*command{
 	},
 	"remove": {
 		args: " NAME", nPos: 1,
-		help:  "Remove admin NAME's slot. The last admin cannot be removed.\nPrompt: ACTOR's password. A removed admin who kept a copy of the file can\nstill open that copy: rotate the master secret where the consumer allows it.",
-		flags: asFlag,
-		do:    (*cli).remove,
+		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password)")
+		},
+		do: (*cli).remove,
 	},
 	"list": {
 		help:  "List admins and their Argon2id parameters.",
@@ -163,6 +170,11 @@ func (c *cli) init(o *opts) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "created keyring %s with admin %s\n", c.global.keyring, o.admin)
+	if o.recoveryCode {
+		if err := c.recoveryAfterInit(o.admin, pw); err != nil {
+			return fmt.Errorf("the keyring was created, but the recovery code was not: %w (retry with: sealbox-admin --keyring %s recovery regenerate --as %s)", err, c.global.keyring, o.admin)
+		}
+	}
 	fmt.Fprintf(c.stderr, "sealbox-admin: hint: add a second admin now (sealbox-admin --keyring %s add NAME --as %s), so one forgotten password does not lock you out\n", c.global.keyring, o.admin)
 	return nil
 }
@@ -239,7 +251,10 @@ func (c *cli) remove(o *opts) error {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
-	fmt.Fprintln(c.stderr, "sealbox-admin: hint: if they may have kept a copy of the keyring file, rotate the master secret where its consumer allows it")
+	if o.rekey {
+		return c.doRekey(b, o.as, apw)
+	}
+	fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
 	return nil
 }
 

@@ -25,17 +25,27 @@ daemon must be stopped); otherwise it talks to sealboxd on --admin-socket
 (default /run/sealbox/admin.sock).
 
 Commands:
-  init --keyring PATH --admin NAME [--secret-file FILE] [--kdf-time D]
+  init --keyring PATH --admin NAME [--secret-file FILE] [--kdf-time D] [--recovery-code]
                                  create a keyring with its first admin
   unseal --admin NAME            unseal the daemon with NAME's password
+  unseal --recovery              unseal the daemon with the recovery code
   seal                           seal the daemon (wipes the secret from memory)
   status [--json]                daemon state, or the file's summary offline
   add NAME --as ACTOR            add admin NAME, authorized by ACTOR
-  remove NAME --as ACTOR         remove admin NAME (never the last one)
+  remove NAME --as ACTOR [--rekey]
+                                 remove admin NAME (never the last one)
+  invite NAME --as ACTOR [--expires D]
+                                 print a one-time code for NAME to enroll with
+  enroll NAME                    become admin NAME with an invite code
   list [--json]                  list admins
   passwd NAME                    change NAME's password
   check [--as NAME [--repair]]   verify the keyring file; with a password,
                                  also its DataKey, records and secret
+  rotate --as ACTOR [--secret-file FILE]
+                                 replace the master secret
+  rekey --as ACTOR               replace the DataKey (after removing an admin)
+  recovery regenerate --as ACTOR create or replace the recovery code
+  backup --to FILE               a consistent copy of the keyring, mode 0600
   client add NAME --uid N [--gid N] --as ACTOR
                                  register a service by its peer credentials
   client list [--json]           list clients
@@ -131,6 +141,12 @@ func (c *cli) run(args []string) int {
 	if name == "audit" && len(rest) > 0 && rest[0] == "verify" {
 		name, rest = "audit verify", rest[1:]
 	}
+	if name == "recovery" {
+		if len(rest) == 0 || rest[0] != "regenerate" {
+			return c.fail(usagef("recovery needs a subcommand: regenerate"))
+		}
+		name, rest = "recovery regenerate", rest[1:]
+	}
 	if name == "help" {
 		fmt.Fprint(c.stdout, usage)
 		return exitOK
@@ -166,17 +182,22 @@ type command struct {
 
 // opts collects every flag a command may take.
 type opts struct {
-	pos        []string
-	as         string
-	admin      string
-	secretFile string
-	kdfTime    string
-	json       bool
-	uid, gid   int64
-	since      string
-	client     string
-	limit      int
-	repair     bool
+	pos          []string
+	as           string
+	admin        string
+	secretFile   string
+	kdfTime      string
+	json         bool
+	recovery     bool
+	expires      string
+	to           string
+	rekey        bool
+	recoveryCode bool
+	uid, gid     int64
+	since        string
+	client       string
+	limit        int
+	repair       bool
 }
 
 func (cmd *command) run(c *cli, name string, args []string) error {

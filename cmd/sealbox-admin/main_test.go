@@ -292,3 +292,78 @@ func TestUsage(t *testing.T) {
 	expect(t, run(t, "", "init", "--keyring", "/tmp/x.db", "--admin", "Bad Name"), 2, "lowercase")
 	expect(t, run(t, "", "--keyring", "/tmp/x.db", "unseal", "--admin", "alice"), 5, "talks to the running daemon")
 }
+
+// codeFrom returns the code line a command printed.
+func codeFrom(t *testing.T, out string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if len(line) == 39 && strings.Count(line, "-") == 7 {
+			return line
+		}
+	}
+	t.Fatalf("no code in output:\n%s", out)
+	return ""
+}
+
+func TestLifecycleOffline(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keyring.db")
+	r := run(t, pwA+"\n", "init", "--keyring", path, "--admin", "alice", "--kdf-time", "1ms", "--recovery-code")
+	expect(t, r, 0, "recovery code (shown once")
+	recovery := codeFrom(t, r.stdout)
+	kr := []string{"--keyring", path}
+	r = run(t, "", append(kr, "status", "--json")...)
+	expect(t, r, 0, `"recovery_code": true`)
+	expect(t, r, 0, `"kdf_memory_kib": 8192`) // the recovery slot's cheaper parameters
+
+	// Invite and enroll: a wrong code fails and keeps the invite.
+	r = run(t, pwA+"\n", append(kr, "invite", "bob", "--as", "alice", "--expires", "1h")...)
+	expect(t, r, 0, "invite code for bob")
+	code := codeFrom(t, r.stdout)
+	expect(t, run(t, strings.ToLower(recovery)+"\n"+pwB+"\n", append(kr, "enroll", "bob")...), 3, "no valid invite")
+	expect(t, run(t, code+"\n"+pwB+"\n", append(kr, "enroll", "bob")...), 0, "enrolled bob")
+	expect(t, run(t, code+"\n"+pwB+"\n", append(kr, "enroll", "bob")...), 3, "no valid invite")
+	expect(t, run(t, pwB+"\n", append(kr, "check", "--as", "bob")...), 0, "registry: ok")
+
+	// Rotate: a new secret, version 2.
+	sf := filepath.Join(dir, "new-secret")
+	os.WriteFile(sf, []byte("second master secret"), 0o600)
+	expect(t, run(t, pwA+"\n", append(kr, "rotate", "--as", "alice", "--secret-file", sf)...), 0, "version 2")
+	expect(t, run(t, pwB+"\n", append(kr, "check", "--as", "bob")...), 0, "version 2 decrypts, 20 bytes")
+
+	// Backup: a new 0600 file that opens; never over an existing file.
+	bk := filepath.Join(dir, "backup.db")
+	expect(t, run(t, "", append(kr, "backup", "--to", bk)...), 0, "backed up")
+	if st, err := os.Stat(bk); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v %v", st, err)
+	}
+	expect(t, run(t, pwA+"\n", "--keyring", bk, "check", "--as", "alice"), 0, "registry: ok")
+	expect(t, run(t, "", append(kr, "backup", "--to", bk)...), 4, "exists")
+
+	// Remove bob and rekey in one go; everyone else keeps their password.
+	r = run(t, pwA+"\n", append(kr, "remove", "bob", "--as", "alice", "--rekey")...)
+	expect(t, r, 0, "rekeyed")
+	expect(t, run(t, pwA+"\n", append(kr, "check", "--as", "alice")...), 0, "registry: ok")
+	expect(t, run(t, pwA+"\n", append(kr, "audit", "verify", "--as", "alice")...), 0, "audit: ok")
+	// Bob's password opens his slot in the backup, but not the keyring now.
+	expect(t, run(t, pwB+"\n", append(kr, "check", "--as", "bob")...), 3, "wrong")
+	expect(t, run(t, pwB+"\n", "--keyring", bk, "check", "--as", "bob"), 0, "version 2 decrypts")
+	// The recovery code, from before the rekey, still works (offline check
+	// goes through the same slot): regenerate replaces it.
+	r = run(t, pwA+"\n", append(kr, "recovery", "regenerate", "--as", "alice")...)
+	if codeFrom(t, r.stdout) == recovery {
+		t.Fatal("regenerate printed the old code")
+	}
+	r = run(t, "", append(kr, "audit", "--json")...)
+	for _, kind := range []string{"admin.invite", "admin.enroll", "secret.rotate", "backup", "admin.remove", "admin.rekey", "recovery.regenerate"} {
+		if !strings.Contains(r.stdout, `"kind": "`+kind+`"`) {
+			t.Errorf("no %s record in the audit log", kind)
+		}
+	}
+	for _, c := range []string{recovery, code, pwA, pwB} {
+		if strings.Contains(r.stdout, c) {
+			t.Fatalf("the audit log contains %q", c)
+		}
+	}
+}

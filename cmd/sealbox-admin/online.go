@@ -49,6 +49,16 @@ func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name
 	return o.AdminClient.RemoveAdmin(ctx, actor, apw, name)
 }
 
+func (o *online) Rekey(ctx context.Context, actor string, apw []byte) error {
+	o.deriving(actor)
+	return o.AdminClient.Rekey(ctx, actor, apw)
+}
+
+func (o *online) Enroll(ctx context.Context, name string, code, pw []byte) error {
+	o.deriving(name)
+	return o.AdminClient.Enroll(ctx, name, code, pw)
+}
+
 func (o *online) Passwd(ctx context.Context, name string, cur, npw []byte) error {
 	o.deriving(name)
 	return o.AdminClient.Passwd(ctx, name, cur, npw)
@@ -108,6 +118,11 @@ func (c *cli) onlineStatus(o *opts) error {
 	fmt.Fprintf(c.stdout, "keyring:   %s\n", st.Keyring)
 	fmt.Fprintf(c.stdout, "admins:    %d\nclients:   %d (%d active)\n", st.Admins, st.Clients, st.ActiveClients)
 	fmt.Fprintf(c.stdout, "kdf:       %v for new slots\n", st.KDFPolicy)
+	if st.Recovery {
+		fmt.Fprintln(c.stdout, "recovery:  a recovery code is set")
+	} else {
+		fmt.Fprintln(c.stdout, "recovery:  none (sealbox-admin recovery regenerate --as NAME)")
+	}
 	fmt.Fprintf(c.stdout, "daemon:    pid %d, up since %s\n", st.PID, st.Started.Format(time.RFC3339))
 	if st.RegistryProblems != "" {
 		fmt.Fprintf(c.stdout, "problems:  %s\n", st.RegistryProblems)

@@ -28,8 +28,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
 )
 
 var daemonBin, adminBin string
@@ -955,4 +957,119 @@ func TestMakeInstallAndUninstall(t *testing.T) {
 			t.Errorf("%s left after uninstall", gone)
 		}
 	}
+}
+
+func codeIn(t *testing.T, out string) string {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		if len(line) == 39 && strings.Count(line, "-") == 7 {
+			return line
+		}
+	}
+	t.Fatalf("no code in:\n%s", out)
+	return ""
+}
+
+func TestLifecycleThroughTheDaemon(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+
+	// Invite carol and let her enroll, all through the daemon.
+	code := codeIn(t, e.online(0, pwAlice+"\n", "invite", "carol", "--as", "alice").out)
+	e.online(3, "AAAA-BBBB-CCCC-DDDD-EEEE-FFFF-GGGG-HHHH\n"+pwCarol+"\n", "enroll", "carol")
+	e.online(0, code+"\n"+pwCarol+"\n", "enroll", "carol")
+	e.online(3, code+"\n"+pwCarol+"\n", "enroll", "carol")
+	e.online(0, pwCarol+"\n", "unseal", "--admin", "carol")
+	e.online(0, "", "seal")
+	// A password change through the daemon: the old one stops working.
+	e.online(0, pwCarol+"\n"+"carol's second passphrase\n", "passwd", "carol")
+	e.online(3, pwCarol+"\n", "unseal", "--admin", "carol")
+	e.online(0, "carol's second passphrase\n"+pwCarol+"\n", "passwd", "carol")
+
+	// The recovery code unseals, and the audit log says it was the code.
+	recovery := codeIn(t, e.online(0, pwAlice+"\n", "recovery", "regenerate", "--as", "alice").out)
+	e.online(0, recovery+"\n", "unseal", "--recovery")
+	if body := e.expectRead(nobody, 200); !bytes.Equal(body, masterSecret) {
+		t.Fatalf("after recovery unseal: %q", body)
+	}
+	if a := e.online(0, "", "audit", "--admin", "recovery").out; !strings.Contains(a, "unseal          ok       actor=recovery detail=recovery code") {
+		t.Fatalf("recovery unseal not audited as such:\n%s", a)
+	}
+
+	// Rotate: the client reads the new value at once.
+	next := filepath.Join(e.dir, "next")
+	os.WriteFile(next, []byte("rotated while serving"), 0o600)
+	e.online(0, pwAlice+"\n", "rotate", "--as", "alice", "--secret-file", next)
+	if body := e.expectRead(nobody, 200); string(body) != "rotated while serving" {
+		t.Fatalf("after rotate: %q", body)
+	}
+
+	// Bob keeps a backup while he is an admin, then is removed, and alice
+	// rekeys and rotates.
+	copyPath := filepath.Join(e.dir, "bobs-copy.db")
+	e.online(0, "", "backup", "--to", copyPath)
+	if st, err := os.Stat(copyPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("online backup: %v %v", st, err)
+	}
+	e.online(0, pwAlice+"\n", "remove", "bob", "--as", "alice", "--rekey")
+	e.online(0, pwAlice+"\n", "rotate", "--as", "alice")
+	e.online(0, "", "audit", "verify")
+	served := e.expectRead(nobody, 200)
+	if len(served) != 32 {
+		t.Fatalf("after the random rotate: %d bytes", len(served))
+	}
+	if code := e.stop(syscall.SIGTERM); code != 0 {
+		t.Fatal(code)
+	}
+
+	// Bob's password and his copy give him the old DataKey, which opens
+	// nothing in the keyring now.
+	okr, err := keyring.Open(copyPath, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oldKey *unseal.Key
+	okr.View(func(tx *keyring.Tx) error {
+		h, _ := tx.Header()
+		s, serr := tx.Slot("bob")
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		oldKey, err = unseal.OpenSlot(h, s, []byte(pwBob), memlock.Options{AllowUnlocked: true})
+		return nil
+	})
+	okr.Close()
+	if err != nil {
+		t.Fatalf("bob on his copy: %v", err)
+	}
+	defer oldKey.Destroy()
+	kr, err := keyring.Open(e.keyring, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr.View(func(tx *keyring.Tx) error {
+		sec, _ := tx.Secret()
+		if b, err := oldKey.DecryptSecret(sec, memlock.Options{AllowUnlocked: true}); err == nil {
+			b.Destroy()
+			t.Error("the old DataKey decrypts the secret written after the rekey")
+		}
+		return nil
+	})
+	kr.Close()
+
+	// After a restart, carol (absent at the rekey) unseals with her
+	// unchanged password; the client gets the rotated secret.
+	e.start(nil)
+	e.online(3, pwBob+"\n", "unseal", "--admin", "bob")
+	e.online(0, pwCarol+"\n", "unseal", "--admin", "carol")
+	if body := e.expectRead(nobody, 200); !bytes.Equal(body, served) {
+		t.Fatal("after the restart the client reads another value")
+	}
+	st := e.online(0, "", "status", "--json").out
+	if !strings.Contains(st, `"recovery_code": true`) || !strings.Contains(st, `"slots"`) {
+		t.Fatalf("status: %s", st)
+	}
+	e.online(0, "", "audit", "verify")
 }

@@ -1,0 +1,329 @@
+package admin
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+func TestInviteAndEnroll(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := keyring.Open(path, keyring.Options{})
+	defer kr.Close()
+	m := New(kr, clockAt(&now))
+	code, expires, err := m.Invite(ctx, "alice", []byte(pwAlice), "bob", time.Hour)
+	if err != nil || !expires.Equal(now.Add(time.Hour)) {
+		t.Fatalf("invite: %v %v", expires, err)
+	}
+	// An invite is not an admin: the last-admin guard still holds.
+	if err := m.RemoveAdmin(ctx, "alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrLastAdmin) {
+		t.Fatalf("last admin with an invite pending: %v", err)
+	}
+	// A wrong code fails and leaves the invite in place.
+	wrong, _ := unseal.NewCode()
+	if err := m.Enroll(ctx, "bob", wrong, []byte(pwBob)); !errors.Is(err, ErrInvite) {
+		t.Fatalf("wrong code: %v", err)
+	}
+	if err := m.Enroll(ctx, "bob", []byte("not a code at all"), []byte(pwBob)); !errors.Is(err, ErrInvite) {
+		t.Fatalf("malformed code: %v", err)
+	}
+	// The right code, typed sloppily, enrolls bob with his own password.
+	typed := bytes.ToLower(bytes.ReplaceAll(code, []byte("-"), []byte(" ")))
+	if err := m.Enroll(ctx, "bob", typed, []byte(pwBob)); err != nil {
+		t.Fatalf("enroll: %v", err)
+	}
+	mustUnseal(t, m, "bob", pwBob)
+	// Single use.
+	if err := m.Enroll(ctx, "bob", code, []byte(pwCarol)); !errors.Is(err, ErrInvite) {
+		t.Fatalf("reused invite: %v", err)
+	}
+	mustUnseal(t, m, "bob", pwBob)
+	// Expired invites do not open, before any derivation.
+	code2, _, err := m.Invite(ctx, "alice", []byte(pwAlice), "carol", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Hour)
+	n0, _ := unseal.Work()
+	err = m.Enroll(ctx, "carol", code2, []byte(pwCarol))
+	if !errors.Is(err, ErrInvite) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("expired invite: %v", err)
+	}
+	if n1, _ := unseal.Work(); n1 != n0 {
+		t.Fatal("an expired invite cost a derivation")
+	}
+	// Names already taken, and the reserved one, are refused.
+	if _, _, err := m.Invite(ctx, "alice", []byte(pwAlice), "bob", time.Hour); !errors.Is(err, keyring.ErrSlotExists) {
+		t.Fatalf("invite for an existing admin: %v", err)
+	}
+	if _, _, err := m.Invite(ctx, "alice", []byte(pwAlice), RecoveryName, time.Hour); !errors.Is(err, ErrReservedName) {
+		t.Fatalf("invite for the reserved name: %v", err)
+	}
+}
+
+func TestRecoveryCode(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	if m.HasRecovery() {
+		t.Fatal("recovery before one was made")
+	}
+	code, err := m.RegenerateRecovery(ctx, "alice", []byte(pwAlice))
+	if err != nil || !m.HasRecovery() {
+		t.Fatalf("regenerate: %v", err)
+	}
+	u, err := m.UnsealRecovery(ctx, code)
+	if err != nil || !bytes.Equal(u.Secret.Bytes(), secret) {
+		t.Fatalf("unseal with the recovery code: %v", err)
+	}
+	u.Secret.Destroy()
+	u.AuditKey.Destroy()
+	wrong, _ := unseal.NewCode()
+	if _, err := m.UnsealRecovery(ctx, wrong); !errors.Is(err, ErrRecovery) {
+		t.Fatalf("wrong code: %v", err)
+	}
+	// A new code replaces the old one.
+	code2, err := m.RegenerateRecovery(ctx, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.UnsealRecovery(ctx, code); !errors.Is(err, ErrRecovery) {
+		t.Fatalf("the old code after regenerating: %v", err)
+	}
+	u, err = m.UnsealRecovery(ctx, code2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Secret.Destroy()
+	// The recovery code is not an admin.
+	if err := m.AddAdmin(ctx, RecoveryName, code2, "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("the recovery code as an actor: %v", err)
+	}
+	// Audited as such.
+	recs, _ := m.AuditRecords(audit.Filter{Admin: RecoveryName})
+	found := false
+	for _, r := range recs {
+		if r.Kind == "unseal" && r.Outcome == "ok" && r.Detail == "recovery code" && r.Keyed {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no keyed recovery unseal record in %+v", recs)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	next := []byte("the rotated master secret")
+	if _, err := m.Rotate(ctx, "alice", []byte("wrong password!!"), next); !errors.Is(err, ErrWrongPassword) {
+		t.Fatal(err)
+	}
+	mustUnseal(t, m, "alice", pwAlice) // unchanged
+	v, err := m.Rotate(ctx, "alice", []byte(pwAlice), next)
+	if err != nil || v != 2 {
+		t.Fatalf("rotate: %d %v", v, err)
+	}
+	u, err := m.Unseal(ctx, "alice", []byte(pwAlice))
+	if err != nil || !bytes.Equal(u.Secret.Bytes(), next) || u.Version != 2 {
+		t.Fatalf("after rotate: %q v%d %v", u.Secret.Bytes(), u.Version, err)
+	}
+	u.Secret.Destroy()
+}
+
+// The scenario rekey exists for: bob is removed, but kept a copy of the
+// file. After a rekey, his password and that copy open nothing written
+// since, while the other admins carry on with their passwords unchanged.
+func TestRemoveRekeyLocksOutAnOldCopy(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := keyring.Open(path, keyring.Options{})
+	defer kr.Close()
+	var auditKeys []*memlock.Buffer
+	o := opts()
+	o.OnRekey = func(k *memlock.Buffer) { auditKeys = append(auditKeys, k) }
+	m := New(kr, o)
+	for _, a := range [][2]string{{"bob", pwBob}, {"carol", pwCarol}} {
+		if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), a[0], []byte(a[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recovery, err := m.RegenerateRecovery(ctx, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	invite, _, err := m.Invite(ctx, "alice", []byte(pwAlice), "dave", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bob keeps a copy of the file while he is still an admin.
+	var copyBuf bytes.Buffer
+	if _, err := m.Backup(ctx, &copyBuf); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "bobs-copy.db")
+	os.WriteFile(old, copyBuf.Bytes(), 0o600)
+	if err := m.RemoveAdmin(ctx, "alice", []byte(pwAlice), "bob"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := m.Rekey(ctx, "alice", []byte(pwAlice)); err != nil {
+		t.Fatalf("rekey: %v", err)
+	}
+	if len(auditKeys) != 1 {
+		t.Fatal("OnRekey was not called")
+	}
+	rotated := []byte("rotated after bob left")
+	if _, err := m.Rotate(ctx, "alice", []byte(pwAlice), rotated); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bob opens his slot in the old copy: he gets the old DataKey...
+	okr, err := keyring.Open(old, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oldKey *unseal.Key
+	okr.View(func(tx *keyring.Tx) error {
+		h, _ := tx.Header()
+		s, _ := tx.Slot("bob")
+		oldKey, err = unseal.OpenSlot(h, s, []byte(pwBob), memlock.Options{AllowUnlocked: true})
+		return nil
+	})
+	okr.Close()
+	if err != nil {
+		t.Fatalf("bob's password on his old copy: %v", err)
+	}
+	defer oldKey.Destroy()
+	// ...which opens neither the current secret nor anything else now.
+	kr.View(func(tx *keyring.Tx) error {
+		sec, _ := tx.Secret()
+		if buf, err := oldKey.DecryptSecret(sec, memlock.Options{AllowUnlocked: true}); !errors.Is(err, unseal.ErrSecret) {
+			buf.Destroy()
+			t.Errorf("the old DataKey decrypts the secret written after the rekey: %v", err)
+		}
+		if rep, _ := oldKey.VerifyRegistry(tx); rep.OK() {
+			t.Error("the old DataKey verifies the records re-signed by the rekey")
+		}
+		for _, name := range []string{"alice", "carol", RecoveryName, "dave"} {
+			s, err := tx.Slot(name)
+			if err != nil {
+				t.Fatalf("slot %s after the rekey: %v", name, err)
+			}
+			h, _ := tx.Header()
+			if _, err := unseal.OpenSlot(h, s, []byte(pwBob), memlock.Options{AllowUnlocked: true}); err == nil {
+				t.Errorf("bob's password opens %s's slot", name)
+			}
+		}
+		return nil
+	})
+
+	// Carol was not there: she unseals with her unchanged password, her slot
+	// folds the new key in, and the rekey is no longer pending for her.
+	u := mustUnsealSecret(t, m, "carol", pwCarol, rotated)
+	_ = u
+	admins, _ := m.ListAdmins()
+	for _, a := range admins {
+		if a.Name == "carol" && a.Pending {
+			t.Error("carol's slot still has the rekey pending after her login")
+		}
+		if a.Name == RecoveryName && !a.Pending {
+			t.Error("the recovery slot should still carry the pending key")
+		}
+	}
+	mustUnsealSecret(t, m, "carol", pwCarol, rotated)
+	mustUnsealSecret(t, m, "alice", pwAlice, rotated)
+	// The recovery code and the open invite still work.
+	ur, err := m.UnsealRecovery(ctx, recovery)
+	if err != nil || !bytes.Equal(ur.Secret.Bytes(), rotated) {
+		t.Fatalf("recovery after the rekey: %v", err)
+	}
+	ur.Secret.Destroy()
+	if err := m.Enroll(ctx, "dave", invite, []byte("dave's own passphrase")); err != nil {
+		t.Fatalf("enroll after the rekey: %v", err)
+	}
+	mustUnsealSecret(t, m, "dave", "dave's own passphrase", rotated)
+	// The audit chain verifies across the rekey, with the new key.
+	rep, err := m.VerifyAudit(ctx, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatalf("audit across the rekey: %v", err)
+	}
+	var rekeyed bool
+	recs, _ := m.AuditRecords(audit.Filter{})
+	for _, r := range recs {
+		rekeyed = rekeyed || (r.Kind == "admin.rekey" && r.Outcome == "ok")
+	}
+	if !rekeyed || rep.Records != len(recs) {
+		t.Fatalf("audit: rekey recorded %v, %d verified of %d", rekeyed, rep.Records, len(recs))
+	}
+	for _, k := range auditKeys {
+		k.Destroy()
+	}
+}
+
+func mustUnsealSecret(t *testing.T, m *Manager, name, pw string, want []byte) *Unsealed {
+	t.Helper()
+	u, err := m.Unseal(ctx, name, []byte(pw))
+	if err != nil {
+		t.Fatalf("unseal as %s: %v", name, err)
+	}
+	t.Cleanup(u.Secret.Destroy)
+	if !bytes.Equal(u.Secret.Bytes(), want) {
+		t.Fatalf("%s unsealed %q, want %q", name, u.Secret.Bytes(), want)
+	}
+	if !u.Report.OK() {
+		t.Fatalf("registry after unseal as %s: %v", name, u.Report.Err())
+	}
+	return u
+}
+
+func TestSlotBelowPolicyIsUpgradedAtLogin(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	stronger := keyring.Params{Time: 2, MemoryKiB: 128, Threads: 1}
+	m.kr.Update(func(tx *keyring.Tx) error {
+		h, _ := tx.Header()
+		h.Policy = stronger
+		return tx.PutHeader(h)
+	})
+	mustUnseal(t, m, "alice", pwAlice)
+	admins, _ := m.ListAdmins()
+	if admins[0].Time != 2 || admins[0].Memory != 128 {
+		t.Fatalf("slot after login: %+v, want the policy %v", admins[0], stronger)
+	}
+	recs, _ := m.AuditRecords(audit.Filter{Admin: "alice"})
+	if recs[len(recs)-2].Kind != "admin.refresh" {
+		t.Fatalf("no refresh record: %+v", recs[len(recs)-2])
+	}
+	mustUnseal(t, m, "alice", pwAlice)
+}
+
+func TestBackupOpens(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	var buf bytes.Buffer
+	n, err := m.Backup(ctx, &buf)
+	if err != nil || n != int64(buf.Len()) || n == 0 {
+		t.Fatalf("backup: %d %v", n, err)
+	}
+	path := filepath.Join(t.TempDir(), "copy.db")
+	os.WriteFile(path, buf.Bytes(), 0o600)
+	mustUnseal(t, reopen(t, path), "alice", pwAlice)
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+func init() {
+	commands["invite"] = &command{
+		args: " NAME", nPos: 1,
+		help: "Invite NAME to become an admin and choose their own password: prints a\none-time code (give it to them by a separate channel) that expires.\nPrompt: ACTOR's password. They run: sealbox-admin enroll NAME",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.StringVar(&o.expires, "expires", "24h", "the code is valid for this `duration` (1m to 720h)")
+		},
+		do: (*cli).invite,
+	}
+	commands["enroll"] = &command{
+		args: " NAME", nPos: 1,
+		help: "Become admin NAME with an invite code. Prompts: the code, NAME's new\npassword. The code works once.",
+		do:   (*cli).enroll,
+	}
+	commands["recovery regenerate"] = &command{
+		help:  "Create, or replace, the recovery code: a high-entropy code that unseals\nlike an admin password (sealbox-admin unseal --recovery). Printed once.\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    (*cli).recoveryRegenerate,
+	}
+	commands["rotate"] = &command{
+		help: "Replace the master secret: a new value (32 random bytes, or --secret-file)\nencrypted under the DataKey. A running daemon serves it at once.\nPrompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.StringVar(&o.secretFile, "secret-file", "", "read the new master secret from this `file`")
+		},
+		do: (*cli).rotate,
+	}
+	commands["rekey"] = &command{
+		help:  "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login.\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    (*cli).rekey,
+	}
+	commands["backup"] = &command{
+		help:  "Write a consistent copy of the keyring (taken in one read transaction)\nto a new file, mode 0600. It is as sensitive as the keyring itself.",
+		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.to, "to", "", "the new `file`") },
+		do:    (*cli).backup,
+	}
+}
+
+func (c *cli) invite(o *opts) error {
+	name := o.pos[0]
+	ttl, err := time.ParseDuration(o.expires)
+	if err != nil || ttl < time.Minute || ttl > 720*time.Hour {
+		return usagef("--expires: want a duration from 1m to 720h")
+	}
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	code, expires, err := b.Invite(c.ctx, o.as, apw, name, ttl)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(code)
+	fmt.Fprintf(c.stdout, "invite code for %s (valid until %s, once):\n", name, expires.UTC().Format(time.RFC3339))
+	c.stdout.Write(code)
+	fmt.Fprintln(c.stdout)
+	fmt.Fprintf(c.stderr, "sealbox-admin: hint: give the code to %s by another channel than the one you use to tell them their name; they run: sealbox-admin enroll %s\n", name, name)
+	return nil
+}
+
+func (c *cli) enroll(o *opts) error {
+	name := o.pos[0]
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	code, err := c.pw.Password("invite code for " + name)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(code)
+	pw, err := c.pw.NewPassword(name + "'s new password")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(pw)
+	if err := b.Enroll(c.ctx, name, code, pw); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "enrolled %s as an admin; the invite is used up\n", name)
+	return nil
+}
+
+func (c *cli) recoveryRegenerate(o *opts) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	code, err := b.RegenerateRecovery(c.ctx, o.as, apw)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(code)
+	c.printRecovery(code)
+	return nil
+}
+
+func (c *cli) printRecovery(code []byte) {
+	fmt.Fprintln(c.stdout, "recovery code (shown once; any earlier one no longer works):")
+	c.stdout.Write(code)
+	fmt.Fprintln(c.stdout)
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: store it offline, like a spare key (paper in a safe); it unseals with: sealbox-admin unseal --recovery")
+}
+
+func (c *cli) rotate(o *opts) error {
+	var secret []byte
+	if o.secretFile != "" {
+		var err error
+		if secret, err = readSecretFile(o.secretFile); err != nil {
+			return err
+		}
+	} else if c.global.keyring != "" {
+		// Offline nobody else picks one: 32 random bytes.
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+	}
+	defer memlock.Wipe(secret)
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	version, err := b.Rotate(c.ctx, o.as, apw, secret)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "rotated the master secret: version %d", version)
+	if c.global.keyring == "" {
+		fmt.Fprint(c.stdout, ", served now")
+	}
+	fmt.Fprintln(c.stdout)
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: services that cached the old value must read it again (restart them, or sealbox get)")
+	return nil
+}
+
+func (c *cli) rekey(o *opts) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	return c.doRekey(b, o.as, apw)
+}
+
+func (c *cli) doRekey(b backend, actor string, apw []byte) error {
+	if err := b.Rekey(c.ctx, actor, apw); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "rekeyed: a new DataKey; old copies of the keyring open nothing written from now on")
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: the other admins keep their passwords; their slots take the new key at their next login. To also change what an old copy reveals, rotate the master secret")
+	return nil
+}
+
+func (c *cli) backup(o *opts) error {
+	if err := requireFlag("to", o.to); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(o.to); err == nil {
+		return fmt.Errorf("%w: %s exists; choose a new file", keyring.ErrExists, o.to)
+	}
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	// Write beside the target, check the copy opens as a keyring, then put it
+	// in place: a half-written backup never carries the final name.
+	f, err := os.CreateTemp(filepath.Dir(o.to), "."+filepath.Base(o.to)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("creating the backup: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	n, err := b.Backup(c.ctx, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing the backup: %w", err)
+	}
+	kr, err := keyring.Open(tmp, keyring.Options{ReadOnly: true})
+	if err == nil {
+		err = kr.Check()
+		kr.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("the copy does not check out, so it was not kept: %w", err)
+	}
+	if err := os.Link(tmp, o.to); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %s appeared meanwhile", keyring.ErrExists, o.to)
+		}
+		return err
+	}
+	fmt.Fprintf(c.stdout, "backed up the keyring to %s (%d bytes, mode 0600)\n", o.to, n)
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: the copy opens with any current admin's password, like the keyring itself: keep it as carefully")
+	return nil
+}
+
+// onlineRecoveryUnseal is unseal --recovery through the daemon.
+func (c *cli) onlineRecoveryUnseal() error {
+	ac := daemon.NewAdminClient(c.adminSocket())
+	defer ac.Close()
+	code, err := c.pw.Password("recovery code")
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(code)
+	st, err := ac.UnsealRecovery(c.ctx, code)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "unsealed with the recovery code (%d active clients can read now)\n", st.ActiveClients)
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: the recovery code still works; regenerate it once the emergency is over: sealbox-admin recovery regenerate --as NAME")
+	return nil
+}
+
+// recoveryAfterInit creates the recovery code right after init, with the
+// first admin's password.
+func (c *cli) recoveryAfterInit(name string, pw []byte) error {
+	off, err := c.openOffline(false)
+	if err != nil {
+		return err
+	}
+	defer off.Close()
+	code, err := off.RegenerateRecovery(c.ctx, name, pw)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(code)
+	c.printRecovery(code)
+	return nil
+}
