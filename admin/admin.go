@@ -68,10 +68,15 @@ type Options struct {
 	Now func() time.Time
 	// Progress, if set, is told before each Argon2id derivation.
 	Progress func(what string, p keyring.Params)
-	// OnChange, if set, is called after every committed change with the
-	// client records that verified in that change's transaction and the
-	// registry report (sealboxd rebuilds its client index from them).
+	// OnChange, if set, is called after a change that re-signed every record
+	// (rekey, repair) with the client records that verified in its
+	// transaction and the registry report: sealboxd rebuilds its client
+	// index from them.
 	OnChange func(clients []*keyring.Client, rep *unseal.Report)
+	// OnClient, if set, is called after a change to one client record with
+	// that record: sealboxd updates its index in place, without a pass over
+	// every client per change.
+	OnClient func(c *keyring.Client)
 	// OnRekey, if set, receives the new audit key after a rekey and owns it
 	// (sealboxd keeps writing the audit log with it). If nil, it is wiped.
 	OnRekey func(auditKey *memlock.Buffer)
@@ -348,22 +353,18 @@ func detail(err error) string {
 }
 
 // change runs fn in one write transaction after checking that the actor's
-// slot is still the one that authenticated and that the registry verifies,
-// then rewrites the registry manifest, clears the actor's failure count and
-// appends the keyed audit record. Nothing is written if any step fails.
+// slot is still the one that authenticated and that the registry manifest
+// verifies, then rewrites the manifest, clears the actor's failure count and
+// appends the keyed audit record. Nothing is written if any step fails. The
+// cost does not grow with the number of records beyond one pass over their
+// stored MACs: records a change re-signs are verified by the change itself.
 func (m *Manager) change(ctx context.Context, s *session, op, target string, fn func(tx *keyring.Tx) error, details ...string) error {
-	var verified []*keyring.Client
-	var after *unseal.Report
 	err := m.kr.Update(func(tx *keyring.Tx) error {
 		cur, err := tx.Slot(s.slot.Name)
 		if err != nil || cur.MAC != s.slot.MAC {
 			return ErrChanged
 		}
-		rep, err := s.key.VerifyRegistry(tx)
-		if err != nil {
-			return err
-		}
-		if err := rep.Err(); err != nil {
+		if err := s.key.VerifyManifest(tx); err != nil {
 			return fmt.Errorf("%w; changes are refused until this is resolved (run sealbox-admin check)", err)
 		}
 		if err := fn(tx); err != nil {
@@ -382,19 +383,12 @@ func (m *Manager) change(ctx context.Context, s *session, op, target string, fn 
 		if err := audit.Append(tx, s.auditKey.Bytes(), ev); err != nil {
 			return fmt.Errorf("writing the audit record (the change was not made): %w", err)
 		}
-		if m.opts.OnChange != nil {
-			verified, after, err = verifiedClients(s.key, tx)
-		}
-		return err
+		return nil
 	})
 	if err != nil {
 		m.refused(ctx, s, op, target, err)
-		return err
 	}
-	if m.opts.OnChange != nil {
-		m.opts.OnChange(verified, after)
-	}
-	return nil
+	return err
 }
 
 // refused records an authenticated change that the rules refused. Best
@@ -504,16 +498,12 @@ func (m *Manager) RemoveAdmin(ctx context.Context, actor string, actorPassword [
 }
 
 func adminCount(tx *keyring.Tx) int {
-	slots, err := tx.Slots()
-	if err != nil {
-		return 0
-	}
 	n := 0
-	for _, s := range slots {
-		if s.Kind == keyring.KindAdmin {
+	tx.RecordMACs(func(kind byte, _ []byte, sk keyring.SlotKind, _ []byte) {
+		if kind == 'S' && sk == keyring.KindAdmin {
 			n++
 		}
-	}
+	})
 	return n
 }
 

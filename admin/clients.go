@@ -7,6 +7,7 @@ import (
 
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
 )
 
 // AddClient registers a new Active client identified by uid and, when gid is
@@ -26,7 +27,7 @@ func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []b
 		c.GID, c.HasGID = *gid, true
 	}
 	s.key.SignClient(c)
-	return m.change(ctx, s, "client.add", name, func(tx *keyring.Tx) error {
+	err = m.change(ctx, s, "client.add", name, func(tx *keyring.Tx) error {
 		if old, err := tx.Client(name); err == nil {
 			hint := ""
 			if old.Status == keyring.ClientRetired {
@@ -36,6 +37,10 @@ func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []b
 		}
 		return tx.PutClient(c)
 	})
+	if err == nil && m.opts.OnClient != nil {
+		m.opts.OnClient(c)
+	}
+	return err
 }
 
 // SetClientStatus moves a client between Active and Disabled, or retires it
@@ -50,10 +55,15 @@ func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPasswo
 		return err
 	}
 	defer s.close()
-	return m.change(ctx, s, op, name, func(tx *keyring.Tx) error {
+	var changed *keyring.Client
+	err = m.change(ctx, s, op, name, func(tx *keyring.Tx) error {
 		c, err := tx.Client(name)
 		if err != nil {
 			return err
+		}
+		// Re-signing a record that was altered would launder it.
+		if !s.key.VerifyClient(c) {
+			return fmt.Errorf("%w: client record %q; remove it with check --repair", unseal.ErrRegistry, name)
 		}
 		if c.Status == keyring.ClientRetired {
 			return fmt.Errorf("%w: client %q is retired", ErrClientState, name)
@@ -64,8 +74,13 @@ func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPasswo
 		c.Status = status
 		c.Updated = m.opts.now()
 		s.key.SignClient(c)
+		changed = c
 		return tx.PutClient(c)
 	})
+	if err == nil && m.opts.OnClient != nil {
+		m.opts.OnClient(changed)
+	}
+	return err
 }
 
 var statusOps = map[keyring.ClientStatus]string{

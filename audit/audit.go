@@ -228,15 +228,13 @@ func Append(tx *keyring.Tx, key []byte, events ...Event) error {
 	}
 	keyed := key != nil
 	ch := newChainer(key)
+	var body []byte
 	for _, ev := range events {
 		if ev.Time.IsZero() {
 			ev.Time = time.Now()
 		}
 		ev.Time = ev.Time.UTC()
-		body, err := json.Marshal(ev)
-		if err != nil {
-			return err
-		}
+		body = appendEvent(body[:0], &ev)
 		if len(body) > MaxBody {
 			return fmt.Errorf("audit: event body %d bytes exceeds %d", len(body), MaxBody)
 		}

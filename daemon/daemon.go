@@ -57,7 +57,11 @@ const (
 	maxHeaderBytes    = 8 << 10
 	kdfQueueLen       = 16
 	kdfQueueWait      = 30 * time.Second
-	shutdownGrace     = 5 * time.Second
+	// idleRelease: after a period with no request, hand freed memory back
+	// to the kernel (each Argon2id derivation leaves tens or hundreds of
+	// MiB behind, and sealboxd idles most of its life).
+	idleRelease   = 5 * time.Second
+	shutdownGrace = 5 * time.Second
 	// heapSlack is what the Go heap may use beyond the KDF budget before the
 	// garbage collector works hard to stay under it.
 	heapSlack = 32 << 20
@@ -76,7 +80,8 @@ type Daemon struct {
 	// it, to measure what auditing costs. No configuration reaches it.
 	noReadAudit bool
 	budget      *unseal.Budget
-	maxWait     atomic.Int64 // time.Duration
+	maxWait     atomic.Int64  // time.Duration
+	activity    atomic.Uint64 // requests served; the idle loop watches it
 	started     time.Time
 	notify      func(state string)
 	stopping    chan struct{}
@@ -139,6 +144,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	d.mgr = admin.New(kr, admin.Options{
 		Memory:   memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
 		OnChange: d.vault.replaceClients,
+		OnClient: d.vault.upsertClient,
 		Budget:   d.budget,
 		AuditKey: d.audit.keyBytes,
 		OnRekey:  d.audit.replaceKey,
@@ -168,7 +174,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	d.admLn = newPeerListener(ln, cfg.MaxConnections)
 	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
 	d.svcSrv = &http.Server{
-		Handler:           d.serviceRouter(),
+		Handler:           d.counted(d.serviceRouter()),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -178,7 +184,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		ErrorLog:          errLog,
 	}
 	d.admSrv = &http.Server{
-		Handler:           d.adminRouter(),
+		Handler:           d.counted(d.adminRouter()),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      adminWriteTimeout,
@@ -188,6 +194,14 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		ErrorLog:          errLog,
 	}
 	return d, nil
+}
+
+// counted notes each request for the idle loop.
+func (d *Daemon) counted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.activity.Add(1)
+		h.ServeHTTP(w, r)
+	})
 }
 
 // kdfBudget returns the budget in KiB: the configured one, which must hold
@@ -223,6 +237,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.kr.Close()
 		d.log.Info("stopped")
 	}()
+	go d.releaseWhenIdle(actx)
 	errc := make(chan error, 2)
 	go func() { errc <- d.svcSrv.Serve(d.svcLn) }()
 	go func() { errc <- d.admSrv.Serve(d.admLn) }()
@@ -247,6 +262,30 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// releaseWhenIdle returns freed memory to the kernel once per idle period:
+// when a whole idleRelease passed without a request.
+func (d *Daemon) releaseWhenIdle(ctx context.Context) {
+	t := time.NewTicker(idleRelease)
+	defer t.Stop()
+	last, released := d.activity.Load(), false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := d.activity.Load()
+		if now != last {
+			last, released = now, false
+			continue
+		}
+		if !released {
+			debug.FreeOSMemory()
+			released = true
+		}
+	}
 }
 
 // close seals and stops the servers; Serve then stops the audit writer and

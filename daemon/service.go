@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,6 +35,11 @@ func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
 
 type clientKey struct{}
 
+var (
+	octetStream = []string{"application/octet-stream"}
+	noStore     = []string{"no-store"}
+)
+
 // identify admits only peers that are an Active registered client, by the
 // credentials the kernel attested at accept. Root is not special.
 func (d *Daemon) identify(next http.Handler) http.Handler {
@@ -61,7 +67,8 @@ func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outc
 	if c != nil {
 		name = c.Name
 	}
-	d.log.Info("read", "path", r.URL.Path, "client", name, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "outcome", outcome)
+	d.log.LogAttrs(r.Context(), slog.LevelInfo, "read", slog.String("path", r.URL.Path), slog.String("client", name),
+		slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID)), slog.Int64("pid", int64(cred.PID)), slog.String("outcome", outcome))
 	if !d.noReadAudit {
 		d.audit.Read(audit.Event{Kind: "read", Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}, Outcome: outcome, Detail: r.URL.Path})
 	}
@@ -69,6 +76,9 @@ func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outc
 
 // waitParam parses ?wait=DURATION, capped by max_wait.
 func (d *Daemon) waitParam(r *http.Request) (time.Duration, *APIError) {
+	if r.URL.RawQuery == "" {
+		return 0, nil
+	}
 	s := r.URL.Query().Get("wait")
 	if s == "" {
 		return 0, nil
@@ -121,11 +131,12 @@ func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	d.awaitUnseal(w, r, wait)
 	outcome, c, err := d.vault.serve(cred, w, func(n int, version uint64) {
+		// Canonical keys and shared values: nothing to allocate here.
 		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Content-Length", strconv.Itoa(n))
-		h.Set("Cache-Control", "no-store")
-		h.Set("X-Sealbox-Secret-Version", strconv.FormatUint(version, 10))
+		h["Content-Type"] = octetStream
+		h["Content-Length"] = []string{strconv.Itoa(n)}
+		h["Cache-Control"] = noStore
+		h["X-Sealbox-Secret-Version"] = []string{strconv.FormatUint(version, 10)}
 		w.WriteHeader(http.StatusOK)
 	})
 	if err != nil {

@@ -65,6 +65,21 @@ func (v *vault) replaceClients(cs []*keyring.Client, rep *unseal.Report) {
 	}
 }
 
+// upsertClient puts one changed client record into the index.
+func (v *vault) upsertClient(c *keyring.Client) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	all := make([]*keyring.Client, 0, v.total+1)
+	for _, list := range v.clients {
+		for _, old := range list {
+			if old.Name != c.Name {
+				all = append(all, old)
+			}
+		}
+	}
+	v.setClients(append(all, c))
+}
+
 // match returns the client a peer is, and whether it may read: an Active
 // record whose uid matches and whose gid, if set, matches too. With no Active
 // match it returns a matching record of another status (for the audit line),

@@ -76,7 +76,11 @@ func (k *Keyring) Path() string { return k.path }
 func (k *Keyring) Close() error { return k.db.Close() }
 
 func openDB(path string, ro bool) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro})
+	// The freelist is a hash map rebuilt on open rather than written at every
+	// commit: commits (audit batches) stay cheap as the file grows. NoSync
+	// stays false: every commit is on disk when it returns.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro,
+		FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (is sealboxd running? then use --admin-socket instead of --keyring)", ErrLocked, path)
@@ -408,4 +412,28 @@ func (tx *Tx) DeleteClient(name string) error {
 		return errReadOnlyTxWrite
 	}
 	return tx.clients().Delete([]byte(name))
+}
+
+// RecordMACs calls fn for every slot (kind 'S') and then every client (kind
+// 'C') in key order with its name, its slot kind (slots only) and its stored
+// MAC, without decoding the rest of the record. A record too short to hold a
+// MAC is reported with a nil mac.
+func (tx *Tx) RecordMACs(fn func(kind byte, name []byte, slotKind SlotKind, mac []byte)) {
+	tx.slots().ForEach(func(k, v []byte) error {
+		var mac []byte
+		var sk SlotKind
+		if len(v) == slotSize || len(v) == slotV1Size {
+			mac, sk = v[len(v)-MACSize:], SlotKind(v[1])
+		}
+		fn('S', k, sk, mac)
+		return nil
+	})
+	tx.clients().ForEach(func(k, v []byte) error {
+		var mac []byte
+		if len(v) == clientSize {
+			mac = v[len(v)-MACSize:]
+		}
+		fn('C', k, 0, mac)
+		return nil
+	})
 }

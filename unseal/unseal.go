@@ -363,22 +363,55 @@ func (k *Key) VerifySlot(s *keyring.Slot) bool {
 	return hmac.Equal(m[:], s.MAC[:])
 }
 
-func (k *Key) manifest(gen uint64, slots []*keyring.Slot, clients []*keyring.Client) [keyring.MACSize]byte {
-	var body []byte
-	body = binary.BigEndian.AppendUint64(body, gen)
-	for _, s := range slots {
-		body = append(body, 'S')
-		body = binary.BigEndian.AppendUint16(body, uint16(len(s.Name)))
-		body = append(body, s.Name...)
-		body = append(body, s.MAC[:]...)
+// manifest computes the registry MAC over every record's stored MAC, in one
+// pass over the raw records. It reports false if a record is too short to
+// hold a MAC (the full verification names it).
+func (k *Key) manifest(tx *keyring.Tx, gen uint64) ([keyring.MACSize]byte, bool) {
+	m := hmac.New(sha256.New, k.regKey())
+	m.Write([]byte(labelManifest))
+	m.Write(k.id[:])
+	m.Write([]byte{0, 0}) // the empty name of the generic MAC layout
+	m.Write(binary.BigEndian.AppendUint64(nil, gen))
+	ok := true
+	var l [2]byte
+	tx.RecordMACs(func(kind byte, name []byte, _ keyring.SlotKind, mac []byte) {
+		if mac == nil {
+			ok = false
+			return
+		}
+		binary.BigEndian.PutUint16(l[:], uint16(len(name)))
+		m.Write([]byte{kind})
+		m.Write(l[:])
+		m.Write(name)
+		m.Write(mac)
+	})
+	var out [keyring.MACSize]byte
+	m.Sum(out[:0])
+	return out, ok
+}
+
+// VerifyManifest checks only the registry manifest: that the set of records
+// and their MACs is the one the last change signed. It costs one pass over
+// the raw records and one HMAC, so every change can afford it; a record
+// whose body was edited under an unchanged MAC still fails its own MAC
+// wherever it is used, and is named by VerifyRegistry.
+func (k *Key) VerifyManifest(tx *keyring.Tx) error {
+	reg, err := tx.Registry()
+	if err != nil {
+		return err
 	}
-	for _, c := range clients {
-		body = append(body, 'C')
-		body = binary.BigEndian.AppendUint16(body, uint16(len(c.Name)))
-		body = append(body, c.Name...)
-		body = append(body, c.MAC[:]...)
+	m, ok := k.manifest(tx, reg.Generation)
+	if !ok || !hmac.Equal(m[:], reg.MAC[:]) {
+		rep, err := k.VerifyRegistry(tx)
+		if err != nil {
+			return err
+		}
+		if rep.OK() { // cannot happen: the full check sees the same bytes
+			rep.ManifestBad = true
+		}
+		return rep.Err()
 	}
-	return k.mac(labelManifest, "", body)
+	return nil
 }
 
 // Report is the outcome of VerifyRegistry.
@@ -437,7 +470,7 @@ func (k *Key) VerifyRegistry(tx *keyring.Tx) (*Report, error) {
 			r.BadClients = append(r.BadClients, c.Name)
 		}
 	}
-	m := k.manifest(reg.Generation, slots, clients)
+	m, _ := k.manifest(tx, reg.Generation)
 	r.ManifestBad = !hmac.Equal(m[:], reg.MAC[:])
 	return r, nil
 }
@@ -450,20 +483,26 @@ func (k *Key) Register(tx *keyring.Tx) error {
 	if err != nil {
 		return err
 	}
-	slots, err := tx.Slots()
-	if err != nil {
-		return err
-	}
-	clients, err := tx.Clients()
-	if err != nil {
-		return err
-	}
 	reg.Generation++
-	reg.MAC = k.manifest(reg.Generation, slots, clients)
+	var ok bool
+	if reg.MAC, ok = k.manifest(tx, reg.Generation); !ok {
+		return fmt.Errorf("%w: a record too short to hold a MAC", keyring.ErrCorrupt)
+	}
 	return tx.PutRegistry(reg)
 }
 
 // InitialRegistry returns the manifest for a new keyring holding one slot.
 func (k *Key) InitialRegistry(s *keyring.Slot) keyring.Registry {
-	return keyring.Registry{Generation: 1, MAC: k.manifest(1, []*keyring.Slot{s}, nil)}
+	m := hmac.New(sha256.New, k.regKey())
+	m.Write([]byte(labelManifest))
+	m.Write(k.id[:])
+	m.Write([]byte{0, 0})
+	m.Write(binary.BigEndian.AppendUint64(nil, 1))
+	m.Write([]byte{'S'})
+	m.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Name))))
+	m.Write([]byte(s.Name))
+	m.Write(s.MAC[:])
+	r := keyring.Registry{Generation: 1}
+	m.Sum(r.MAC[:0])
+	return r
 }

@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/logbuf"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
@@ -73,7 +75,10 @@ func run(args []string, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	level.Set(cfg.Level())
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// One line per read: buffer them, rather than one write(2) per request.
+	logOut := logbuf.New(stderr, 64<<10, 100*time.Millisecond)
+	defer logOut.Close()
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
 	notify := func(state string) {
 		if err := daemon.Notify(state); err != nil {
 			log.Warn("sd_notify failed", "error", err)

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestLoadAgainstTheBareServer(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "bare.sock")
+	go serveBare(sock, "32")
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, keepAlive := range []bool{true, false} {
+		rate, lat, err := load(sock, 4, 200, keepAlive)
+		if err != nil || rate <= 0 || len(lat) != 200 {
+			t.Fatalf("keep-alive %v: rate %v, %d latencies, %v", keepAlive, rate, len(lat), err)
+		}
+		if pct(lat, 0.5) > pct(lat, 0.99) || pct(lat, 0) != lat[0] {
+			t.Fatal("latencies not sorted")
+		}
+	}
+	if _, _, err := load(filepath.Join(t.TempDir(), "none.sock"), 1, 2, true); err == nil {
+		t.Fatal("no error from a missing server")
+	}
+}
+
+func TestHelpers(t *testing.T) {
+	if median([]float64{3, 1, 2}) != 2 || medianD([]time.Duration{5, 1, 9}) != 5 {
+		t.Fatal("median")
+	}
+	if met(true) != "yes" || met(false) != "NO" {
+		t.Fatal("met")
+	}
+	if mib(1536) != "1.5 MiB" || ms(1500*time.Microsecond) != "1.5 ms" {
+		t.Fatal("units")
+	}
+	if rssKiB(os.Getpid(), "VmRSS") <= 0 {
+		t.Fatal("rss of this process")
+	}
+}
