@@ -90,3 +90,5 @@ func TestShippedConfigIsTheDefaults(t *testing.T) {
 		t.Fatalf("shipped config %+v differs from the built-in defaults %+v", c, Default())
 	}
 }
+
+func readShipped() ([]byte, error) { return os.ReadFile("sealboxd.toml") }

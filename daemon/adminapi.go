@@ -54,7 +54,7 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodPost, "/v1/rotate", d.rotate},
 		{http.MethodPost, "/v1/rekey", d.rekey},
 	}
-	r := mux.NewRouter()
+	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
 	for _, rt := range routes {
 		r.Handle(rt.path, d.adminEndpoint(rt.h)).Methods(rt.method)
 	}

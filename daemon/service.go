@@ -17,7 +17,7 @@ import (
 // operations do not exist here. Every request passes identify first, so an
 // unknown peer learns nothing, not even which paths exist.
 func (d *Daemon) serviceRouter() http.Handler {
-	r := mux.NewRouter()
+	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
 	r.HandleFunc("/v1/secret", d.getSecret).Methods(http.MethodGet)
 	r.HandleFunc("/v1/status", d.getServiceStatus).Methods(http.MethodGet)
 	r.NotFoundHandler = http.HandlerFunc(notFound)

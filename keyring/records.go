@@ -189,6 +189,11 @@ func ParseSlot(name string, b []byte) (*Slot, error) {
 		off += 8
 		switch b[off] {
 		case 0:
+			for _, c := range b[off+1 : off+1+PendingSize] {
+				if c != 0 {
+					return nil, fmt.Errorf("%w: slot %q has bytes in its pending field but no pending flag", ErrCorrupt, name)
+				}
+			}
 		case 1:
 			s.Pending = new([PendingSize]byte)
 			copy(s.Pending[:], b[off+1:])

@@ -32,11 +32,10 @@ const MaxLine = 4096
 
 // Reader reads passwords from a terminal or a pipe.
 type Reader struct {
-	in     *os.File
-	out    io.Writer // where prompts go (stderr)
-	tty    bool
-	lines  *bufio.Reader
-	onTerm func() // for tests
+	in    *os.File
+	out   io.Writer // where prompts go (stderr)
+	tty   bool
+	lines *bufio.Reader
 }
 
 // New returns a Reader on in, prompting on out when in is a terminal.
