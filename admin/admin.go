@@ -42,6 +42,9 @@ var (
 	ErrInvite          = errors.New("no valid invite for that name and code (wrong, used or expired)")
 	ErrRecovery        = errors.New("wrong recovery code, or no recovery code is set")
 	ErrReservedName    = errors.New("that name is reserved")
+	// ErrInvalid is wrapped by errors about malformed input (sizes,
+	// durations, statuses); names have keyring.ErrInvalidName.
+	ErrInvalid = errors.New("invalid request")
 )
 
 // RecoveryName is the slot name of the recovery code.
@@ -125,7 +128,7 @@ func Init(ctx context.Context, path, name string, password, secret []byte, opts 
 		return err
 	}
 	if len(secret) < 1 || len(secret) > keyring.MaxSecretSize {
-		return fmt.Errorf("master secret must be 1 to %d bytes, got %d", keyring.MaxSecretSize, len(secret))
+		return fmt.Errorf("%w: the master secret must be 1 to %d bytes, got %d", ErrInvalid, keyring.MaxSecretSize, len(secret))
 	}
 	var policy keyring.Params
 	if opts.Policy != nil {

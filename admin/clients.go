@@ -48,7 +48,7 @@ func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []b
 func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPassword []byte, name string, status keyring.ClientStatus) error {
 	op, ok := statusOps[status]
 	if !ok {
-		return fmt.Errorf("invalid client status %d", status)
+		return fmt.Errorf("%w: client status %d", ErrInvalid, status)
 	}
 	s, err := m.authenticate(ctx, op, actor, actorPassword)
 	if err != nil {

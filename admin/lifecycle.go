@@ -25,7 +25,7 @@ func (m *Manager) Invite(ctx context.Context, actor string, actorPassword []byte
 		return nil, time.Time{}, err
 	}
 	if ttl < time.Minute || ttl > 30*24*time.Hour {
-		return nil, time.Time{}, fmt.Errorf("%w: an invite lives from 1 minute to 30 days", ErrInvite)
+		return nil, time.Time{}, fmt.Errorf("%w: an invite lives from 1 minute to 30 days", ErrInvalid)
 	}
 	s, err := m.authenticate(ctx, "admin.invite", actor, actorPassword)
 	if err != nil {
@@ -147,7 +147,7 @@ func (m *Manager) HasRecovery() bool {
 // by actor, and returns the new version. The DataKey stays.
 func (m *Manager) Rotate(ctx context.Context, actor string, actorPassword []byte, newSecret []byte) (uint64, error) {
 	if len(newSecret) < 1 || len(newSecret) > keyring.MaxSecretSize {
-		return 0, fmt.Errorf("master secret must be 1 to %d bytes, got %d", keyring.MaxSecretSize, len(newSecret))
+		return 0, fmt.Errorf("%w: the master secret must be 1 to %d bytes, got %d", ErrInvalid, keyring.MaxSecretSize, len(newSecret))
 	}
 	s, err := m.authenticate(ctx, "secret.rotate", actor, actorPassword)
 	if err != nil {

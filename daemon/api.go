@@ -100,6 +100,8 @@ func errorFor(err error) *APIError {
 		status, code = http.StatusConflict, codeRefused
 	case errors.Is(err, admin.ErrWeakPassword), errors.Is(err, unseal.ErrParams):
 		status, code = http.StatusBadRequest, codeRefused
+	case errors.Is(err, keyring.ErrInvalidName), errors.Is(err, admin.ErrInvalid):
+		status, code = http.StatusBadRequest, codeBadRequest
 	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry),
 		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
 		status, code = http.StatusInternalServerError, codeIntegrity

@@ -342,15 +342,18 @@ func parseRegistry(b []byte) (*Registry, error) {
 	return r, nil
 }
 
+// ErrInvalidName is wrapped by ValidName's errors.
+var ErrInvalidName = errors.New("invalid name")
+
 // ValidName reports whether name is acceptable for an admin or a client:
 // 1 to 64 characters of lowercase letters, digits, '.', '_' and '-',
 // starting with a letter or digit.
 func ValidName(name string) error {
 	if len(name) == 0 {
-		return errors.New("name is empty")
+		return fmt.Errorf("%w: the name is empty", ErrInvalidName)
 	}
 	if len(name) > MaxNameLen {
-		return fmt.Errorf("name is %d characters, the limit is %d", len(name), MaxNameLen)
+		return fmt.Errorf("%w: %d characters, the limit is %d", ErrInvalidName, len(name), MaxNameLen)
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
@@ -358,7 +361,7 @@ func ValidName(name string) error {
 		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
 		case (c == '.' || c == '_' || c == '-') && i > 0:
 		default:
-			return fmt.Errorf("name %q: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit", name)
+			return fmt.Errorf("%w %q: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalidName, name)
 		}
 	}
 	return nil

@@ -251,7 +251,7 @@ func (c *cli) check(o *opts) error {
 func classify(err error) (int, string) {
 	var ue *usageError
 	switch {
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, keyring.ErrInvalidName), errors.Is(err, admin.ErrInvalid):
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	case errors.Is(err, unseal.ErrWrongPassword):
 		return exitAuth, "nothing was changed; check the admin name and try again"
