@@ -12,7 +12,18 @@ UNITDIR     ?= $(SYSCONFDIR)/systemd/system
 SYSUSERSDIR ?= /usr/lib/sysusers.d
 DOCDIR      ?= $(PREFIX)/share/doc/sealbox
 
-.PHONY: all build test vet fmt-check bench demo run install uninstall clean
+.PHONY: all build test vet fmt-check bench demo run install uninstall clean fuzz crash soak
+
+# Long runs of the hostile-conditions suites (the quick versions run in CI).
+FUZZTIME ?= 10m
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+crash:
+	SEALBOX_CRASH_KILLS=$${SEALBOX_CRASH_KILLS:-200} $(GO) test -count=1 -timeout 2h -run TestCrashConsistency -v ./cmd/sealbox-admin
+
+soak:
+	SEALBOX_SOAK_READS=$${SEALBOX_SOAK_READS:-1000000} $(GO) test -count=1 -timeout 1h -run 'TestSoakReads|TestReadsDuringChanges' -v ./cmd/sealboxd
 
 all: build
 

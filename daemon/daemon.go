@@ -28,6 +28,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -117,14 +118,14 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		d.notify = func(string) {}
 	}
 	d.maxWait.Store(int64(cfg.MaxWait))
+	if err := checkOwnership(cfg.Keyring, d.log); err != nil {
+		return nil, err
+	}
 	kr, err := keyring.Open(cfg.Keyring, keyring.Options{})
 	if err != nil {
 		return nil, err
 	}
 	d.kr = kr
-	if st, err := os.Stat(cfg.Keyring); err == nil && st.Mode().Perm()&0o077 != 0 {
-		d.log.Warn("keyring file is accessible to others; it should be 0600", "keyring", cfg.Keyring, "mode", st.Mode().Perm().String())
-	}
 	d.audit = newAuditor(kr, d.log, cfg.AuditMaxRecords)
 	probe := admin.New(kr, admin.Options{})
 	need, err := probe.MaxSlotMemoryKiB()
@@ -202,6 +203,27 @@ func (d *Daemon) counted(h http.Handler) http.Handler {
 		d.activity.Add(1)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// checkOwnership refuses a keyring that belongs to another user or that
+// others may write: whoever can replace it can make admins lock themselves
+// out. A keyring that others may read gets a warning (a copy allows offline
+// guessing, which Argon2id makes slow, but why offer it).
+func checkOwnership(path string, log *slog.Logger) error {
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() {
+		return nil // keyring.Open says what is wrong
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("keyring %s belongs to uid %d, but sealboxd runs as uid %d; chown it to the daemon's user", path, sys.Uid, os.Geteuid())
+	}
+	if mode := st.Mode().Perm(); mode&0o022 != 0 {
+		return fmt.Errorf("keyring %s is mode %v: others may write it; chmod 600 it", path, mode)
+	} else if mode&0o044 != 0 {
+		log.Warn("keyring file is readable by others; it should be 0600", "keyring", path, "mode", mode.String())
+	}
+	return nil
 }
 
 // kdfBudget returns the budget in KiB: the configured one, which must hold

@@ -237,6 +237,9 @@ func (c *cli) add(o *opts) error {
 }
 
 func (c *cli) remove(o *opts) error {
+	if err := keyring.ValidName(o.pos[0]); err != nil {
+		return usagef("admin name: %v", err)
+	}
 	b, err := c.backend()
 	if err != nil {
 		return err
