@@ -25,12 +25,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/sealbox/sealbox/internal/unixhttp"
 )
 
 // DefaultSocket is the service socket sealboxd listens on by default.
@@ -66,15 +67,7 @@ func New(path string) *Client {
 	if path == "" {
 		path = DefaultSocket
 	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		MaxIdleConnsPerHost: 2,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	return &Client{socket: path, hc: &http.Client{Transport: tr}}
+	return &Client{socket: path, hc: &http.Client{Transport: unixhttp.Transport(path, 2)}}
 }
 
 // Socket returns the socket path in use.

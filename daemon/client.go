@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/unixhttp"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -28,15 +28,7 @@ type AdminClient struct {
 
 // NewAdminClient returns a client for the admin socket at path.
 func NewAdminClient(path string) *AdminClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		MaxIdleConns:    1,
-		IdleConnTimeout: 10 * time.Second,
-	}
-	return &AdminClient{socket: path, hc: &http.Client{Transport: tr, Timeout: adminWriteTimeout}}
+	return &AdminClient{socket: path, hc: &http.Client{Transport: unixhttp.Transport(path, 1), Timeout: adminWriteTimeout}}
 }
 
 // Close releases idle connections.

@@ -202,6 +202,22 @@ func readSecretFile(path string) ([]byte, error) {
 	return out, nil
 }
 
+// asActor opens the backend and reads the acting admin's password, runs fn,
+// then wipes the password and closes the backend.
+func (c *cli) asActor(o *opts, fn func(b backend, apw []byte) error) error {
+	b, err := c.backend()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	apw, err := c.actorPassword(o)
+	if err != nil {
+		return err
+	}
+	defer memlock.Wipe(apw)
+	return fn(b, apw)
+}
+
 func (c *cli) actorPassword(o *opts) ([]byte, error) {
 	if err := requireFlag("as", o.as); err != nil {
 		return nil, err
@@ -214,51 +230,35 @@ func (c *cli) add(o *opts) error {
 	if err := keyring.ValidName(name); err != nil {
 		return usagef("admin name: %v", err)
 	}
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	npw, err := c.pw.NewPassword(name + "'s new password")
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(npw)
-	if err := b.AddAdmin(c.ctx, o.as, apw, name, npw); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "added admin %s\n", name)
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		npw, err := c.pw.NewPassword(name + "'s new password")
+		if err != nil {
+			return err
+		}
+		defer memlock.Wipe(npw)
+		if err := b.AddAdmin(c.ctx, o.as, apw, name, npw); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "added admin %s\n", name)
+		return nil
+	})
 }
 
 func (c *cli) remove(o *opts) error {
 	if err := keyring.ValidName(o.pos[0]); err != nil {
 		return usagef("admin name: %v", err)
 	}
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
-	if o.rekey {
-		return c.doRekey(b, o.as, apw)
-	}
-	fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
+		if o.rekey {
+			return c.doRekey(b, o.as, apw)
+		}
+		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
+		return nil
+	})
 }
 
 func (c *cli) passwd(o *opts) error {
@@ -329,43 +329,27 @@ func (c *cli) clientAdd(o *opts) error {
 		g := uint32(o.gid)
 		gid = &g
 	}
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	if err := b.AddClient(c.ctx, o.as, apw, name, uint32(o.uid), gid); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "registered client %s (uid %d", name, o.uid)
-	if gid != nil {
-		fmt.Fprintf(c.stdout, ", gid %d", *gid)
-	}
-	fmt.Fprintln(c.stdout, ")")
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		if err := b.AddClient(c.ctx, o.as, apw, name, uint32(o.uid), gid); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "registered client %s (uid %d", name, o.uid)
+		if gid != nil {
+			fmt.Fprintf(c.stdout, ", gid %d", *gid)
+		}
+		fmt.Fprintln(c.stdout, ")")
+		return nil
+	})
 }
 
 func (c *cli) clientStatus(o *opts, st keyring.ClientStatus, verb string) error {
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	if err := b.SetClientStatus(c.ctx, o.as, apw, o.pos[0], st); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "%s client %s\n", verb, o.pos[0])
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		if err := b.SetClientStatus(c.ctx, o.as, apw, o.pos[0], st); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "%s client %s\n", verb, o.pos[0])
+		return nil
+	})
 }
 
 func (c *cli) clientList(o *opts) error {

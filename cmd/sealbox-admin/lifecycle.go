@@ -61,26 +61,18 @@ func (c *cli) invite(o *opts) error {
 	if err != nil || ttl < time.Minute || ttl > 720*time.Hour {
 		return usagef("--expires: want a duration from 1m to 720h")
 	}
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	code, expires, err := b.Invite(c.ctx, o.as, apw, name, ttl)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(code)
-	fmt.Fprintf(c.stdout, "invite code for %s (valid until %s, once):\n", name, expires.UTC().Format(time.RFC3339))
-	c.stdout.Write(code)
-	fmt.Fprintln(c.stdout)
-	fmt.Fprintf(c.stderr, "sealbox-admin: hint: give the code to %s by another channel than the one you use to tell them their name; they run: sealbox-admin enroll %s\n", name, name)
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		code, expires, err := b.Invite(c.ctx, o.as, apw, name, ttl)
+		if err != nil {
+			return err
+		}
+		defer memlock.Wipe(code)
+		fmt.Fprintf(c.stdout, "invite code for %s (valid until %s, once):\n", name, expires.UTC().Format(time.RFC3339))
+		c.stdout.Write(code)
+		fmt.Fprintln(c.stdout)
+		fmt.Fprintf(c.stderr, "sealbox-admin: hint: give the code to %s by another channel than the one you use to tell them their name; they run: sealbox-admin enroll %s\n", name, name)
+		return nil
+	})
 }
 
 func (c *cli) enroll(o *opts) error {
@@ -108,23 +100,15 @@ func (c *cli) enroll(o *opts) error {
 }
 
 func (c *cli) recoveryRegenerate(o *opts) error {
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	code, err := b.RegenerateRecovery(c.ctx, o.as, apw)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(code)
-	c.printRecovery(code)
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		code, err := b.RegenerateRecovery(c.ctx, o.as, apw)
+		if err != nil {
+			return err
+		}
+		defer memlock.Wipe(code)
+		c.printRecovery(code)
+		return nil
+	})
 }
 
 func (c *cli) printRecovery(code []byte) {
@@ -149,41 +133,25 @@ func (c *cli) rotate(o *opts) error {
 		}
 	}
 	defer memlock.Wipe(secret)
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	version, err := b.Rotate(c.ctx, o.as, apw, secret)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "rotated the master secret: version %d", version)
-	if c.global.keyring == "" {
-		fmt.Fprint(c.stdout, ", served now")
-	}
-	fmt.Fprintln(c.stdout)
-	fmt.Fprintln(c.stderr, "sealbox-admin: hint: services that cached the old value must read it again (restart them, or sealbox get)")
-	return nil
+	return c.asActor(o, func(b backend, apw []byte) error {
+		version, err := b.Rotate(c.ctx, o.as, apw, secret)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "rotated the master secret: version %d", version)
+		if c.global.keyring == "" {
+			fmt.Fprint(c.stdout, ", served now")
+		}
+		fmt.Fprintln(c.stdout)
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: services that cached the old value must read it again (restart them, or sealbox get)")
+		return nil
+	})
 }
 
 func (c *cli) rekey(o *opts) error {
-	b, err := c.backend()
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	apw, err := c.actorPassword(o)
-	if err != nil {
-		return err
-	}
-	defer memlock.Wipe(apw)
-	return c.doRekey(b, o.as, apw)
+	return c.asActor(o, func(b backend, apw []byte) error {
+		return c.doRekey(b, o.as, apw)
+	})
 }
 
 func (c *cli) doRekey(b backend, actor string, apw []byte) error {

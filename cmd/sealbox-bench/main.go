@@ -52,6 +52,7 @@ import (
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/unixhttp"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
 )
@@ -316,14 +317,8 @@ func serveBare(sock, size string) {
 // load runs total GETs of url over conns connections and returns requests
 // per second and latencies.
 func load(sock string, conns, total int, keepAlive bool) (float64, []time.Duration, error) {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConnsPerHost: conns,
-		DisableKeepAlives:   !keepAlive,
-	}
+	tr := unixhttp.Transport(sock, conns)
+	tr.DisableKeepAlives = !keepAlive
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	lat := make([][]time.Duration, conns)
