@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -106,7 +107,19 @@ func readJSON(r *http.Request, dst any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
-		return badRequest("malformed JSON request: %v", err)
+		// encoding/json's messages can quote the input, which may hold a
+		// password: say where, not what.
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return badRequest("malformed JSON request at byte %d", se.Offset)
+		case errors.As(err, &te):
+			return badRequest("malformed JSON request: field %q has the wrong type", te.Field)
+		case strings.HasPrefix(err.Error(), "json: unknown field"):
+			return badRequest("malformed JSON request: %v", err) // names the field, not a value
+		}
+		return badRequest("malformed JSON request (a byte string must be base64)")
 	}
 	if dec.More() {
 		return badRequest("malformed JSON request: trailing data")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -428,5 +429,21 @@ func TestNotify(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")
 	if err := Notify("READY=1"); err != nil {
 		t.Fatalf("no socket set: %v", err)
+	}
+}
+
+func TestMalformedRequestsDoNotEchoTheirInput(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{
+		`{"admin":"alice","password":"c2VjcmV0IHBhc3N3b3Jk!!"}`,
+		`{"admin":"alice","password":SECRETPW}`,
+		`{"admin":"alice","password":["SECRETPW"]}`,
+	} {
+		r := httptest.NewRequest("POST", "/", strings.NewReader(body))
+		var req UnsealRequest
+		err := readJSON(r, &req)
+		if err == nil || strings.Contains(err.Error(), "SECRETPW") || strings.Contains(err.Error(), "c2VjcmV0") || strings.Contains(err.Error(), "!!") {
+			t.Errorf("%s: %v", body, err)
+		}
 	}
 }
