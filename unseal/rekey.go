@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"golang.org/x/crypto/curve25519"
 
@@ -177,7 +176,3 @@ func (k *Key) Rekeyed(mo memlock.Options) (*Key, error) { return NewKey(k.id, mo
 
 // SignSlot sets a slot record's registry MAC under this key.
 func (k *Key) SignSlot(s *keyring.Slot) { s.MAC = k.slotMAC(s) }
-
-// IsCode reports whether typed looks like a code rather than a password, for
-// messages.
-func IsCode(typed string) bool { _, ok := NormalizeCode([]byte(strings.TrimSpace(typed))); return ok }
