@@ -19,6 +19,21 @@ func clockAt(now *time.Time) Options {
 	return o
 }
 
+// newStoreAt is newStore with a clock the test moves.
+func newStoreAt(t *testing.T, now *time.Time) *Manager {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kr.Close() })
+	return New(kr, clockAt(now))
+}
+
 func TestBackoffPersistsAndResets(t *testing.T) {
 	// Not parallel: reads unseal's process-wide work counter.
 	path := filepath.Join(t.TempDir(), "keyring.db")
@@ -71,14 +86,8 @@ func TestBackoffPersistsAndResets(t *testing.T) {
 
 func TestUnknownNamesBackOffLikeKnownOnes(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1_800_000_000, 0)
-	kr, _ := keyring.Open(path, keyring.Options{})
-	defer kr.Close()
-	m := New(kr, clockAt(&now))
+	m := newStoreAt(t, &now)
 	var answers [2][]string
 	for i, name := range []string{"alice", "zed"} {
 		for j := 0; j < freePerName+1; j++ {
@@ -95,14 +104,8 @@ func TestUnknownNamesBackOffLikeKnownOnes(t *testing.T) {
 
 func TestGlobalBackoff(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1_800_000_000, 0)
-	kr, _ := keyring.Open(path, keyring.Options{})
-	defer kr.Close()
-	m := New(kr, clockAt(&now))
+	m := newStoreAt(t, &now)
 	// Many names, one failure each: only the global count can stop them.
 	for i := 0; i < freeGlobal; i++ {
 		m.Unseal(ctx, "guess"+string(rune('a'+i)), []byte("wrong password!!"))

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/sealbox/sealbox/keyring"
@@ -28,16 +27,7 @@ func FuzzChain(f *testing.F) {
 		if x == 0 {
 			return
 		}
-		in := &keyring.Initial{
-			Header: keyring.Header{Policy: keyring.Params{Time: 3, MemoryKiB: 65536, Threads: 4}},
-			Secret: keyring.Secret{Version: 1, Ciphertext: make([]byte, 40)},
-			Slot:   keyring.Slot{Name: "alice", Kind: keyring.KindAdmin},
-		}
-		kr, err := keyring.Create(filepath.Join(t.TempDir(), "k.db"), in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer kr.Close()
+		kr := newKeyring(t)
 		kr.Update(func(tx *keyring.Tx) error {
 			for i := 0; i < 5; i++ {
 				k := key
