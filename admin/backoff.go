@@ -1,21 +1,31 @@
 package admin
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"time"
 
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
 )
 
-// Guessing defence. Failures are counted per admin name (known or not, so
-// that the answers do not tell which names exist) and globally, persisted in
-// the keyring so that a restart does not reset them. After a few free
-// failures each one doubles the wait before the next try, up to a cap. A
-// successful login resets that name's count; the global count decays after
-// an hour without failures.
+// Guessing defence. Attempts are counted per admin name (known or not, so
+// that the answers do not tell which names exist) and, for callers other
+// than root, globally. An attempt is counted as a failure before its
+// derivation starts (a reservation), and the count is undone when it turns
+// out right, so parallel guesses cannot outrun the wait: once the free
+// attempts are reserved, the next one waits. After a few free failures each
+// one doubles the wait before the next try, up to a cap. The counters are
+// persisted in the keyring so that a restart does not reset them.
+//
+// Root is counted apart: its attempts have per-name counters of their own
+// and no global limit, so no one without root can lock every admin out (a
+// legitimate admin with sudo, or at the boot console, always has a way in).
+// Root can read the keyring file and guess offline anyway; the online limit
+// protects against callers who cannot.
 const (
 	freePerName   = 3
 	capPerName    = 15 * time.Minute
@@ -24,7 +34,6 @@ const (
 	globalDecay   = time.Hour
 	maxNames      = 1024 // name entries kept; the oldest is dropped past this
 	backoffGlobal = "global"
-	backoffPrefix = "name:"
 )
 
 // ErrBackoff is wrapped by *BackoffError.
@@ -61,11 +70,32 @@ func parseBackoff(b []byte) backoffState {
 	return backoffState{binary.BigEndian.Uint32(b), int64(binary.BigEndian.Uint64(b[4:])), int64(binary.BigEndian.Uint64(b[12:]))}
 }
 
-func backoffKey(name string) string {
-	if keyring.ValidName(name) != nil {
-		return backoffPrefix + "~invalid"
+// source is who is guessing: "root" or "user".
+type source string
+
+func sourceOf(ctx context.Context) source {
+	if p := audit.PeerFrom(ctx); p != nil && p.UID == 0 {
+		return "root"
 	}
-	return backoffPrefix + name
+	return "user"
+}
+
+func backoffKey(src source, name string) string {
+	prefix := "name:"
+	if src == "root" {
+		prefix = "root:"
+	}
+	if keyring.ValidName(name) != nil {
+		return prefix + "~invalid"
+	}
+	return prefix + name
+}
+
+func (s source) keys(name string) []string {
+	if s == "root" {
+		return []string{backoffKey(s, name)}
+	}
+	return []string{backoffKey(s, name), backoffGlobal}
 }
 
 // delay is the wait after the n-th failure.
@@ -81,10 +111,10 @@ func delay(n uint32, free uint32, limit time.Duration) time.Duration {
 	return min(d, limit)
 }
 
-// checkBackoff refuses a try for name before its wait is over.
-func checkBackoff(tx *keyring.Tx, name string, now time.Time) error {
+// checkBackoff refuses a try for name from src before its wait is over.
+func checkBackoff(tx *keyring.Tx, name string, src source, now time.Time) error {
 	wait := time.Duration(0)
-	for _, k := range []string{backoffKey(name), backoffGlobal} {
+	for _, k := range src.keys(name) {
 		s := parseBackoff(tx.Backoff(k))
 		if d := time.Duration(s.until - now.UnixNano()); d > wait {
 			wait = d
@@ -96,33 +126,73 @@ func checkBackoff(tx *keyring.Tx, name string, now time.Time) error {
 	return nil
 }
 
-// recordFailure counts a failed try for name and globally.
-func recordFailure(tx *keyring.Tx, name string, now time.Time) error {
+// reserve refuses a try while name is in backoff, and otherwise counts it
+// as a failure now, in the same transaction; finish or unreserve settles it.
+func reserve(tx *keyring.Tx, name string, src source, now time.Time) error {
+	if err := checkBackoff(tx, name, src, now); err != nil {
+		return err
+	}
 	n := now.UnixNano()
-	s := parseBackoff(tx.Backoff(backoffKey(name)))
-	s.failures++
-	s.last, s.until = n, n+int64(delay(s.failures, freePerName, capPerName))
-	if err := tx.PutBackoff(backoffKey(name), s.bytes()); err != nil {
-		return err
-	}
-	g := parseBackoff(tx.Backoff(backoffGlobal))
-	if now.Sub(time.Unix(0, g.last)) > globalDecay {
-		g = backoffState{}
-	}
-	g.failures++
-	g.last, g.until = n, n+int64(delay(g.failures, freeGlobal, capGlobal))
-	if err := tx.PutBackoff(backoffGlobal, g.bytes()); err != nil {
-		return err
+	for _, k := range src.keys(name) {
+		free, limit := uint32(freePerName), capPerName
+		s := parseBackoff(tx.Backoff(k))
+		if k == backoffGlobal {
+			free, limit = freeGlobal, capGlobal
+			if now.Sub(time.Unix(0, s.last)) > globalDecay {
+				s = backoffState{}
+			}
+		}
+		s.failures++
+		s.last, s.until = n, n+int64(delay(s.failures, free, limit))
+		if err := tx.PutBackoff(k, s.bytes()); err != nil {
+			return err
+		}
 	}
 	return evictOldest(tx)
 }
 
-// recordSuccess clears name's count.
-func recordSuccess(tx *keyring.Tx, name string) error {
-	if tx.Backoff(backoffKey(name)) == nil {
+// unreserve takes back a reservation for an attempt that was not a guess
+// (the KDF budget refused it, it was cancelled, the slot is unusable).
+func unreserve(tx *keyring.Tx, name string, src source) error {
+	for _, k := range src.keys(name) {
+		s := parseBackoff(tx.Backoff(k))
+		if s.failures == 0 {
+			continue
+		}
+		s.failures--
+		free, limit := uint32(freePerName), capPerName
+		if k == backoffGlobal {
+			free, limit = freeGlobal, capGlobal
+		}
+		s.until = s.last + int64(delay(s.failures, free, limit))
+		if s.failures == 0 {
+			s = backoffState{}
+		}
+		if err := tx.PutBackoff(k, s.bytes()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// succeed settles a reservation that turned out right: name's count from
+// src starts over, and the global count gets its reservation back.
+func succeed(tx *keyring.Tx, name string, src source) error {
+	if err := unreserve(tx, name, src); err != nil {
+		return err
+	}
+	if tx.Backoff(backoffKey(src, name)) == nil {
 		return nil
 	}
-	return tx.PutBackoff(backoffKey(name), nil)
+	return tx.PutBackoff(backoffKey(src, name), nil)
+}
+
+// BackoffInfo is what Backoffs shows of one counter.
+type BackoffInfo struct {
+	Key      string     `json:"key"`
+	Failures uint32     `json:"failures"`
+	Last     time.Time  `json:"last_failure"`
+	Until    *time.Time `json:"refused_until,omitempty"`
 }
 
 func evictOldest(tx *keyring.Tx) error {

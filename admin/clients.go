@@ -10,60 +10,123 @@ import (
 	"github.com/sealbox/sealbox/unseal"
 )
 
-// AddClient registers a new Active client identified by uid and, when gid is
-// not nil, by gid too. Authorized by actor's password.
-func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []byte, name string, uid uint32, gid *uint32) error {
+// Match is who a client is: the kernel-attested peer it matches. A client
+// matches a uid (and, if set, a gid too), a systemd unit, or a unit run as a
+// given uid. When several clients match one peer, the most specific wins
+// (unit over uid, then gid), and a disabled winner refuses the peer: a
+// less specific registration never steps in for it (see Specificity).
+type Match struct {
+	UID  *uint32
+	GID  *uint32
+	Unit string
+}
+
+// apply puts m into a client record.
+func (m Match) apply(c *keyring.Client) {
+	if m.UID != nil {
+		c.UID, c.HasUID = *m.UID, true
+	}
+	if m.GID != nil {
+		c.GID, c.HasGID = *m.GID, true
+	}
+	c.Unit = m.Unit
+}
+
+// Specificity orders the clients that match one peer: the one with the
+// highest value is the peer's client.
+func Specificity(c *keyring.Client) int {
+	n := 0
+	if c.Unit != "" {
+		n += 4
+	}
+	if c.HasUID {
+		n += 2
+	}
+	if c.HasGID {
+		n++
+	}
+	return n
+}
+
+// sameMatch reports whether two clients match exactly the same peers.
+func sameMatch(a, b *keyring.Client) bool {
+	return a.HasUID == b.HasUID && a.UID == b.UID && a.HasGID == b.HasGID && a.GID == b.GID && a.Unit == b.Unit
+}
+
+// AddClient registers a new Active client, authorized by actor's password.
+// A registration that matches exactly the same peers as another client that
+// is not retired is refused with ErrAmbiguous, naming it.
+func (m *Manager) AddClient(ctx context.Context, actor string, actorPassword []byte, name string, match Match) error {
 	if err := keyring.ValidName(name); err != nil {
 		return fmt.Errorf("client name: %w", err)
 	}
-	s, err := m.authenticate(ctx, "client.add", actor, actorPassword)
+	now := m.opts.now()
+	c := &keyring.Client{Name: name, Status: keyring.ClientActive, Created: now, Updated: now}
+	match.apply(c)
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%w: a client needs --uid, --unit or both (and --gid only with --uid)", ErrInvalid)
+	}
+	s, err := m.authenticate(ctx, audit.KindClientAdd, actor, actorPassword)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	now := m.opts.now()
-	c := &keyring.Client{Name: name, UID: uid, Status: keyring.ClientActive, Created: now, Updated: now}
-	if gid != nil {
-		c.GID, c.HasGID = *gid, true
-	}
-	s.key.SignClient(c)
-	err = m.change(ctx, s, "client.add", name, func(tx *keyring.Tx) error {
-		if old, err := tx.Client(name); err == nil {
+	_, err = m.change(ctx, s, op{kind: audit.KindClientAdd, target: name, detail: describe(c)}, func(t *txn) error {
+		if old, err := t.Client(name); err == nil {
 			hint := ""
 			if old.Status == keyring.ClientRetired {
 				hint = " (retired names are kept for the audit trail; choose another name)"
 			}
 			return fmt.Errorf("%w: %q%s", keyring.ErrClientExists, name, hint)
 		}
-		return tx.PutClient(c)
+		clients, err := t.Clients()
+		if err != nil {
+			return err
+		}
+		for _, o := range clients {
+			if o.Status != keyring.ClientRetired && sameMatch(o, c) {
+				return fmt.Errorf("%w: client %q (%s) already matches %s; disable or remove it first, or narrow this one (--gid, --unit)", ErrAmbiguous, o.Name, o.Status, describe(c))
+			}
+		}
+		return t.PutClient(c)
 	})
-	if err == nil && m.opts.OnClient != nil {
-		m.opts.OnClient(c)
-	}
 	return err
+}
+
+// describe says in words which peers a client matches.
+func describe(c *keyring.Client) string {
+	s := ""
+	if c.Unit != "" {
+		s = "unit " + c.Unit
+	}
+	if c.HasUID {
+		if s != "" {
+			s += " "
+		}
+		s += fmt.Sprintf("uid %d", c.UID)
+	}
+	if c.HasGID {
+		s += fmt.Sprintf(" gid %d", c.GID)
+	}
+	return s
 }
 
 // SetClientStatus moves a client between Active and Disabled, or retires it
 // (Retired is final). Authorized by actor's password.
 func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPassword []byte, name string, status keyring.ClientStatus) error {
-	op, ok := statusOps[status]
+	kind, ok := statusOps[status]
 	if !ok {
 		return fmt.Errorf("%w: client status %d", ErrInvalid, status)
 	}
-	s, err := m.authenticate(ctx, op, actor, actorPassword)
+	s, err := m.authenticate(ctx, kind, actor, actorPassword)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	var changed *keyring.Client
-	err = m.change(ctx, s, op, name, func(tx *keyring.Tx) error {
-		c, err := tx.Client(name)
+	_, err = m.change(ctx, s, op{kind: kind, target: name}, func(t *txn) error {
+		c, err := t.Client(name)
 		if err != nil {
 			return err
-		}
-		// Re-signing a record that was altered would launder it.
-		if !s.key.VerifyClient(c) {
-			return fmt.Errorf("%w: client record %q; remove it with check --repair", unseal.ErrRegistry, name)
 		}
 		if c.Status == keyring.ClientRetired {
 			return fmt.Errorf("%w: client %q is retired", ErrClientState, name)
@@ -73,27 +136,23 @@ func (m *Manager) SetClientStatus(ctx context.Context, actor string, actorPasswo
 		}
 		c.Status = status
 		c.Updated = m.opts.now()
-		s.key.SignClient(c)
-		changed = c
-		return tx.PutClient(c)
+		return t.PutClient(c)
 	})
-	if err == nil && m.opts.OnClient != nil {
-		m.opts.OnClient(changed)
-	}
 	return err
 }
 
-var statusOps = map[keyring.ClientStatus]string{
-	keyring.ClientActive:   "client.enable",
-	keyring.ClientDisabled: "client.disable",
-	keyring.ClientRetired:  "client.remove",
+var statusOps = map[keyring.ClientStatus]audit.Kind{
+	keyring.ClientActive:   audit.KindClientEnable,
+	keyring.ClientDisabled: audit.KindClientDisable,
+	keyring.ClientRetired:  audit.KindClientRemove,
 }
 
 // ClientInfo is what ListClients shows of a client.
 type ClientInfo struct {
 	Name    string    `json:"name"`
-	UID     uint32    `json:"uid"`
+	UID     *uint32   `json:"uid,omitempty"`
 	GID     *uint32   `json:"gid,omitempty"`
+	Unit    string    `json:"unit,omitempty"`
 	Status  string    `json:"status"`
 	Created time.Time `json:"created"`
 	Updated time.Time `json:"updated"`
@@ -102,8 +161,12 @@ type ClientInfo struct {
 // Info converts a record for display.
 func Info(c *keyring.Client) ClientInfo {
 	ci := ClientInfo{
-		Name: c.Name, UID: c.UID, Status: c.Status.String(),
+		Name: c.Name, Unit: c.Unit, Status: c.Status.String(),
 		Created: time.Unix(c.Created, 0).UTC(), Updated: time.Unix(c.Updated, 0).UTC(),
+	}
+	if c.HasUID {
+		u := c.UID
+		ci.UID = &u
 	}
 	if c.HasGID {
 		g := c.GID
@@ -134,17 +197,35 @@ func (m *Manager) AuditRecords(f audit.Filter) ([]audit.Record, error) {
 	return out, err
 }
 
-// VerifyAudit checks the audit chain with the audit key that actor's
-// password unlocks.
+// VerifyAudit checks the audit chains with the keys that actor's password
+// unlocks, against the verified state root.
 func (m *Manager) VerifyAudit(ctx context.Context, actor string, actorPassword []byte) (*audit.Report, error) {
-	s, err := m.authenticate(ctx, "audit.verify", actor, actorPassword)
+	s, err := m.authenticate(ctx, audit.KindAuditVerify, actor, actorPassword)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
+	return VerifyAuditWith(m.kr, s.logKeys.Bytes(), m.wm)
+}
+
+// VerifyAuditWith checks the audit chains with log keys (audit key || root
+// key) a caller already holds, such as sealboxd's.
+func VerifyAuditWith(kr *keyring.Keyring, logKeys []byte, w *unseal.Watermark) (*audit.Report, error) {
 	var rep *audit.Report
 	var verr error
-	if err := m.kr.View(func(tx *keyring.Tx) error { rep, verr = audit.Verify(tx, s.auditKey.Bytes()); return nil }); err != nil {
+	err := kr.View(func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		root, err := readRootChecked(tx, logKeys, h, w)
+		if err != nil {
+			return err
+		}
+		rep, verr = audit.Verify(tx, auditKey(logKeys), root)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	return rep, verr

@@ -16,10 +16,34 @@ import (
 // DefaultInviteTTL is how long an invite code stays valid.
 const DefaultInviteTTL = 24 * time.Hour
 
+// newCodeSlot draws a code and seals a code slot for it, inside the budget.
+// The code is returned to be shown once (the caller wipes it).
+func (m *Manager) newCodeSlot(ctx context.Context, key *unseal.Key, name string, kind keyring.SlotKind, expires int64) (*keyring.Slot, []byte, error) {
+	code, err := unseal.NewCode()
+	if err != nil {
+		return nil, nil, err
+	}
+	norm, _ := unseal.NormalizeCode(code)
+	defer memlock.Wipe(norm)
+	var slot *keyring.Slot
+	err = m.opts.withKDF(ctx, unseal.CodeParams, func() error {
+		var err error
+		slot, err = key.SealSlot(name, kind, norm, unseal.CodeParams, m.opts.now(), expires)
+		return err
+	})
+	if err != nil {
+		memlock.Wipe(code)
+		return nil, nil, err
+	}
+	return slot, code, nil
+}
+
 // Invite creates a one-time code with which name can enroll as an admin and
 // choose their own password, authorized by actor. The code is returned once
 // (the caller wipes it) and expires after ttl. The DataKey is never at rest
-// unwrapped: the invite is a slot of its own, wrapping it under the code.
+// unwrapped: the invite is a slot of its own, wrapping it under the code. A
+// stale slot of that name (one that missed a format-1 rekey) is replaced at
+// enrolment.
 func (m *Manager) Invite(ctx context.Context, actor string, actorPassword []byte, name string, ttl time.Duration) (code []byte, expires time.Time, err error) {
 	if err := validAdminName(name); err != nil {
 		return nil, time.Time{}, err
@@ -27,32 +51,22 @@ func (m *Manager) Invite(ctx context.Context, actor string, actorPassword []byte
 	if ttl < time.Minute || ttl > 30*24*time.Hour {
 		return nil, time.Time{}, fmt.Errorf("%w: an invite lives from 1 minute to 30 days", ErrInvalid)
 	}
-	s, err := m.authenticate(ctx, "admin.invite", actor, actorPassword)
+	s, err := m.authenticate(ctx, audit.KindAdminInvite, actor, actorPassword)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	defer s.close()
-	if code, err = unseal.NewCode(); err != nil {
+	expires = m.opts.clock().Add(ttl).Truncate(time.Second)
+	slot, code, err := m.newCodeSlot(ctx, s.key, name, keyring.KindInvite, expires.Unix())
+	if err != nil {
 		return nil, time.Time{}, err
 	}
-	norm, _ := unseal.NormalizeCode(code)
-	defer memlock.Wipe(norm)
-	now := m.opts.clock()
-	expires = now.Add(ttl).Truncate(time.Second)
-	var slot *keyring.Slot
-	err = m.opts.withKDF(ctx, unseal.CodeParams, func() error {
-		var err error
-		slot, err = s.key.SealCodeSlot(name, keyring.KindInvite, norm, now.Unix(), expires.Unix())
-		return err
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminInvite, target: name, detail: "expires " + expires.UTC().Format(time.RFC3339)}, func(t *txn) error {
+		if err := slotFree(t.Tx, name); err != nil {
+			return err
+		}
+		return t.PutSlot(slot)
 	})
-	if err == nil {
-		err = m.change(ctx, s, "admin.invite", name, func(tx *keyring.Tx) error {
-			if _, err := tx.Slot(name); err == nil {
-				return fmt.Errorf("%w: %q", keyring.ErrSlotExists, name)
-			}
-			return tx.PutSlot(slot)
-		}, "expires "+expires.UTC().Format(time.RFC3339))
-	}
 	if err != nil {
 		memlock.Wipe(code)
 		return nil, time.Time{}, err
@@ -73,11 +87,14 @@ func (m *Manager) Enroll(ctx context.Context, name string, typedCode, newPasswor
 		return fmt.Errorf("%w: that is not the shape of a code (32 letters and digits in groups of four)", ErrInvite)
 	}
 	defer memlock.Wipe(code)
-	s, err := m.authenticateKind(ctx, "admin.enroll", name, code, keyring.KindInvite)
+	s, err := m.authenticateKind(ctx, audit.KindAdminEnroll, name, code, keyring.KindInvite)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	if err := m.bringUpToDate(ctx, s, code); err != nil {
+		return err
+	}
 	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now())
 	if err != nil {
 		return err
@@ -94,37 +111,28 @@ func (m *Manager) Enroll(ctx context.Context, name string, typedCode, newPasswor
 	if err != nil {
 		return err
 	}
-	return m.change(ctx, s, "admin.enroll", name, func(tx *keyring.Tx) error { return tx.PutSlot(slot) })
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminEnroll, target: name}, func(t *txn) error { return t.PutSlot(slot) })
+	return err
 }
 
 // RegenerateRecovery creates, or replaces, the recovery code, authorized by
 // actor. The code is returned once; the caller shows it and wipes it.
 func (m *Manager) RegenerateRecovery(ctx context.Context, actor string, actorPassword []byte) ([]byte, error) {
-	s, err := m.authenticate(ctx, "recovery.regenerate", actor, actorPassword)
+	s, err := m.authenticate(ctx, audit.KindRecoveryRegenerate, actor, actorPassword)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
-	code, err := unseal.NewCode()
+	slot, code, err := m.newCodeSlot(ctx, s.key, RecoveryName, keyring.KindRecovery, 0)
 	if err != nil {
 		return nil, err
 	}
-	norm, _ := unseal.NormalizeCode(code)
-	defer memlock.Wipe(norm)
-	var slot *keyring.Slot
-	err = m.opts.withKDF(ctx, unseal.CodeParams, func() error {
-		var err error
-		slot, err = s.key.SealCodeSlot(RecoveryName, keyring.KindRecovery, norm, m.opts.now(), 0)
-		return err
+	_, err = m.change(ctx, s, op{kind: audit.KindRecoveryRegenerate, target: RecoveryName}, func(t *txn) error {
+		if old, err := t.Slot(RecoveryName); err == nil && old.Kind != keyring.KindRecovery {
+			return fmt.Errorf("%w: an admin is named %q", ErrReservedName, RecoveryName)
+		}
+		return t.PutSlot(slot)
 	})
-	if err == nil {
-		err = m.change(ctx, s, "recovery.regenerate", RecoveryName, func(tx *keyring.Tx) error {
-			if old, err := tx.Slot(RecoveryName); err == nil && old.Kind != keyring.KindRecovery {
-				return fmt.Errorf("%w: an admin is named %q", ErrReservedName, RecoveryName)
-			}
-			return tx.PutSlot(slot)
-		})
-	}
 	if err != nil {
 		memlock.Wipe(code)
 		return nil, err
@@ -149,14 +157,14 @@ func (m *Manager) Rotate(ctx context.Context, actor string, actorPassword []byte
 	if len(newSecret) < 1 || len(newSecret) > keyring.MaxSecretSize {
 		return 0, fmt.Errorf("%w: the master secret must be 1 to %d bytes, got %d", ErrInvalid, keyring.MaxSecretSize, len(newSecret))
 	}
-	s, err := m.authenticate(ctx, "secret.rotate", actor, actorPassword)
+	s, err := m.authenticate(ctx, audit.KindSecretRotate, actor, actorPassword)
 	if err != nil {
 		return 0, err
 	}
 	defer s.close()
 	var version uint64
-	err = m.change(ctx, s, "secret.rotate", "", func(tx *keyring.Tx) error {
-		sec, err := tx.Secret()
+	_, err = m.change(ctx, s, op{kind: audit.KindSecretRotate}, func(t *txn) error {
+		sec, err := t.Secret()
 		if err != nil {
 			return err
 		}
@@ -165,38 +173,56 @@ func (m *Manager) Rotate(ctx context.Context, actor string, actorPassword []byte
 		if err != nil {
 			return err
 		}
-		return tx.PutSecret(ns)
+		return t.PutSecret(ns)
 	})
 	return version, err
 }
 
+// Rekeyed is what a rekey hands back to the acting admin.
+type Rekeyed struct {
+	// RecoveryCode is the new recovery code (shown once, then wiped by the
+	// caller); nil when the keyring had none.
+	RecoveryCode []byte
+	// DroppedInvites are the invites the rekey ended; KeptInvites those it
+	// handed the new key (only with keepInvites).
+	DroppedInvites []string
+	KeptInvites    []string
+	// HandedOver are the admin slots that take the new key at their owner's
+	// next login; Stale those that cannot (they must enrol again).
+	HandedOver []string
+	Stale      []string
+	Generation uint64
+}
+
 // Rekey replaces the DataKey, authorized by actor, so that an older copy of
-// the keyring and a removed admin's password open nothing written after it.
-// The master secret is re-encrypted (same value, same version); the actor's
-// slot is rewrapped under their password; every other slot gets the new key
-// sealed to its X25519 public key (Pending) and folds it in at its owner's
-// next login, so nobody else needs to be present or to change a password.
-// Every record is re-signed under the new registry key, and the audit log
-// moves to the new audit key (Options.OnRekey receives it).
-func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte) error {
-	s, err := m.authenticate(ctx, "admin.rekey", actor, actorPassword)
+// the keyring and a removed admin's password open nothing written after it,
+// and ends every credential a removed party could know: the recovery code is
+// regenerated (returned once), and outstanding invites are dropped unless
+// keepInvites. The master secret is re-encrypted (same value, same
+// version); the actor's slot is rewrapped under their password; every other
+// admin slot gets the new key under its hand-over key (HandOver), which only
+// a holder of the old DataKey can do, and folds it in at its owner's next
+// login. The state root is re-signed under the new key and the audit log
+// moves to the new audit key, in the same transaction.
+func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte, keepInvites bool) (*Rekeyed, error) {
+	s, err := m.authenticate(ctx, audit.KindAdminRekey, actor, actorPassword)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer s.close()
 	k2, err := s.key.Rekeyed(m.opts.Memory)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer k2.Destroy()
-	ak2, err := k2.AuditKey(m.opts.Memory)
+	lk2, err := k2.LogKeys(m.opts.Memory)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	handed := false
 	defer func() {
 		if !handed {
-			ak2.Destroy()
+			lk2.Destroy()
 		}
 	}()
 	params := newSlotParams(s.header.Policy)
@@ -204,99 +230,109 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte)
 	err = m.opts.withKDF(ctx, params, func() error {
 		m.opts.progress("deriving key for "+actor, params)
 		var err error
-		mine, err = k2.SealSlot(actor, keyring.KindAdmin, actorPassword, params, s.slot.Created)
+		mine, err = k2.SealSlot(actor, keyring.KindAdmin, actorPassword, params, s.slot.Created, 0)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var verified []*keyring.Client
-	var after *unseal.Report
-	err = m.kr.Update(func(tx *keyring.Tx) error {
-		cur, err := tx.Slot(actor)
-		if err != nil || !cur.Equal(s.slot) {
-			return ErrChanged
+	out := &Rekeyed{}
+	var recovery *keyring.Slot
+	if m.HasRecovery() {
+		if recovery, out.RecoveryCode, err = m.newCodeSlot(ctx, k2, RecoveryName, keyring.KindRecovery, 0); err != nil {
+			return nil, err
 		}
-		rep, err := s.key.VerifyRegistry(tx)
-		if err != nil {
-			return err
-		}
-		if err := rep.Err(); err != nil {
-			return fmt.Errorf("%w; a rekey is refused until this is resolved (run sealbox-admin check)", err)
-		}
-		sec, err := tx.Secret()
-		if err != nil {
-			return err
-		}
-		plain, err := s.key.DecryptSecret(sec, m.opts.Memory)
-		if err != nil {
-			return err
-		}
-		ns, err := k2.EncryptSecret(plain.Bytes(), sec.Version)
-		plain.Destroy()
-		if err != nil {
-			return err
-		}
-		if err := tx.PutSecret(ns); err != nil {
-			return err
-		}
-		h, err := tx.Header()
-		if err != nil {
-			return err
-		}
-		h.Commitment = k2.Commitment()
-		if err := tx.PutHeader(h); err != nil {
-			return err
-		}
-		slots, err := tx.Slots()
-		if err != nil {
-			return err
-		}
-		for _, sl := range slots {
-			next := mine
-			if sl.Name != actor {
-				if next, err = k2.SealPending(sl); err != nil {
-					return err
-				}
-			}
-			if err := tx.PutSlot(next); err != nil {
-				return err
-			}
-		}
-		clients, err := tx.Clients()
-		if err != nil {
-			return err
-		}
-		for _, c := range clients {
-			k2.SignClient(c)
-			if err := tx.PutClient(c); err != nil {
-				return err
-			}
-		}
-		if err := k2.Register(tx); err != nil {
-			return err
-		}
-		if err := recordSuccess(tx, actor); err != nil {
-			return err
-		}
-		ev := audit.Event{Kind: "admin.rekey", Actor: actor, Peer: audit.PeerFrom(ctx), Outcome: "ok", Detail: fmt.Sprintf("%d other slots get the new key at their next login", len(slots)-1)}
-		if err := audit.Rekey(tx, s.auditKey.Bytes(), ak2.Bytes(), ev); err != nil {
-			return fmt.Errorf("moving the audit log to the new key (nothing was changed): %w", err)
-		}
-		verified, after, err = verifiedClients(k2, tx)
-		return err
+	}
+	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey}, func(t *txn) error {
+		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, keepInvites, out)
 	})
 	if err != nil {
-		m.refused(ctx, s, "admin.rekey", "", err)
+		memlock.Wipe(out.RecoveryCode)
+		return nil, err
+	}
+	handed = true // OnCommit owns lk2 now
+	out.Generation = root.Generation
+	return out, nil
+}
+
+func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, keepInvites bool, out *Rekeyed) error {
+	sec, err := t.Secret()
+	if err != nil {
 		return err
 	}
-	if m.opts.OnChange != nil {
-		m.opts.OnChange(verified, after)
+	plain, err := t.s.key.DecryptSecret(sec, m.opts.Memory)
+	if err != nil {
+		return err
 	}
-	if m.opts.OnRekey != nil {
-		m.opts.OnRekey(ak2)
-		handed = true
+	ns, err := k2.EncryptSecret(plain.Bytes(), sec.Version)
+	plain.Destroy()
+	if err != nil {
+		return err
 	}
+	if err := t.PutSecret(ns); err != nil {
+		return err
+	}
+	h, err := t.Header()
+	if err != nil {
+		return err
+	}
+	h.Commitment = k2.Commitment()
+	if err := t.PutHeader(h); err != nil {
+		return err
+	}
+	slots, err := t.Slots()
+	if err != nil {
+		return err
+	}
+	for _, sl := range slots {
+		var next *keyring.Slot
+		switch {
+		case sl.Name == t.s.slot.Name:
+			next = mine
+		case sl.Kind == keyring.KindRecovery:
+			if recovery == nil {
+				return errors.New("admin: the recovery slot appeared during the rekey")
+			}
+			next = recovery
+		case sl.Kind == keyring.KindInvite && !keepInvites:
+			if err := t.DeleteSlot(sl.Name); err != nil {
+				return err
+			}
+			out.DroppedInvites = append(out.DroppedInvites, sl.Name)
+			continue
+		case sl.Flags&keyring.SlotStale != 0:
+			out.Stale = append(out.Stale, sl.Name)
+			continue
+		default:
+			if next, err = t.s.key.HandOver(sl, k2); err != nil {
+				return err
+			}
+			if sl.Kind == keyring.KindInvite {
+				out.KeptInvites = append(out.KeptInvites, sl.Name)
+			} else {
+				out.HandedOver = append(out.HandedOver, sl.Name)
+			}
+		}
+		if err := t.PutSlot(next); err != nil {
+			return err
+		}
+	}
+	d := fmt.Sprintf("%d admin slots get the new key at their next login", len(out.HandedOver))
+	if recovery != nil {
+		d += "; recovery code regenerated"
+	}
+	if len(out.DroppedInvites) > 0 {
+		d += fmt.Sprintf("; invites %q dropped", out.DroppedInvites)
+	}
+	if len(out.KeptInvites) > 0 {
+		d += fmt.Sprintf("; invites %q kept (their codes still work)", out.KeptInvites)
+	}
+	ev := audit.Event{Kind: audit.KindAdminRekey, Actor: t.s.slot.Name, Peer: audit.PeerFrom(ctx), Outcome: audit.OK, Detail: joinDetail(d, t.detail)}
+	head, err := audit.Rekey(t.Tx, t.s.auditKey(), auditKey(lk2.Bytes()), t.root, ev)
+	if err != nil {
+		return fmt.Errorf("moving the audit log to the new key (nothing was changed): %w", err)
+	}
+	t.head, t.signer, t.logKeys = head, k2, lk2
 	return nil
 }
 
@@ -309,7 +345,8 @@ func (m *Manager) Backup(ctx context.Context, w io.Writer) (int64, error) {
 		return n, err
 	}
 	if aerr := m.kr.Update(func(tx *keyring.Tx) error {
-		return audit.Append(tx, m.opts.auditKey(), audit.Event{Kind: "backup", Peer: audit.PeerFrom(ctx), Outcome: "ok", Detail: fmt.Sprintf("%d bytes", n)})
+		_, err := Log(tx, m.opts.logKeys(), m.wm, keyring.Events, 0, audit.Event{Kind: audit.KindBackup, Peer: audit.PeerFrom(ctx), Outcome: audit.OK, Detail: fmt.Sprintf("%d bytes", n)})
+		return ignoreUnsigned(err)
 	}); aerr != nil && !errors.Is(aerr, keyring.ErrReadOnly) {
 		return n, aerr
 	}

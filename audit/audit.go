@@ -1,27 +1,28 @@
-// Package audit keeps sealbox's append-only audit log in the keyring file: a
-// chain of records, each carrying a MAC over its predecessor's, so that a
-// deleted, reordered or edited record is found by Verify.
+// Package audit keeps sealbox's append-only audit log in the keyring file:
+// two chains of records (keyring.Events for unseals, seals and changes;
+// keyring.Reads for client reads and refusals), each record carrying a MAC
+// over its predecessor's, so that a deleted, reordered or edited record is
+// found by Verify. The two streams have separate retention, so no volume of
+// reads can push an admin record out.
 //
 // Records are keyed when an audit key is at hand: an HMAC under a key derived
-// from the DataKey (unseal.Key.AuditKey), which someone who can write the
+// from the DataKey (unseal.Key.LogKeys), which someone who can write the
 // file but is not an admin does not have. Before the daemon's first unseal no
 // key exists, so records are chained with plain SHA-256 ("unkeyed"). The next
 // keyed record anchors them: its MAC covers its predecessor's hash, which
 // covers the one before. Verify reports a tail of unkeyed records that no
 // keyed record follows yet, since it is chained but not authenticated.
 //
-// The head (last sequence number and MAC) and, after pruning, the anchor
-// (the last pruned record's sequence number and MAC) live in the keyring's
-// meta bucket, so truncating the tail or deleting a prefix is detected too.
-// The head also carries an attestation, a MAC under the audit key, of the
-// last keyed record; unkeyed appends copy it forward. So someone rewriting
-// the file can alter only the unkeyed records after the last keyed one, and
-// cannot pass keyed records off as unkeyed. Events that are only ever
-// written with a key (successful changes and unseals) must verify as keyed.
+// Where each stream stands (its last keyed record, and its pruning anchor)
+// is part of the keyring's state root, which the caller re-signs after a
+// keyed append: truncating a stream, deleting a prefix, or passing keyed
+// records off as unkeyed is detected. Kinds of record that are only ever
+// written keyed (see Kinds) must verify as keyed.
 //
 // Use Append inside a keyring transaction (admin changes write their record
 // in the change's own transaction, so a change without its record cannot
-// commit), Verify to check the chain, List to read it back, Prune to cap it.
+// commit), Verify to check the chains, List to read them back, Prune to cap
+// them.
 package audit
 
 import (
@@ -37,68 +38,79 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"strings"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
 
-// Record format, version 1.
+// Record format, version 1 (the same in both keyring formats).
 const (
 	recVersion = 1
 	macSize    = 32
-	hdrSize    = 1 + 8 + macSize + 1 + macSize       // version, seq, prev, keyed, mac
-	headSize   = 8 + macSize + 8 + macSize + macSize // seq, mac; last keyed seq, its mac, attestation
-	anchorSize = 8 + macSize + macSize               // seq, mac, anchor MAC
+	hdrSize    = 1 + 8 + macSize + 1 + macSize // version, seq, prev, keyed, mac
 	// MaxBody bounds a record's JSON body.
 	MaxBody = 4096
 
-	labelKeyed   = "sealbox/v1/audit"
-	labelUnkeyed = "sealbox/v1/audit-unkeyed"
-	labelHead    = "sealbox/v1/audit-head"
-	labelAnchor  = "sealbox/v1/audit-anchor"
+	labelKeyed        = "sealbox/v1/audit"
+	labelUnkeyed      = "sealbox/v1/audit-unkeyed"
+	labelReadsKeyed   = "sealbox/v2/reads"
+	labelReadsUnkeyed = "sealbox/v2/reads-unkeyed"
+	labelHead         = "sealbox/v1/audit-head"   // format 1 only
+	labelAnchor       = "sealbox/v1/audit-anchor" // format 1 only
 )
 
-// ErrBroken is wrapped by Verify's error when the chain does not hold.
+// ErrBroken is wrapped by Verify's error when a chain does not hold.
 var ErrBroken = errors.New("audit chain broken")
 
 // Peer is the process at the other end of a socket, as the kernel reported.
 type Peer struct {
-	UID uint32 `json:"uid"`
-	GID uint32 `json:"gid"`
-	PID int32  `json:"pid"`
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	PID  int32  `json:"pid"`
+	Unit string `json:"unit,omitempty"`
 }
 
 // Event is what happened. It never holds a password, code or secret.
 type Event struct {
 	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"` // unseal, seal, read, admin.add, client.disable, ...
+	Kind    Kind      `json:"kind"`
 	Actor   string    `json:"actor,omitempty"`
 	Target  string    `json:"target,omitempty"`
 	Client  string    `json:"client,omitempty"`
 	Peer    *Peer     `json:"peer,omitempty"`
-	Outcome string    `json:"outcome"`
+	Outcome Outcome   `json:"outcome"`
 	Detail  string    `json:"detail,omitempty"`
+	// Count and First describe an aggregated record: Count events of this
+	// kind, outcome and peer from First to Time.
+	Count int64      `json:"count,omitempty"`
+	First *time.Time `json:"first,omitempty"`
 }
 
 // Record is a stored event with its place in the chain.
 type Record struct {
-	Seq   uint64        `json:"seq"`
-	Keyed bool          `json:"keyed"`
-	Prev  [macSize]byte `json:"-"`
-	MAC   [macSize]byte `json:"-"`
-	Event `json:"event"`
+	Stream keyring.Stream `json:"-"`
+	Seq    uint64         `json:"seq"`
+	Keyed  bool           `json:"keyed"`
+	Prev   [macSize]byte  `json:"-"`
+	MAC    [macSize]byte  `json:"-"`
+	Event  `json:"event"`
 }
 
 // chainer computes record MACs, reusing one HMAC state across a batch.
 type chainer struct {
-	keyed hash.Hash // nil without a key
-	plain hash.Hash
-	buf   [8 + macSize + 1]byte
+	keyed   hash.Hash // nil without a key
+	plain   hash.Hash
+	kl, ul  string
+	buf     [8 + macSize + 1]byte
+	present bool
 }
 
-func newChainer(key []byte) *chainer {
-	c := &chainer{plain: sha256.New()}
+func newChainer(s keyring.Stream, key []byte) *chainer {
+	c := &chainer{plain: sha256.New(), kl: labelKeyed, ul: labelUnkeyed}
+	if s == keyring.Reads {
+		c.kl, c.ul = labelReadsKeyed, labelReadsUnkeyed
+	}
 	if key != nil {
 		c.keyed = hmac.New(sha256.New, key)
 	}
@@ -106,10 +118,9 @@ func newChainer(key []byte) *chainer {
 }
 
 func (c *chainer) mac(seq uint64, prev [macSize]byte, keyed bool, body []byte) [macSize]byte {
-	h := c.plain
-	label := labelUnkeyed
+	h, label := c.plain, c.ul
 	if keyed {
-		h, label = c.keyed, labelKeyed
+		h, label = c.keyed, c.kl
 	}
 	h.Reset()
 	h.Write([]byte(label))
@@ -126,10 +137,6 @@ func (c *chainer) mac(seq uint64, prev [macSize]byte, keyed bool, body []byte) [
 	return out
 }
 
-func chainMAC(key []byte, seq uint64, prev [macSize]byte, keyed bool, body []byte) [macSize]byte {
-	return newChainer(key).mac(seq, prev, keyed, body)
-}
-
 func encode(seq uint64, prev [macSize]byte, keyed bool, mac [macSize]byte, body []byte) []byte {
 	b := make([]byte, 0, hdrSize+len(body))
 	b = append(b, recVersion)
@@ -144,8 +151,8 @@ func encode(seq uint64, prev [macSize]byte, keyed bool, mac [macSize]byte, body 
 	return append(b, body...)
 }
 
-// decode parses a stored record; the body is returned raw for MAC checks.
-func decode(raw []byte) (*Record, []byte, error) {
+// decodeHeader parses a stored record's fixed part.
+func decodeHeader(raw []byte) (*Record, []byte, error) {
 	if len(raw) < hdrSize+2 || len(raw) > hdrSize+MaxBody {
 		return nil, nil, fmt.Errorf("record is %d bytes, outside %d..%d", len(raw), hdrSize+2, hdrSize+MaxBody)
 	}
@@ -158,76 +165,73 @@ func decode(raw []byte) (*Record, []byte, error) {
 	r := &Record{Seq: binary.BigEndian.Uint64(raw[1:]), Keyed: raw[1+8+macSize] == 1}
 	copy(r.Prev[:], raw[9:])
 	copy(r.MAC[:], raw[1+8+macSize+1:])
-	body := raw[hdrSize:]
+	return r, raw[hdrSize:], nil
+}
+
+// decode parses a stored record; the body is returned raw for MAC checks.
+func decode(raw []byte) (*Record, []byte, error) {
+	r, body, err := decodeHeader(raw)
+	if err != nil {
+		return nil, nil, err
+	}
 	if err := json.Unmarshal(body, &r.Event); err != nil {
 		return nil, nil, fmt.Errorf("record body: %v", err)
 	}
 	return r, body, nil
 }
 
-type head struct {
-	seq      uint64
-	mac      [macSize]byte
-	keyedSeq uint64 // 0: no keyed record yet
-	keyedMAC [macSize]byte
-	attest   [macSize]byte
-}
-
-func headMAC(key []byte, label string, seq uint64, mac [macSize]byte) [macSize]byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(label))
-	m.Write(binary.BigEndian.AppendUint64(nil, seq))
-	m.Write(mac[:])
-	var out [macSize]byte
-	m.Sum(out[:0])
-	return out
-}
-
-func readHead(tx *keyring.Tx) (head, error) {
-	raw := tx.AuditMeta(keyring.AuditHead)
+// last returns the sequence number and MAC of stream s's last record (0 and
+// zeros if it is empty; the anchor's if it was pruned empty).
+func last(tx *keyring.Tx, s keyring.Stream, anchorSeq uint64, anchorMAC [macSize]byte) (uint64, [macSize]byte, error) {
+	seq, raw := tx.AuditLast(s)
 	if raw == nil {
-		return head{}, nil
+		return anchorSeq, anchorMAC, nil
 	}
-	if len(raw) != headSize {
-		return head{}, fmt.Errorf("%w: audit head is %d bytes, want %d", ErrBroken, len(raw), headSize)
-	}
-	h := head{seq: binary.BigEndian.Uint64(raw), keyedSeq: binary.BigEndian.Uint64(raw[8+macSize:])}
-	copy(h.mac[:], raw[8:])
-	copy(h.keyedMAC[:], raw[8+macSize+8:])
-	copy(h.attest[:], raw[8+macSize+8+macSize:])
-	return h, nil
-}
-
-func writeHead(tx *keyring.Tx, h head) error {
-	b := binary.BigEndian.AppendUint64(nil, h.seq)
-	b = append(b, h.mac[:]...)
-	b = binary.BigEndian.AppendUint64(b, h.keyedSeq)
-	b = append(b, h.keyedMAC[:]...)
-	b = append(b, h.attest[:]...)
-	return tx.PutAuditMeta(keyring.AuditHead, b)
-}
-
-// alwaysKeyed reports whether an event is only ever written with the audit
-// key at hand: every successful change and unseal is.
-func alwaysKeyed(e *Event) bool {
-	if e.Outcome != "ok" {
-		return false
-	}
-	switch e.Kind {
-	case "init", "unseal", "repair", "audit.prune":
-		return true
-	}
-	return strings.HasPrefix(e.Kind, "admin.") || strings.HasPrefix(e.Kind, "client.")
-}
-
-// Append adds events to the chain in tx, keyed under key when it is not nil.
-func Append(tx *keyring.Tx, key []byte, events ...Event) error {
-	h, err := readHead(tx)
+	r, _, err := decodeHeader(raw)
 	if err != nil {
-		return err
+		return 0, [macSize]byte{}, fmt.Errorf("%w: the last record (%d): %v", ErrBroken, seq, err)
+	}
+	if r.Seq != seq {
+		return 0, [macSize]byte{}, fmt.Errorf("%w: the record stored under %d says it is %d", ErrBroken, seq, r.Seq)
+	}
+	return seq, r.MAC, nil
+}
+
+// Head is a stream's last keyed record, as the state root covers it.
+type Head struct {
+	Seq uint64
+	MAC [macSize]byte
+}
+
+// Append adds events to stream s in tx, keyed under key when it is not nil.
+// anchor is the stream's pruning anchor from the state root (nil if none,
+// or in a format-1 file). For a keyed append it returns the new last keyed
+// record, which the caller puts into the state root it re-signs; an unkeyed
+// append returns nil and leaves the root alone.
+func Append(tx *keyring.Tx, key []byte, s keyring.Stream, anchor *keyring.AuditState, events ...Event) (*Head, error) {
+	var aSeq uint64
+	var aMAC [macSize]byte
+	if anchor != nil {
+		aSeq, aMAC = anchor.AnchorSeq, anchor.AnchorMAC
+	}
+	if tx.Format() == 1 {
+		if key != nil || s != keyring.Events {
+			return nil, errors.New("audit: a format-1 keyring takes only unkeyed events (it is upgraded at the first login)")
+		}
+		if h, err := readLegacyHead(tx); err == nil && h.seq != 0 {
+			// Pruned format-1 logs may be empty past their anchor.
+			if seq, _ := tx.AuditLast(s); seq == 0 {
+				aSeq, aMAC = h.seq, h.mac
+			}
+		}
+	}
+	seq, prev, err := last(tx, s, aSeq, aMAC)
+	if err != nil {
+		return nil, err
 	}
 	keyed := key != nil
-	ch := newChainer(key)
+	var ch *chainer
+	memlock.Do(func() { ch = newChainer(s, key) })
 	var body []byte
 	for _, ev := range events {
 		if ev.Time.IsZero() {
@@ -236,123 +240,132 @@ func Append(tx *keyring.Tx, key []byte, events ...Event) error {
 		ev.Time = ev.Time.UTC()
 		body = appendEvent(body[:0], &ev)
 		if len(body) > MaxBody {
-			return fmt.Errorf("audit: event body %d bytes exceeds %d", len(body), MaxBody)
+			return nil, fmt.Errorf("audit: event body %d bytes exceeds %d", len(body), MaxBody)
 		}
-		seq := h.seq + 1
-		mac := ch.mac(seq, h.mac, keyed, body)
-		if err := tx.PutAudit(seq, encode(seq, h.mac, keyed, mac, body)); err != nil {
-			return err
+		seq++
+		var mac [macSize]byte
+		memlock.Do(func() { mac = ch.mac(seq, prev, keyed, body) })
+		if err := tx.PutAudit(s, seq, encode(seq, prev, keyed, mac, body)); err != nil {
+			return nil, err
 		}
-		h.seq, h.mac = seq, mac
+		prev = mac
 	}
-	if keyed && len(events) > 0 {
-		h.keyedSeq, h.keyedMAC = h.seq, h.mac
-		h.attest = headMAC(key, labelHead, h.seq, h.mac)
+	if tx.Format() == 1 {
+		return nil, writeLegacyHead(tx, seq, prev)
 	}
-	return writeHead(tx, h)
+	if !keyed || len(events) == 0 {
+		return nil, nil
+	}
+	return &Head{Seq: seq, MAC: prev}, nil
 }
 
-// Report is what Verify found.
-type Report struct {
+// StreamReport is what Verify found in one stream.
+type StreamReport struct {
 	Records    int    `json:"records"`
 	First      uint64 `json:"first_seq"`
 	Last       uint64 `json:"last_seq"`
 	Keyed      int    `json:"keyed"`
 	Unanchored int    `json:"unanchored_tail"` // unkeyed records after the last keyed one
 	Pruned     uint64 `json:"pruned_through,omitempty"`
-	BadSeq     uint64 `json:"first_bad_seq,omitempty"`
-	Problem    string `json:"problem,omitempty"`
 }
 
-// OK reports whether the chain verified.
+// Report is what Verify found.
+type Report struct {
+	Events    StreamReport `json:"events"`
+	Reads     StreamReport `json:"reads"`
+	BadStream string       `json:"bad_stream,omitempty"`
+	BadSeq    uint64       `json:"first_bad_seq,omitempty"`
+	Problem   string       `json:"problem,omitempty"`
+}
+
+// OK reports whether the chains verified.
 func (r *Report) OK() bool { return r.Problem == "" }
 
-func (r *Report) fail(seq uint64, format string, a ...any) (*Report, error) {
-	r.BadSeq = seq
+func (r *Report) fail(s keyring.Stream, seq uint64, format string, a ...any) (*Report, error) {
+	r.BadStream, r.BadSeq = s.String(), seq
 	r.Problem = fmt.Sprintf(format, a...)
-	return r, fmt.Errorf("%w at record %d: %s", ErrBroken, seq, r.Problem)
+	return r, fmt.Errorf("%w in the %s log at record %d: %s", ErrBroken, s, seq, r.Problem)
 }
 
-// Verify walks the whole chain with key and names the first record that does
-// not hold. A nil key is refused: keyed records cannot be checked without it.
-func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
+// Verify walks both streams with the audit key and the verified state root
+// (from unseal.ReadRoot), and names the first record that does not hold. A
+// nil key is refused: keyed records cannot be checked without it.
+func Verify(tx *keyring.Tx, key []byte, root *keyring.Root) (*Report, error) {
 	if key == nil {
 		return nil, errors.New("audit: verifying needs the audit key (an admin's password)")
 	}
 	r := &Report{}
 	epochs, err := loadEpochs(tx, key)
 	if err != nil {
-		return r.fail(0, "%v", err)
+		return r.fail(keyring.Events, 0, "%v", err)
 	}
-	chainers := map[*byte]*chainer{}
+	if _, err := verifyStream(tx, keyring.Events, key, epochs, root.Events, &r.Events, r); err != nil {
+		return r, err
+	}
+	if _, err := verifyStream(tx, keyring.Reads, key, epochs, root.Reads, &r.Reads, r); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func verifyStream(tx *keyring.Tx, s keyring.Stream, key []byte, epochs epochs, st keyring.AuditState, sr *StreamReport, r *Report) (*Report, error) {
+	chainers := map[int]*chainer{}
 	chainerFor := func(seq uint64) *chainer {
-		k := epochs.keyFor(seq, key)
-		if c, ok := chainers[&k[0]]; ok {
+		i, k := epochs.keyFor(s, seq, key)
+		if c, ok := chainers[i]; ok {
 			return c
 		}
-		c := newChainer(k)
-		chainers[&k[0]] = c
+		c := newChainer(s, k)
+		chainers[i] = c
 		return c
 	}
-	var prev [macSize]byte
-	next := uint64(1)
-	if raw := tx.AuditMeta(keyring.AuditAnchor); raw != nil {
-		if len(raw) != anchorSize {
-			return r.fail(0, "anchor is %d bytes, want %d", len(raw), anchorSize)
-		}
-		seq := binary.BigEndian.Uint64(raw)
-		copy(prev[:], raw[8:])
-		want := headMAC(key, labelAnchor, seq, prev)
-		if !hmac.Equal(want[:], raw[8+macSize:]) {
-			return r.fail(seq, "the pruning anchor was altered (records before it may have been removed)")
-		}
-		r.Pruned, next = seq, seq+1
-	}
+	prev, next := st.AnchorMAC, st.AnchorSeq+1
+	sr.Pruned = st.AnchorSeq
 	var ferr error
 	var lastKeyed uint64
 	var lastKeyedMAC [macSize]byte
-	tx.AuditRecords(0, func(seq uint64, raw []byte) bool {
+	tx.AuditRecords(s, 0, func(seq uint64, raw []byte) bool {
 		if seq != next {
 			if seq < next {
-				_, ferr = r.fail(seq, "record %d is older than the pruning anchor", seq)
+				_, ferr = r.fail(s, seq, "record %d is older than the pruning anchor (%d)", seq, st.AnchorSeq)
 			} else {
-				_, ferr = r.fail(next, "record %d is missing (deleted)", next)
+				_, ferr = r.fail(s, next, "record %d is missing (deleted)", next)
 			}
 			return false
 		}
 		rec, body, err := decode(raw)
 		if err != nil {
-			_, ferr = r.fail(seq, "%v", err)
+			_, ferr = r.fail(s, seq, "%v", err)
 			return false
 		}
 		if rec.Seq != seq {
-			_, ferr = r.fail(seq, "record stored under %d says it is %d (moved)", seq, rec.Seq)
+			_, ferr = r.fail(s, seq, "record stored under %d says it is %d (moved)", seq, rec.Seq)
 			return false
 		}
 		if rec.Prev != prev {
-			_, ferr = r.fail(seq, "does not follow record %d (deleted, reordered or edited)", seq-1)
+			_, ferr = r.fail(s, seq, "does not follow record %d (deleted, reordered or edited)", seq-1)
 			return false
 		}
 		mac := chainerFor(seq).mac(seq, prev, rec.Keyed, body)
 		if !hmac.Equal(mac[:], rec.MAC[:]) {
-			_, ferr = r.fail(seq, "its MAC does not match its contents (edited)")
+			_, ferr = r.fail(s, seq, "its MAC does not match its contents (edited)")
 			return false
 		}
-		if !rec.Keyed && alwaysKeyed(&rec.Event) {
-			_, ferr = r.fail(seq, "a %s record that is always written keyed is unkeyed (rewritten)", rec.Kind)
+		if !rec.Keyed && rec.Kind.keyedOnly(rec.Outcome) {
+			_, ferr = r.fail(s, seq, "a %s %s record, which is only ever written keyed, is unkeyed (forged or rewritten)", rec.Kind, rec.Outcome)
 			return false
 		}
-		if r.Records == 0 {
-			r.First = seq
+		if sr.Records == 0 {
+			sr.First = seq
 		}
-		r.Records++
-		r.Last = seq
+		sr.Records++
+		sr.Last = seq
 		if rec.Keyed {
-			r.Keyed++
-			r.Unanchored = 0
+			sr.Keyed++
+			sr.Unanchored = 0
 			lastKeyed, lastKeyedMAC = seq, mac
 		} else {
-			r.Unanchored++
+			sr.Unanchored++
 		}
 		prev = mac
 		next = seq + 1
@@ -361,24 +374,13 @@ func Verify(tx *keyring.Tx, key []byte) (*Report, error) {
 	if ferr != nil {
 		return r, ferr
 	}
-	h, err := readHead(tx)
-	if err != nil {
-		return r.fail(r.Last, "%v", err)
-	}
-	if h.seq != r.Last || h.mac != prev {
-		return r.fail(r.Last+1, "the log ends at %d but its head says %d (records removed from the end)", r.Last, h.seq)
-	}
 	switch {
-	case h.keyedSeq == 0 && r.Keyed > 0:
-		return r.fail(h.seq, "the head lost its attestation of the last keyed record (rewritten)")
-	case h.keyedSeq != 0:
-		want := headMAC(epochs.keyFor(h.keyedSeq, key), labelHead, h.keyedSeq, h.keyedMAC)
-		if !hmac.Equal(want[:], h.attest[:]) {
-			return r.fail(h.keyedSeq, "the head's attestation was altered")
-		}
-		if h.keyedSeq != lastKeyed || h.keyedMAC != lastKeyedMAC {
-			return r.fail(lastKeyed+1, "the last keyed record is %d, but the head attests %d (keyed records rewritten as unkeyed)", lastKeyed, h.keyedSeq)
-		}
+	case st.KeyedSeq > sr.Last && st.KeyedSeq > st.AnchorSeq:
+		return r.fail(s, sr.Last+1, "the log ends at %d, but the state root signed record %d (records removed from the end)", sr.Last, st.KeyedSeq)
+	case lastKeyed != st.KeyedSeq && !(lastKeyed == 0 && st.KeyedSeq <= st.AnchorSeq):
+		return r.fail(s, max(lastKeyed, st.KeyedSeq), "the last keyed record is %d, but the state root signed %d (truncated, or keyed records rewritten)", lastKeyed, st.KeyedSeq)
+	case lastKeyed != 0 && lastKeyedMAC != st.KeyedMAC:
+		return r.fail(s, lastKeyed, "record %d is not the one the state root signed (rewritten)", lastKeyed)
 	}
 	return r, nil
 }
@@ -389,17 +391,24 @@ type Filter struct {
 	Client string
 	Admin  string // matches Actor or Target
 	Limit  int    // the newest Limit records; 0 means all
+	Reads  bool   // the reads stream instead of events
 }
 
-// List returns the records that match f, oldest first. It decodes what it
-// can; a record that does not decode is skipped here and named by Verify.
+// List returns the records of one stream that match f, oldest first. It
+// decodes what it can; a record that does not decode is skipped here and
+// named by Verify.
 func List(tx *keyring.Tx, f Filter) []Record {
+	s := keyring.Events
+	if f.Reads {
+		s = keyring.Reads
+	}
 	var out []Record
-	tx.AuditRecords(0, func(seq uint64, raw []byte) bool {
+	tx.AuditRecords(s, 0, func(seq uint64, raw []byte) bool {
 		rec, _, err := decode(raw)
 		if err != nil {
 			return true
 		}
+		rec.Stream = s
 		if !f.Since.IsZero() && rec.Time.Before(f.Since) {
 			return true
 		}
@@ -418,49 +427,54 @@ func List(tx *keyring.Tx, f Filter) []Record {
 	return out
 }
 
-// Prune deletes the oldest records so that at most keep remain, records an
-// anchor (under key) so the chain still verifies across the cut, and appends
-// a keyed audit.prune record saying so. It returns how many it deleted.
-func Prune(tx *keyring.Tx, key []byte, keep int) (int, error) {
+// Count returns how many records stream s holds, in O(log n).
+func Count(tx *keyring.Tx, s keyring.Stream) int {
+	first, last := tx.AuditBounds(s)
+	if last == 0 {
+		return 0
+	}
+	return int(last - first + 1)
+}
+
+// Prune deletes the oldest records of stream s so that at most keep remain
+// (it costs O(records deleted)), and appends a keyed audit.prune record to
+// the events stream saying so. It updates st (the stream's state as the
+// caller's state root has it) with the new anchor, and events with the new
+// last keyed event; the caller re-signs the root. It returns how many it
+// deleted.
+func Prune(tx *keyring.Tx, key []byte, s keyring.Stream, keep int, root *keyring.Root) (int, error) {
 	if key == nil {
 		return 0, errors.New("audit: pruning needs the audit key")
 	}
-	n := tx.AuditCount()
-	if n <= keep {
+	first, lastSeq := tx.AuditBounds(s)
+	n := Count(tx, s)
+	if n <= keep || lastSeq == 0 {
 		return 0, nil
 	}
-	drop := n - keep
-	var lastSeq uint64
-	var lastMAC [macSize]byte
-	i := 0
-	var derr error
-	tx.AuditRecords(0, func(seq uint64, raw []byte) bool {
-		i++
-		if i == drop {
-			rec, _, err := decode(raw)
-			if err != nil {
-				derr = fmt.Errorf("%w at record %d: cannot prune across an undecodable record: %v", ErrBroken, seq, err)
-				return false
-			}
-			lastSeq, lastMAC = seq, rec.MAC
-			return false
-		}
-		return true
-	})
-	if derr != nil {
-		return 0, derr
+	cut := first + uint64(n-keep) - 1 // the last record removed
+	raw := tx.AuditRecord(s, cut)
+	rec, _, err := decodeHeader(raw)
+	if err != nil {
+		return 0, fmt.Errorf("%w at record %d: cannot prune across an undecodable record: %v", ErrBroken, cut, err)
 	}
-	am := headMAC(key, labelAnchor, lastSeq, lastMAC)
-	anchor := binary.BigEndian.AppendUint64(nil, lastSeq)
-	anchor = append(anchor, lastMAC[:]...)
-	anchor = append(anchor, am[:]...)
-	if err := tx.PutAuditMeta(keyring.AuditAnchor, anchor); err != nil {
+	if err := tx.DeleteAuditBefore(s, cut+1); err != nil {
 		return 0, err
 	}
-	if err := tx.DeleteAuditBefore(lastSeq + 1); err != nil {
+	st := &root.Events
+	if s == keyring.Reads {
+		st = &root.Reads
+	}
+	st.AnchorSeq, st.AnchorMAC = cut, rec.MAC
+	if st.KeyedSeq <= cut {
+		// The last keyed record went too; the anchor vouches for it.
+		st.KeyedSeq, st.KeyedMAC = 0, [macSize]byte{}
+	}
+	h, err := Append(tx, key, keyring.Events, &root.Events, Event{Kind: KindAuditPrune, Outcome: OK, Target: s.String(), Detail: fmt.Sprintf("removed %d %s records through %d", n-keep, s, cut)})
+	if err != nil {
 		return 0, err
 	}
-	return drop, Append(tx, key, Event{Kind: "audit.prune", Outcome: "ok", Detail: fmt.Sprintf("removed %d records through %d", drop, lastSeq)})
+	root.Events.KeyedSeq, root.Events.KeyedMAC = h.Seq, h.MAC
+	return n - keep, nil
 }
 
 // String renders a record on one line for people.
@@ -474,6 +488,15 @@ func (r *Record) String() string {
 	}
 	if r.Peer != nil {
 		fmt.Fprintf(&b, " uid=%d gid=%d pid=%d", r.Peer.UID, r.Peer.GID, r.Peer.PID)
+		if r.Peer.Unit != "" {
+			fmt.Fprintf(&b, " unit=%s", r.Peer.Unit)
+		}
+	}
+	if r.Count > 1 {
+		fmt.Fprintf(&b, " count=%d", r.Count)
+		if r.First != nil {
+			fmt.Fprintf(&b, " first=%s", r.First.Format(time.RFC3339))
+		}
 	}
 	if !r.Keyed {
 		b.WriteString(" (unkeyed)")
@@ -482,43 +505,59 @@ func (r *Record) String() string {
 }
 
 // Key epochs. The audit key derives from the DataKey, so a rekey changes it.
-// The rekey's own record is the last one under the old key. The old keys
-// are kept, each with the last sequence number it signed, in the meta
-// record "audit-keys", encrypted under a key derived from the current audit
-// key: whoever holds the current key (sealboxd, or an admin) can verify the
-// whole chain. Someone who only knows an old key, such as a removed admin
-// with an old copy of the file, learns nothing of the later ones.
+// The rekey's own record is the last event under the old key. The old keys
+// are kept, each with the last sequence number it signed in each stream, in
+// the meta record "audit-keys", encrypted under a key derived from the
+// current audit key: whoever holds the current key (sealboxd, or an admin)
+// can verify the whole chain. Someone who only knows an old key, such as a
+// removed admin with an old copy of the file, learns nothing of the later
+// ones.
 
 const labelKeys = "sealbox/v1/audit-keys"
 
 type epoch struct {
-	last uint64
+	last [2]uint64 // by stream
 	key  []byte
 }
 
 type epochs []epoch
 
-// keyFor returns the key that signed record seq.
-func (e epochs) keyFor(seq uint64, current []byte) []byte {
-	for _, ep := range e {
-		if seq <= ep.last {
-			return ep.key
+// keyFor returns the key that signed record seq of stream s, and its index
+// (len(e) for the current key).
+func (e epochs) keyFor(s keyring.Stream, seq uint64, current []byte) (int, []byte) {
+	for i, ep := range e {
+		if seq <= ep.last[s] {
+			return i, ep.key
 		}
 	}
-	return current
+	return len(e), current
 }
 
 func keysCipher(key []byte) (cipher.AEAD, error) {
-	k, err := hkdf.Key(sha256.New, key, nil, labelKeys, 32)
-	if err != nil {
-		return nil, err
+	var g cipher.AEAD
+	var err error
+	memlock.Do(func() {
+		var k []byte
+		if k, err = hkdf.Key(sha256.New, key, nil, labelKeys, 32); err != nil {
+			return
+		}
+		defer clear(k)
+		var block cipher.Block
+		if block, err = aes.NewCipher(k); err != nil {
+			return
+		}
+		g, err = cipher.NewGCM(block)
+	})
+	return g, err
+}
+
+// entrySize is a history entry: format 2 has one last sequence number per
+// stream, format 1 one for its single stream.
+func entrySize(format uint32) int {
+	if format == 1 {
+		return 8 + 32
 	}
-	defer clear(k)
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
+	return 8 + 8 + 32
 }
 
 func loadEpochs(tx *keyring.Tx, current []byte) (epochs, error) {
@@ -537,21 +576,28 @@ func loadEpochs(tx *keyring.Tx, current []byte) (epochs, error) {
 	if err != nil {
 		return nil, errors.New("the audit key history does not open under the current key (altered, or a wrong key)")
 	}
-	if len(plain)%(8+32) != 0 {
+	defer clear(plain)
+	size := entrySize(tx.Format())
+	if len(plain)%size != 0 {
 		return nil, fmt.Errorf("the audit key history is %d bytes of entries", len(plain))
 	}
 	var out epochs
-	for b := plain; len(b) > 0; b = b[40:] {
-		out = append(out, epoch{last: binary.BigEndian.Uint64(b), key: append([]byte(nil), b[8:40]...)})
+	for b := plain; len(b) > 0; b = b[size:] {
+		ep := epoch{key: append([]byte(nil), b[size-32:size]...)}
+		ep.last[keyring.Events] = binary.BigEndian.Uint64(b)
+		if size == 48 {
+			ep.last[keyring.Reads] = binary.BigEndian.Uint64(b[8:])
+		}
+		out = append(out, ep)
 	}
-	clear(plain)
 	return out, nil
 }
 
 func storeEpochs(tx *keyring.Tx, current []byte, e epochs) error {
 	var plain []byte
 	for _, ep := range e {
-		plain = binary.BigEndian.AppendUint64(plain, ep.last)
+		plain = binary.BigEndian.AppendUint64(plain, ep.last[keyring.Events])
+		plain = binary.BigEndian.AppendUint64(plain, ep.last[keyring.Reads])
 		plain = append(plain, ep.key...)
 	}
 	defer clear(plain)
@@ -566,37 +612,26 @@ func storeEpochs(tx *keyring.Tx, current []byte, e epochs) error {
 	return tx.PutAuditMeta(keyring.AuditKeys, g.Seal(nonce, nonce, plain, []byte(labelKeys)))
 }
 
-// Rekey closes the epoch of oldKey: it appends ev as the last record signed
-// with oldKey, adds oldKey to the history now kept under newKey, and moves
-// the pruning anchor to newKey (after checking it under oldKey). Records
+// Rekey closes the epoch of oldKey: it appends ev to the events stream as
+// the last record signed with oldKey, and adds oldKey, with the last
+// sequence number it signed in each stream, to the history now kept under
+// newKey. It returns the new last keyed event for the state root, which the
+// caller re-signs under the new root key in the same transaction. Records
 // appended after it are signed with newKey.
-func Rekey(tx *keyring.Tx, oldKey, newKey []byte, ev Event) error {
+func Rekey(tx *keyring.Tx, oldKey, newKey []byte, root *keyring.Root, ev Event) (*Head, error) {
 	hist, err := loadEpochs(tx, oldKey)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBroken, err)
+		return nil, fmt.Errorf("%w: %v", ErrBroken, err)
 	}
-	if raw := tx.AuditMeta(keyring.AuditAnchor); raw != nil {
-		if len(raw) != anchorSize {
-			return fmt.Errorf("%w: anchor is %d bytes", ErrBroken, len(raw))
-		}
-		var mac [macSize]byte
-		seq := binary.BigEndian.Uint64(raw)
-		copy(mac[:], raw[8:])
-		if want := headMAC(oldKey, labelAnchor, seq, mac); !hmac.Equal(want[:], raw[8+macSize:]) {
-			return fmt.Errorf("%w: the pruning anchor does not verify; not carrying it into the new key", ErrBroken)
-		}
-		nm := headMAC(newKey, labelAnchor, seq, mac)
-		if err := tx.PutAuditMeta(keyring.AuditAnchor, append(raw[:8+macSize:8+macSize], nm[:]...)); err != nil {
-			return err
-		}
-	}
-	if err := Append(tx, oldKey, ev); err != nil {
-		return err
-	}
-	h, err := readHead(tx)
+	h, err := Append(tx, oldKey, keyring.Events, &root.Events, ev)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	hist = append(hist, epoch{last: h.seq, key: append([]byte(nil), oldKey...)})
-	return storeEpochs(tx, newKey, hist)
+	ep := epoch{key: append([]byte(nil), oldKey...)}
+	ep.last[keyring.Events] = h.Seq
+	ep.last[keyring.Reads], _, err = last(tx, keyring.Reads, root.Reads.AnchorSeq, root.Reads.AnchorMAC)
+	if err != nil {
+		return nil, err
+	}
+	return h, storeEpochs(tx, newKey, append(hist, ep))
 }

@@ -13,7 +13,7 @@ func appendEvent(b []byte, ev *Event) []byte {
 	b = append(b, `{"time":"`...)
 	b = ev.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","kind":`...)
-	b = appendString(b, ev.Kind)
+	b = appendString(b, string(ev.Kind))
 	for _, f := range [...]struct {
 		key, val string
 	}{{`,"actor":`, ev.Actor}, {`,"target":`, ev.Target}, {`,"client":`, ev.Client}} {
@@ -29,13 +29,26 @@ func appendEvent(b []byte, ev *Event) []byte {
 		b = strconv.AppendUint(b, uint64(ev.Peer.GID), 10)
 		b = append(b, `,"pid":`...)
 		b = strconv.AppendInt(b, int64(ev.Peer.PID), 10)
+		if ev.Peer.Unit != "" {
+			b = append(b, `,"unit":`...)
+			b = appendString(b, ev.Peer.Unit)
+		}
 		b = append(b, '}')
 	}
 	b = append(b, `,"outcome":`...)
-	b = appendString(b, ev.Outcome)
+	b = appendString(b, string(ev.Outcome))
 	if ev.Detail != "" {
 		b = append(b, `,"detail":`...)
 		b = appendString(b, ev.Detail)
+	}
+	if ev.Count != 0 {
+		b = append(b, `,"count":`...)
+		b = strconv.AppendInt(b, ev.Count, 10)
+	}
+	if ev.First != nil {
+		b = append(b, `,"first":"`...)
+		b = ev.First.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
 	}
 	return append(b, '}')
 }

@@ -45,9 +45,13 @@ type Config struct {
 	// wait in a bounded queue, then are refused. 0 picks four derivations'
 	// worth of the keyring's largest slot, at most half of the memory.
 	KDFMemoryBudgetMiB uint32 `toml:"kdf_memory_budget_mib"`
-	// AuditMaxRecords caps the audit log; the oldest records are pruned
-	// behind an anchor that keeps the chain verifiable. 0 keeps everything.
+	// AuditMaxRecords caps the audit log of reads and refusals; the oldest
+	// are pruned behind an anchor that keeps the chain verifiable. 0 keeps
+	// everything.
 	AuditMaxRecords int `toml:"audit_max_records"`
+	// AuditMaxEvents caps the audit log of unseals, seals and changes, which
+	// no volume of reads can touch. 0 (the default) keeps everything.
+	AuditMaxEvents int `toml:"audit_max_events"`
 
 	// MaxConnections caps open connections per socket.
 	MaxConnections int `toml:"max_connections"`
@@ -109,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditMaxRecords < 0 || (c.AuditMaxRecords > 0 && c.AuditMaxRecords < 1000) {
 		errs = append(errs, fmt.Errorf("audit_max_records: %d out of range (0 for no cap, or at least 1000)", c.AuditMaxRecords))
+	}
+	if c.AuditMaxEvents < 0 || (c.AuditMaxEvents > 0 && c.AuditMaxEvents < 1000) {
+		errs = append(errs, fmt.Errorf("audit_max_events: %d out of range (0 for no cap, or at least 1000)", c.AuditMaxEvents))
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > 65536 {
 		errs = append(errs, fmt.Errorf("max_connections: %d out of range (1 to 65536)", c.MaxConnections))

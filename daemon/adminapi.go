@@ -144,16 +144,19 @@ func (d *Daemon) Status() (*Status, error) {
 	s.KDFBudgetMiB = d.budget.CapKiB() >> 10
 	s.AuditKeyed = d.audit.keyBytes() != nil
 	s.Recovery = d.mgr.HasRecovery()
+	s.MemoryHygiene = memlock.Hygiene
+	s.Generation = d.wm.Seen()
 	var err error
 	if s.Slots, err = d.mgr.ListAdmins(); err != nil {
 		return nil, err
 	}
 	for _, sl := range s.Slots {
-		if sl.Kind == "admin" {
+		if sl.Kind == "admin" && !sl.Stale {
 			s.Admins++
 		}
 	}
 	err = d.kr.View(func(tx *keyring.Tx) error {
+		s.Format = tx.Format()
 		h, err := tx.Header()
 		if err != nil {
 			return err
@@ -170,13 +173,22 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 		return nil, err
 	}
 	defer wipe(req.Password)
-	if sealed, _ := d.vault.isSealed(); !sealed {
-		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "already unsealed; seal first to unseal as another admin"}
+	if req.Recovery {
+		req.Admin = admin.RecoveryName
 	}
+	if sealed, _ := d.vault.isSealed(); !sealed {
+		// Nothing to do, and nothing derived: the attempt is recorded.
+		d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: req.Admin, Peer: audit.PeerFrom(r.Context()), Outcome: audit.AlreadyDone, Detail: "already unsealed; the password was not checked"})
+		st, err := d.Status()
+		if st != nil {
+			st.AlreadyUnsealed = true
+		}
+		return st, err
+	}
+	epoch := d.vault.sealEpoch()
 	var u *admin.Unsealed
 	var err error
 	if req.Recovery {
-		req.Admin = admin.RecoveryName
 		u, err = d.mgr.UnsealRecovery(r.Context(), req.Password)
 	} else {
 		u, err = d.mgr.Unseal(r.Context(), req.Admin, req.Password)
@@ -185,11 +197,17 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 		d.log.Warn("unseal failed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "error", err)
 		return nil, err
 	}
-	d.audit.setKey(u.AuditKey)
-	d.vault.unseal(u, req.Admin)
-	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients))
+	keys := u.LogKeys
+	u.LogKeys = nil
+	d.audit.setKeys(keys)
+	if !d.vault.unseal(u, req.Admin, epoch) {
+		u.Destroy()
+		d.log.Warn("a seal arrived while the unseal was in progress; the seal wins", "admin", req.Admin)
+		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant"}
+	}
+	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
 	if err := u.Report.Err(); err != nil {
-		d.log.Error("registry records failed verification and are not honoured", "report", err)
+		d.log.Error("records failed verification and are not honoured", "report", err)
 	}
 	d.notify("STATUS=unsealed")
 	return d.Status()
@@ -257,10 +275,10 @@ func (d *Daemon) addClient(r *http.Request, cred PeerCred) (any, error) {
 		return nil, err
 	}
 	defer wipe(req.ActorPassword)
-	if req.UID == nil {
-		return nil, badRequest("uid is required")
+	if req.UID == nil && req.Unit == "" {
+		return nil, badRequest("uid or unit is required")
 	}
-	err := d.mgr.AddClient(r.Context(), req.Actor, req.ActorPassword, req.Name, *req.UID, req.GID)
+	err := d.mgr.AddClient(r.Context(), req.Actor, req.ActorPassword, req.Name, admin.Match{UID: req.UID, GID: req.GID, Unit: req.Unit})
 	d.logChange("add client", req.Actor, req.Name, cred, err)
 	return okIf(err)
 }
@@ -327,21 +345,17 @@ func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
 }
 
 func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
-	key := d.audit.keyBytes()
-	if key == nil {
-		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused,
+	keys := d.audit.keyBytes()
+	if keys == nil {
+		return nil, &APIError{Status: http.StatusConflict, Code: codeSealed,
 			Message: "the daemon has not been unsealed since it started, so it holds no audit key; unseal first, or stop it and run: sealbox-admin --keyring PATH audit verify --as NAME"}
 	}
 	if err := d.audit.Flush(); err != nil {
 		return nil, err
 	}
-	var rep *audit.Report
-	var verr error
-	if err := d.kr.View(func(tx *keyring.Tx) error { rep, verr = audit.Verify(tx, key); return nil }); err != nil {
-		return nil, err
-	}
-	if verr != nil {
-		return nil, &APIError{Status: http.StatusConflict, Code: codeIntegrity, Message: verr.Error()}
+	rep, err := admin.VerifyAuditWith(d.kr, keys, d.wm)
+	if err != nil {
+		return nil, &APIError{Status: http.StatusConflict, Code: codeIntegrity, Message: err.Error()}
 	}
 	return rep, nil
 }
@@ -422,21 +436,26 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred) (any, error) {
 }
 
 func (d *Daemon) rekey(r *http.Request, cred PeerCred) (any, error) {
-	var req AuthRequest
+	var req RekeyRequest
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
 	defer wipe(req.ActorPassword)
 	// No audit batch may be signed with the old key once the rekey closed
-	// its epoch: hold the writer until OnRekey has installed the new key.
+	// its epoch: hold the writer until OnCommit has installed the new keys.
 	if err := d.audit.Flush(); err != nil {
 		return nil, err
 	}
 	d.audit.writeMu.Lock()
-	err := d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword)
+	res, err := d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, req.KeepInvites)
 	d.audit.writeMu.Unlock()
 	d.logChange("rekey", req.Actor, "", cred, err)
-	return okIf(err)
+	if err != nil {
+		return nil, err
+	}
+	ans := RekeyAnswer{RecoveryCode: res.RecoveryCode, DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
+		HandedOver: res.HandedOver, Stale: res.Stale, Generation: res.Generation}
+	return &wipingAnswer{v: ans, wipe: res.RecoveryCode}, nil
 }
 
 // backup streams a consistent copy of the keyring.

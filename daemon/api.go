@@ -94,7 +94,7 @@ func errorFor(err error) *APIError {
 		status, code = http.StatusNotFound, codeNotFound
 	case errors.Is(err, admin.ErrInvite), errors.Is(err, admin.ErrRecovery):
 		status, code = http.StatusUnauthorized, codeWrongPassword
-	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, keyring.ErrSlotExists), errors.Is(err, admin.ErrReservedName),
+	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, keyring.ErrSlotExists), errors.Is(err, admin.ErrReservedName), errors.Is(err, admin.ErrAmbiguous),
 		errors.Is(err, keyring.ErrClientExists), errors.Is(err, admin.ErrClientState),
 		errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrNothingToRepair):
 		status, code = http.StatusConflict, codeRefused
@@ -102,7 +102,7 @@ func errorFor(err error) *APIError {
 		status, code = http.StatusBadRequest, codeRefused
 	case errors.Is(err, keyring.ErrInvalidName), errors.Is(err, admin.ErrInvalid):
 		status, code = http.StatusBadRequest, codeBadRequest
-	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry),
+	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrIntegrity), errors.Is(err, unseal.ErrStale), errors.Is(err, unseal.ErrRolledBack),
 		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
 		status, code = http.StatusInternalServerError, codeIntegrity
 	case errors.Is(err, memlock.ErrLockFailed):
@@ -191,12 +191,32 @@ type PasswdRequest struct {
 	New     []byte `json:"new"`
 }
 
-// AddClientRequest registers a client.
+// AddClientRequest registers a client: by uid (and gid), by systemd unit,
+// or both.
 type AddClientRequest struct {
 	AuthRequest
 	Name string  `json:"name"`
-	UID  *uint32 `json:"uid"`
+	UID  *uint32 `json:"uid,omitempty"`
 	GID  *uint32 `json:"gid,omitempty"`
+	Unit string  `json:"unit,omitempty"`
+}
+
+// RekeyRequest replaces the DataKey; KeepInvites hands outstanding invites
+// the new key instead of dropping them.
+type RekeyRequest struct {
+	AuthRequest
+	KeepInvites bool `json:"keep_invites,omitempty"`
+}
+
+// RekeyAnswer is what a rekey did. RecoveryCode is the new recovery code,
+// shown once (absent if the keyring had none).
+type RekeyAnswer struct {
+	RecoveryCode   []byte   `json:"recovery_code,omitempty"`
+	DroppedInvites []string `json:"dropped_invites,omitempty"`
+	KeptInvites    []string `json:"kept_invites,omitempty"`
+	HandedOver     []string `json:"handed_over,omitempty"`
+	Stale          []string `json:"stale,omitempty"`
+	Generation     uint64   `json:"generation"`
 }
 
 // wipe zeroes every password field of a request.
@@ -224,6 +244,10 @@ type Status struct {
 	KDFDerivations      uint64            `json:"kdf_derivations"`
 	KDFBudgetMiB        uint64            `json:"kdf_budget_mib"`
 	AuditKeyed          bool              `json:"audit_keyed"`
+	AlreadyUnsealed     bool              `json:"already_unsealed,omitempty"`
+	MemoryHygiene       string            `json:"memory_hygiene"`
+	Format              uint32            `json:"format"`
+	Generation          uint64            `json:"generation"`
 	Keyring             string            `json:"keyring"`
 	PID                 int               `json:"pid"`
 	Started             time.Time         `json:"started"`

@@ -2,13 +2,16 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
 )
 
 // Group commit for read records: reads are queued and written in batches,
@@ -28,19 +31,24 @@ const (
 type auditor struct {
 	kr   *keyring.Keyring
 	log  *slog.Logger
-	keep int
+	keep [2]int // records kept per stream (0: no cap)
+	wm   *unseal.Watermark
 
 	// Pending records: appended under mu by readers, swapped out whole by
 	// the writer. A reader waits on space only when readQueue are pending.
 	mu      sync.Mutex
 	space   *sync.Cond
-	pending []audit.Event
+	pending []pendingEvent
 	kick    chan struct{}   // a full batch is waiting
 	flushes chan chan error // Flush requests
 	done    chan struct{}
 
 	keyMu sync.Mutex
-	key   *memlock.Buffer // from the first unseal on; nil before
+	// keys are the log keys (audit key || root key) from the first unseal
+	// on, kept in locked memory until the process exits: with them the
+	// daemon writes keyed records and re-signs the state root for them
+	// while sealed too. They reveal nothing of the DataKey. Nil before.
+	keys *memlock.Buffer
 	// writeMu is held while a batch is written; a rekey holds it so that no
 	// batch is signed with the old key after the epoch closed.
 	writeMu sync.Mutex
@@ -48,46 +56,51 @@ type auditor struct {
 	since int
 }
 
-func newAuditor(kr *keyring.Keyring, log *slog.Logger, keep int) *auditor {
-	a := &auditor{kr: kr, log: log, keep: keep, kick: make(chan struct{}, 1),
+type pendingEvent struct {
+	stream keyring.Stream
+	ev     audit.Event
+}
+
+func newAuditor(kr *keyring.Keyring, log *slog.Logger, keepEvents, keepReads int, wm *unseal.Watermark) *auditor {
+	a := &auditor{kr: kr, log: log, keep: [2]int{keepEvents, keepReads}, wm: wm, kick: make(chan struct{}, 1),
 		flushes: make(chan chan error), done: make(chan struct{})}
 	a.space = sync.NewCond(&a.mu)
 	return a
 }
 
-// setKey installs the audit key from an unseal. The first one is kept for
-// the process's life; later ones are the same key and are destroyed.
-func (a *auditor) setKey(k *memlock.Buffer) {
+// setKeys installs the log keys from an unseal. The first ones are kept for
+// the process's life; later ones are the same keys and are destroyed.
+func (a *auditor) setKeys(k *memlock.Buffer) {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
-	if a.key == nil {
-		a.key = k
+	if a.keys == nil {
+		a.keys = k
 	} else {
 		k.Destroy()
 	}
 }
 
-// replaceKey installs the audit key of a rekey, replacing the old one.
-func (a *auditor) replaceKey(k *memlock.Buffer) {
+// replaceKeys installs the log keys of a rekey, replacing the old ones.
+func (a *auditor) replaceKeys(k *memlock.Buffer) {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
-	a.key.Destroy()
-	a.key = k
+	a.keys.Destroy()
+	a.keys = k
 }
 
-// keyBytes returns the audit key, or nil before the first unseal.
+// keyBytes returns the log keys, or nil before the first unseal.
 func (a *auditor) keyBytes() []byte {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
-	if a.key == nil {
+	if a.keys == nil {
 		return nil
 	}
-	return a.key.Bytes()
+	return a.keys.Bytes()
 }
 
-// Read queues a read record. It waits when readQueue records are pending:
-// reads slow down rather than go unrecorded.
-func (a *auditor) Read(ev audit.Event) {
+// Read queues a record for stream s. It waits when readQueue records are
+// pending: reads slow down rather than go unrecorded.
+func (a *auditor) Read(s keyring.Stream, ev audit.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -95,7 +108,7 @@ func (a *auditor) Read(ev audit.Event) {
 	for len(a.pending) >= readQueue {
 		a.space.Wait()
 	}
-	a.pending = append(a.pending, ev)
+	a.pending = append(a.pending, pendingEvent{s, ev})
 	full := len(a.pending) >= maxBatch
 	a.mu.Unlock()
 	if full {
@@ -106,10 +119,10 @@ func (a *auditor) Read(ev audit.Event) {
 	}
 }
 
-// Sync writes ev now, after every queued read, and returns once it is on
-// disk.
+// Sync writes ev to the events stream now, after every queued record, and
+// returns once it is on disk.
 func (a *auditor) Sync(ev audit.Event) error {
-	a.Read(ev)
+	a.Read(keyring.Events, ev)
 	return a.Flush()
 }
 
@@ -125,7 +138,7 @@ func (a *auditor) Flush() error {
 }
 
 // take swaps out the pending records and wakes readers waiting for space.
-func (a *auditor) take() []audit.Event {
+func (a *auditor) take() []pendingEvent {
 	a.mu.Lock()
 	batch := a.pending
 	a.pending = nil
@@ -154,39 +167,58 @@ func (a *auditor) run(ctx context.Context) {
 	}
 }
 
-func (a *auditor) write(batch []audit.Event) error {
+func (a *auditor) write(batch []pendingEvent) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	var byStream [2][]audit.Event
+	for _, p := range batch {
+		byStream[p.stream] = append(byStream[p.stream], p.ev)
+	}
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
-	key := a.keyBytes()
+	keys := a.keyBytes()
 	a.since += len(batch)
-	prune := key != nil && a.keep > 0 && a.since >= pruneEvery
+	prune := keys != nil && a.since >= pruneEvery
+	if prune {
+		a.since = 0
+	}
+	var unsigned error
 	err := a.kr.Update(func(tx *keyring.Tx) error {
-		if err := audit.Append(tx, key, batch...); err != nil {
-			return err
-		}
-		if prune {
-			a.since = 0
-			if n, err := audit.Prune(tx, key, a.keep); err != nil {
-				a.log.Error("audit: pruning failed", "error", err)
-			} else if n > 0 {
-				a.log.Info("audit: pruned old records", "removed", n, "kept", a.keep)
+		for s, evs := range byStream {
+			keep := 0
+			if prune {
+				keep = a.keep[s]
+			}
+			if len(evs) == 0 && keep == 0 {
+				continue
+			}
+			n, err := admin.Log(tx, keys, a.wm, keyring.Stream(s), keep, evs...)
+			if err != nil {
+				if !errors.Is(err, unseal.ErrIntegrity) && !errors.Is(err, unseal.ErrRolledBack) {
+					return err
+				}
+				unsigned = err
+			}
+			if n > 0 {
+				a.log.Info("audit: pruned old records", "stream", keyring.Stream(s).String(), "removed", n, "kept", keep)
 			}
 		}
 		return nil
 	})
+	if unsigned != nil {
+		a.log.Error("audit: the keyring's state root does not verify, so these records were written unkeyed; run sealbox-admin check", "records", len(batch), "error", unsigned)
+	}
 	if err != nil {
 		a.log.Error("audit: writing records failed", "records", len(batch), "error", err)
 	}
 	return err
 }
 
-// close destroys the key; run must have returned.
+// close destroys the keys; run must have returned.
 func (a *auditor) close() {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
-	a.key.Destroy()
-	a.key = nil
+	a.keys.Destroy()
+	a.keys = nil
 }

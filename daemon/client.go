@@ -140,8 +140,8 @@ func (c *AdminClient) ListClients(ctx context.Context) ([]admin.ClientInfo, erro
 }
 
 // AddClient registers a client, authorized by actor.
-func (c *AdminClient) AddClient(ctx context.Context, actor string, actorPw []byte, name string, uid uint32, gid *uint32) error {
-	return c.do(ctx, http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: &uid, GID: gid}, nil)
+func (c *AdminClient) AddClient(ctx context.Context, actor string, actorPw []byte, name string, m admin.Match) error {
+	return c.do(ctx, http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: m.UID, GID: m.GID, Unit: m.Unit}, nil)
 }
 
 // SetClientStatus disables, enables or retires a client, authorized by actor.
@@ -229,9 +229,15 @@ func (c *AdminClient) Rotate(ctx context.Context, actor string, actorPw []byte, 
 	return a.Version, err
 }
 
-// Rekey replaces the DataKey.
-func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte) error {
-	return c.do(ctx, http.MethodPost, "/v1/rekey", AuthRequest{Actor: actor, ActorPassword: actorPw}, nil)
+// Rekey replaces the DataKey. The answer's recovery code is the caller's to
+// show once and wipe.
+func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error) {
+	var ans RekeyAnswer
+	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: keepInvites}, &ans); err != nil {
+		return nil, err
+	}
+	return &admin.Rekeyed{RecoveryCode: ans.RecoveryCode, DroppedInvites: ans.DroppedInvites, KeptInvites: ans.KeptInvites,
+		HandedOver: ans.HandedOver, Stale: ans.Stale, Generation: ans.Generation}, nil
 }
 
 // Backup streams a consistent copy of the keyring into w.

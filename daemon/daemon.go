@@ -81,6 +81,7 @@ type Daemon struct {
 	// it, to measure what auditing costs. No configuration reaches it.
 	noReadAudit bool
 	budget      *unseal.Budget
+	wm          *unseal.Watermark
 	maxWait     atomic.Int64  // time.Duration
 	activity    atomic.Uint64 // requests served; the idle loop watches it
 	started     time.Time
@@ -126,7 +127,8 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.kr = kr
-	d.audit = newAuditor(kr, d.log, cfg.AuditMaxRecords)
+	d.wm = &unseal.Watermark{}
+	d.audit = newAuditor(kr, d.log, cfg.AuditMaxEvents, cfg.AuditMaxRecords, d.wm)
 	probe := admin.New(kr, admin.Options{})
 	need, err := probe.MaxSlotMemoryKiB()
 	if err != nil {
@@ -143,18 +145,17 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	// the budget instead of letting it grow to twice its peak.
 	debug.SetMemoryLimit(int64(budgetKiB)<<10 + heapSlack)
 	d.mgr = admin.New(kr, admin.Options{
-		Memory:   memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
-		OnChange: d.vault.replaceClients,
-		OnClient: d.vault.upsertClient,
-		Budget:   d.budget,
-		AuditKey: d.audit.keyBytes,
-		OnRekey:  d.audit.replaceKey,
+		Memory:    memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
+		Budget:    d.budget,
+		LogKeys:   d.audit.keyBytes,
+		Watermark: d.wm,
+		OnCommit:  d.onCommit,
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.
 	if err := kr.View(func(tx *keyring.Tx) error {
 		cs, err := tx.Clients()
-		d.vault.replaceClients(cs, nil)
+		d.vault.replaceClients(cs)
 		return err
 	}); err != nil {
 		kr.Close()
@@ -326,6 +327,18 @@ func (d *Daemon) close() {
 	})
 }
 
+// onCommit follows a committed change: the client index is rebuilt from the
+// records the change left (all verified), and a rekey's new log keys replace
+// the old ones. Each change's generation and state root are logged, so that
+// an operator can later tell an older copy of the file from the current one.
+func (d *Daemon) onCommit(c *admin.Commit) {
+	d.vault.replaceClients(c.Clients)
+	if c.LogKeys != nil {
+		d.audit.replaceKeys(c.LogKeys)
+	}
+	d.log.Info("keyring changed", "op", string(c.Op), "generation", c.Generation)
+}
+
 // Seal wipes the secret (for the admin socket, a signal, shutdown or a fatal
 // error) and records who did it. Sealing never waits on the record: the
 // secret goes first.
@@ -335,7 +348,7 @@ func (d *Daemon) Seal(by string, peer *audit.Peer) {
 	}
 	d.log.Info("sealed", "by", by)
 	d.notify("STATUS=sealed")
-	if err := d.audit.Sync(audit.Event{Kind: "seal", Peer: peer, Outcome: "ok", Detail: by}); err != nil {
+	if err := d.audit.Sync(audit.Event{Kind: audit.KindSeal, Peer: peer, Outcome: audit.OK, Detail: by}); err != nil {
 		d.log.Error("audit: the seal was not recorded", "error", err)
 	}
 }
@@ -348,8 +361,9 @@ func (d *Daemon) Reload(cfg config.Config) {
 	}
 	d.maxWait.Store(int64(cfg.MaxWait))
 	if cfg.Keyring != d.cfg.Keyring || cfg.Socket != d.cfg.Socket || cfg.AdminSocket != d.cfg.AdminSocket ||
-		cfg.MaxConnections != d.cfg.MaxConnections || cfg.AllowUnlockedMemory != d.cfg.AllowUnlockedMemory {
-		d.log.Warn("reload: paths, max_connections and allow_unlocked_memory take effect at the next restart")
+		cfg.MaxConnections != d.cfg.MaxConnections || cfg.AllowUnlockedMemory != d.cfg.AllowUnlockedMemory ||
+		cfg.AuditMaxRecords != d.cfg.AuditMaxRecords || cfg.AuditMaxEvents != d.cfg.AuditMaxEvents {
+		d.log.Warn("reload: paths, max_connections, allow_unlocked_memory and the audit caps take effect at the next restart")
 	}
 	d.log.Info("reloaded", "log_level", cfg.LogLevel, "max_wait", cfg.MaxWait.String())
 }

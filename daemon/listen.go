@@ -25,6 +25,9 @@ type PeerCred struct {
 	PID int32
 	UID uint32
 	GID uint32
+	// Unit is the peer's systemd unit, when it was read race-free through
+	// a pidfd; empty otherwise.
+	Unit string
 }
 
 type credKey struct{}

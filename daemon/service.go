@@ -51,7 +51,7 @@ func (d *Daemon) identify(next http.Handler) http.Handler {
 		}
 		c, ok := d.vault.match(cred)
 		if !ok {
-			d.logRead(r, cred, c, "refused")
+			d.logRead(r, cred, c, audit.Refused)
 			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden,
 				Message: "not a registered active client (uid " + strconv.FormatUint(uint64(cred.UID), 10) + ")"})
 			return
@@ -62,15 +62,15 @@ func (d *Daemon) identify(next http.Handler) http.Handler {
 
 // logRead records a read in the structured log and, through group commit,
 // in the audit log.
-func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outcome string) {
+func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outcome audit.Outcome) {
 	name := ""
 	if c != nil {
 		name = c.Name
 	}
 	d.log.LogAttrs(r.Context(), slog.LevelInfo, "read", slog.String("path", r.URL.Path), slog.String("client", name),
-		slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID)), slog.Int64("pid", int64(cred.PID)), slog.String("outcome", outcome))
+		slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID)), slog.Int64("pid", int64(cred.PID)), slog.String("outcome", string(outcome)))
 	if !d.noReadAudit {
-		d.audit.Read(audit.Event{Kind: "read", Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}, Outcome: outcome, Detail: r.URL.Path})
+		d.audit.Read(keyring.Reads, audit.Event{Kind: audit.KindRead, Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID, Unit: cred.Unit}, Outcome: outcome, Detail: r.URL.Path})
 	}
 }
 
@@ -140,13 +140,13 @@ func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	})
 	if err != nil {
-		outcome = "write-failed"
+		outcome = audit.WriteFailed
 	}
 	d.logRead(r, cred, c, outcome)
 	switch outcome {
-	case "sealed":
+	case audit.SealedOutcome:
 		writeError(w, sealedError())
-	case "refused":
+	case audit.Refused:
 		writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "not a registered active client"})
 	}
 }

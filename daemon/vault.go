@@ -2,11 +2,11 @@ package daemon
 
 import (
 	"io"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -24,66 +24,58 @@ type vault struct {
 	unsealedBy string
 	unsealedAt time.Time
 	report     *unseal.Report
-	// clients indexes client records by uid. While sealed it holds the
-	// records as read from the file, used only to refuse; on unseal and after
-	// every change it holds only records that verified.
-	clients map[uint32][]*keyring.Client
-	total   int
-	active  int
+	// epoch counts seal requests: an unseal that started before one is
+	// not installed (a seal wins over an unseal in progress).
+	epoch uint64
+	// byUID indexes the clients that name a uid; byUnit those that name
+	// only a unit. While sealed they hold the records as read from the
+	// file, used only to refuse; on unseal and after every change they hold
+	// only records that verified.
+	byUID  map[uint32][]*keyring.Client
+	byUnit map[string][]*keyring.Client
+	total  int
+	active int
 	// unsealed is closed when the vault is unsealed, and replaced on seal;
 	// long-polling readers wait on it.
 	unsealed chan struct{}
 }
 
 func newVault() *vault {
-	return &vault{clients: map[uint32][]*keyring.Client{}, unsealed: make(chan struct{})}
+	return &vault{byUID: map[uint32][]*keyring.Client{}, byUnit: map[string][]*keyring.Client{}, unsealed: make(chan struct{})}
 }
 
 // setClients replaces the client index. The caller holds mu for writing.
 func (v *vault) setClients(cs []*keyring.Client) {
-	idx := make(map[uint32][]*keyring.Client, len(cs))
+	byUID := make(map[uint32][]*keyring.Client, len(cs))
+	byUnit := map[string][]*keyring.Client{}
 	active := 0
 	for _, c := range cs {
-		idx[c.UID] = append(idx[c.UID], c)
+		if c.Status == keyring.ClientRetired {
+			continue // a retired client matches no one
+		}
+		if c.HasUID {
+			byUID[c.UID] = append(byUID[c.UID], c)
+		} else {
+			byUnit[c.Unit] = append(byUnit[c.Unit], c)
+		}
 		if c.Status == keyring.ClientActive {
 			active++
 		}
 	}
-	for _, list := range idx {
-		sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
-	}
-	v.clients, v.total, v.active = idx, len(cs), active
+	v.byUID, v.byUnit, v.total, v.active = byUID, byUnit, len(cs), active
 }
 
 // replaceClients swaps in a new client index (after a change).
-func (v *vault) replaceClients(cs []*keyring.Client, rep *unseal.Report) {
+func (v *vault) replaceClients(cs []*keyring.Client) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.setClients(cs)
-	if rep != nil {
-		v.report = rep
-	}
 }
 
-// upsertClient puts one changed client record into the index.
-func (v *vault) upsertClient(c *keyring.Client) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	all := make([]*keyring.Client, 0, v.total+1)
-	for _, list := range v.clients {
-		for _, old := range list {
-			if old.Name != c.Name {
-				all = append(all, old)
-			}
-		}
-	}
-	v.setClients(append(all, c))
-}
-
-// match returns the client a peer is, and whether it may read: an Active
-// record whose uid matches and whose gid, if set, matches too. With no Active
-// match it returns a matching record of another status (for the audit line),
-// or nil.
+// match returns the client a peer is, and whether it may read: of the
+// clients whose uid, gid and unit constraints the peer meets, the most
+// specific one (admin.Specificity), which must be Active. A less specific
+// client never stands in for a disabled one. With no match it returns nil.
 func (v *vault) match(cred PeerCred) (c *keyring.Client, ok bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -91,27 +83,41 @@ func (v *vault) match(cred PeerCred) (c *keyring.Client, ok bool) {
 }
 
 func (v *vault) matchLocked(cred PeerCred) (*keyring.Client, bool) {
-	var other *keyring.Client
-	for _, c := range v.clients[cred.UID] {
-		if c.HasGID && c.GID != cred.GID {
-			continue
-		}
-		if c.Status == keyring.ClientActive {
-			return c, true
-		}
-		if other == nil {
-			other = c
+	var best *keyring.Client
+	consider := func(list []*keyring.Client) {
+		for _, c := range list {
+			if c.HasGID && c.GID != cred.GID || c.Unit != "" && c.Unit != cred.Unit {
+				continue
+			}
+			if best == nil || admin.Specificity(c) > admin.Specificity(best) {
+				best = c
+			}
 		}
 	}
-	return other, false
+	consider(v.byUID[cred.UID])
+	if cred.Unit != "" {
+		consider(v.byUnit[cred.Unit])
+	}
+	return best, best != nil && best.Status == keyring.ClientActive
 }
 
-// unseal installs the result of a successful admin unseal. If the vault was
-// already unsealed (a race between two admins) the newer secret wins and the
-// older buffer is destroyed.
-func (v *vault) unseal(u *admin.Unsealed, by string) {
+// sealEpoch returns the current seal epoch, for unseal to check against.
+func (v *vault) sealEpoch() uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.epoch
+}
+
+// unseal installs the result of a successful admin unseal, unless a seal
+// was requested since epoch: then it reports false and the caller destroys
+// u. If the vault was already unsealed (a race between two admins) the
+// newer secret wins and the older buffer is destroyed.
+func (v *vault) unseal(u *admin.Unsealed, by string, epoch uint64) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.epoch != epoch {
+		return false
+	}
 	old := v.secret
 	v.secret, v.version, v.report = u.Secret, u.Version, u.Report
 	v.unsealedBy, v.unsealedAt = by, time.Now()
@@ -121,6 +127,7 @@ func (v *vault) unseal(u *admin.Unsealed, by string) {
 	} else {
 		old.Destroy()
 	}
+	return true
 }
 
 // rotate swaps in a new master secret if unsealed; otherwise it destroys it
@@ -136,10 +143,12 @@ func (v *vault) rotate(secret *memlock.Buffer, version uint64) {
 	v.secret, v.version = secret, version
 }
 
-// seal wipes and unmaps the secret. It reports whether it was unsealed.
+// seal wipes and unmaps the secret, and ends any unseal in progress. It
+// reports whether it was unsealed.
 func (v *vault) seal() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.epoch++
 	if v.secret == nil {
 		return false
 	}
@@ -159,20 +168,20 @@ func (v *vault) isSealed() (bool, <-chan struct{}) {
 // serve re-checks the peer's authorization under the read lock (a client
 // disabled a moment ago is refused) and writes the secret to w straight from
 // the locked buffer. It returns the outcome and the client matched.
-func (v *vault) serve(cred PeerCred, w io.Writer, before func(n int, version uint64)) (outcome string, c *keyring.Client, err error) {
+func (v *vault) serve(cred PeerCred, w io.Writer, before func(n int, version uint64)) (outcome audit.Outcome, c *keyring.Client, err error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	c, ok := v.matchLocked(cred)
 	if !ok {
-		return "refused", c, nil
+		return audit.Refused, c, nil
 	}
 	if v.secret == nil {
-		return "sealed", c, nil
+		return audit.SealedOutcome, c, nil
 	}
 	b := v.secret.Bytes()
 	before(len(b), v.version)
 	_, err = w.Write(b)
-	return "served", c, err
+	return audit.Served, c, err
 }
 
 // status fills the parts of s that the vault knows.

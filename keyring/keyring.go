@@ -20,15 +20,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// FormatVersion is the keyring format this build reads and writes.
-const FormatVersion = 1
+// FormatVersion is the keyring format this build writes. It also reads
+// format 1, which the first successful admin login upgrades.
+const FormatVersion = 2
 
 // Errors callers test with errors.Is.
 var (
@@ -46,13 +46,15 @@ var (
 )
 
 var (
-	bucketMeta    = []byte("meta")
-	bucketSlots   = []byte("slots")
-	bucketClients = []byte("clients")
-	keyFormat     = []byte("format")
-	keyHeader     = []byte("header")
-	keySecret     = []byte("secret")
-	keyRegistry   = []byte("registry")
+	bucketMeta     = []byte("meta")
+	bucketSlots    = []byte("slots")
+	bucketClients  = []byte("clients")
+	bucketManifest = []byte("manifest")
+	keyFormat      = []byte("format")
+	keyHeader      = []byte("header")
+	keySecret      = []byte("secret")
+	keyRegistry    = []byte("registry") // format 1
+	keyRoot        = []byte("root")
 )
 
 // OpenTimeout is how long Open waits for another process's lock on the file.
@@ -121,18 +123,11 @@ func Open(path string, opts Options) (*Keyring, error) {
 	return k, nil
 }
 
-// Initial is everything a new keyring holds.
-type Initial struct {
-	Header   Header
-	Secret   Secret
-	Slot     Slot
-	Registry Registry
-}
-
 // Create makes a new keyring file at path, mode 0600 from the start, in a
-// parent directory created 0700 if missing. It refuses to overwrite anything.
-// The file is removed again if the first transaction fails.
-func Create(path string, in *Initial) (*Keyring, error) {
+// parent directory created 0700 if missing, with the buckets of the current
+// format; fill writes its first records in the same transaction. It refuses
+// to overwrite anything. The file is removed again if the transaction fails.
+func Create(path string, fill func(tx *Tx) error) (*Keyring, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating keyring directory: %w", err)
 	}
@@ -150,28 +145,16 @@ func Create(path string, in *Initial) (*Keyring, error) {
 		return nil, err
 	}
 	k := &Keyring{db: db, path: path}
-	err = k.db.Update(func(btx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketMeta, bucketSlots, bucketClients} {
-			if _, err := btx.CreateBucket(name); err != nil {
+	err = k.Update(func(tx *Tx) error {
+		for _, name := range [][]byte{bucketMeta, bucketSlots, bucketClients, bucketManifest} {
+			if _, err := tx.tx.CreateBucket(name); err != nil {
 				return err
 			}
 		}
-		tx := &Tx{tx: btx}
-		v := make([]byte, 4)
-		binary.BigEndian.PutUint32(v, FormatVersion)
-		if err := tx.meta().Put(keyFormat, v); err != nil {
+		if err := tx.SetFormat(FormatVersion); err != nil {
 			return err
 		}
-		if err := tx.PutHeader(&in.Header); err != nil {
-			return err
-		}
-		if err := tx.PutSecret(&in.Secret); err != nil {
-			return err
-		}
-		if err := tx.PutSlot(&in.Slot); err != nil {
-			return err
-		}
-		return tx.PutRegistry(&in.Registry)
+		return fill(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -289,8 +272,43 @@ func (tx *Tx) checkFormat() error {
 	if len(v) != 4 {
 		return fmt.Errorf("%w: format record is %d bytes", ErrNotKeyring, len(v))
 	}
-	if got := binary.BigEndian.Uint32(v); got != FormatVersion {
-		return fmt.Errorf("%w: file has format %d, this build reads %d (upgrade sealbox)", ErrUnknownVersion, got, FormatVersion)
+	switch got := binary.BigEndian.Uint32(v); got {
+	case 1:
+	case FormatVersion:
+		if tx.tx.Bucket(bucketManifest) == nil {
+			return fmt.Errorf("%w: missing the manifest bucket", ErrNotKeyring)
+		}
+	default:
+		return fmt.Errorf("%w: file has format %d, this build reads 1 and %d (upgrade sealbox)", ErrUnknownVersion, got, FormatVersion)
+	}
+	return nil
+}
+
+// Format returns the file's format version: 1 or FormatVersion.
+func (tx *Tx) Format() uint32 { return binary.BigEndian.Uint32(tx.meta().Get(keyFormat)) }
+
+// SetFormat writes the format version; the upgrade from format 1 uses it
+// and creates the buckets the new format needs.
+func (tx *Tx) SetFormat(v uint32) error {
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	if _, err := tx.tx.CreateBucketIfNotExists(bucketManifest); err != nil {
+		return err
+	}
+	return tx.meta().Put(keyFormat, binary.BigEndian.AppendUint32(nil, v))
+}
+
+// DeleteLegacy removes format 1's records that format 2 replaces: the
+// registry, and the audit head and anchor.
+func (tx *Tx) DeleteLegacy() error {
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	for _, k := range []string{string(keyRegistry), "audit-" + AuditHead, "audit-" + AuditAnchor} {
+		if err := tx.meta().Delete([]byte(k)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -302,28 +320,67 @@ func (tx *Tx) put(b *bolt.Bucket, key, val []byte) error {
 	return b.Put(key, val)
 }
 
+func (tx *Tx) del(b *bolt.Bucket, key []byte) error {
+	if !tx.tx.Writable() {
+		return errReadOnlyTxWrite
+	}
+	return b.Delete(key)
+}
+
+// RawHeader returns the stored header record (nil if absent).
+func (tx *Tx) RawHeader() []byte { return tx.meta().Get(keyHeader) }
+
 // Header returns the keyring header.
-func (tx *Tx) Header() (*Header, error) { return parseHeader(tx.meta().Get(keyHeader)) }
+func (tx *Tx) Header() (*Header, error) { return parseHeader(tx.RawHeader()) }
 
 // PutHeader replaces the header.
-func (tx *Tx) PutHeader(h *Header) error { return tx.put(tx.meta(), keyHeader, h.marshal()) }
+func (tx *Tx) PutHeader(h *Header) error { return tx.put(tx.meta(), keyHeader, h.Marshal()) }
+
+// RawSecret returns the stored secret record (nil if absent).
+func (tx *Tx) RawSecret() []byte { return tx.meta().Get(keySecret) }
 
 // Secret returns the encrypted master secret.
-func (tx *Tx) Secret() (*Secret, error) { return ParseSecret(tx.meta().Get(keySecret)) }
+func (tx *Tx) Secret() (*Secret, error) { return ParseSecret(tx.RawSecret()) }
 
 // PutSecret replaces the encrypted master secret.
 func (tx *Tx) PutSecret(s *Secret) error {
 	if len(s.Ciphertext) < TagSize+1 || len(s.Ciphertext) > MaxSecretSize+TagSize {
 		return fmt.Errorf("keyring: secret ciphertext length %d out of range", len(s.Ciphertext))
 	}
-	return tx.put(tx.meta(), keySecret, s.marshal())
+	return tx.put(tx.meta(), keySecret, s.Marshal())
 }
 
-// Registry returns the registry manifest.
-func (tx *Tx) Registry() (*Registry, error) { return parseRegistry(tx.meta().Get(keyRegistry)) }
+// RawRoot returns the stored state root (nil if absent, as in format 1).
+func (tx *Tx) RawRoot() []byte { return tx.meta().Get(keyRoot) }
 
-// PutRegistry replaces the registry manifest.
-func (tx *Tx) PutRegistry(r *Registry) error { return tx.put(tx.meta(), keyRegistry, r.marshal()) }
+// Root returns the state root.
+func (tx *Tx) Root() (*Root, error) {
+	b := tx.RawRoot()
+	if b == nil {
+		return nil, fmt.Errorf("%w: the state root is missing", ErrCorrupt)
+	}
+	return ParseRoot(b)
+}
+
+// PutRoot replaces the state root.
+func (tx *Tx) PutRoot(r *Root) error { return tx.put(tx.meta(), keyRoot, r.Marshal()) }
+
+func (tx *Tx) parseSlot(name string, v []byte) (*Slot, error) {
+	if tx.Format() == 1 {
+		return ParseLegacySlot(name, v)
+	}
+	return ParseSlot(name, v)
+}
+
+func (tx *Tx) parseClient(name string, v []byte) (*Client, error) {
+	if tx.Format() == 1 {
+		return ParseLegacyClient(name, v)
+	}
+	return ParseClient(name, v)
+}
+
+// RawSlot returns the named slot's stored bytes (nil if none).
+func (tx *Tx) RawSlot(name string) []byte { return tx.slots().Get([]byte(name)) }
 
 // Slot returns the named slot, or an error wrapping ErrNoSlot.
 func (tx *Tx) Slot(name string) (*Slot, error) {
@@ -331,7 +388,7 @@ func (tx *Tx) Slot(name string) (*Slot, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoSlot, name)
 	}
-	return ParseSlot(name, v)
+	return tx.parseSlot(name, v)
 }
 
 // Slots returns every slot in name order. A record that does not decode is an
@@ -339,7 +396,7 @@ func (tx *Tx) Slot(name string) (*Slot, error) {
 func (tx *Tx) Slots() ([]*Slot, error) {
 	var out []*Slot
 	err := tx.slots().ForEach(func(k, v []byte) error {
-		s, err := ParseSlot(string(k), v)
+		s, err := tx.parseSlot(string(k), v)
 		if err != nil {
 			return err
 		}
@@ -349,15 +406,15 @@ func (tx *Tx) Slots() ([]*Slot, error) {
 	return out, err
 }
 
-// SlotCount returns how many slots there are, without decoding them.
-func (tx *Tx) SlotCount() int { return tx.slots().Stats().KeyN }
-
 // PutSlot writes a slot under its name, replacing any slot of that name.
 func (tx *Tx) PutSlot(s *Slot) error {
 	if err := ValidName(s.Name); err != nil {
 		return err
 	}
-	return tx.put(tx.slots(), []byte(s.Name), s.marshal())
+	if tx.Format() != FormatVersion || s.Legacy != nil {
+		return fmt.Errorf("keyring: writing a slot into a format-%d file", tx.Format())
+	}
+	return tx.put(tx.slots(), []byte(s.Name), s.Marshal())
 }
 
 // DeleteSlot removes the named slot.
@@ -365,10 +422,7 @@ func (tx *Tx) DeleteSlot(name string) error {
 	if tx.slots().Get([]byte(name)) == nil {
 		return fmt.Errorf("%w: %q", ErrNoSlot, name)
 	}
-	if !tx.tx.Writable() {
-		return errReadOnlyTxWrite
-	}
-	return tx.slots().Delete([]byte(name))
+	return tx.del(tx.slots(), []byte(name))
 }
 
 // Client returns the named client, or an error wrapping ErrNoClient.
@@ -377,21 +431,20 @@ func (tx *Tx) Client(name string) (*Client, error) {
 	if v == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNoClient, name)
 	}
-	return ParseClient(name, v)
+	return tx.parseClient(name, v)
 }
 
 // Clients returns every client in name order.
 func (tx *Tx) Clients() ([]*Client, error) {
 	var out []*Client
 	err := tx.clients().ForEach(func(k, v []byte) error {
-		c, err := ParseClient(string(k), v)
+		c, err := tx.parseClient(string(k), v)
 		if err != nil {
 			return err
 		}
 		out = append(out, c)
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
 }
 
@@ -400,7 +453,13 @@ func (tx *Tx) PutClient(c *Client) error {
 	if err := ValidName(c.Name); err != nil {
 		return err
 	}
-	return tx.put(tx.clients(), []byte(c.Name), c.marshal())
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if tx.Format() != FormatVersion {
+		return fmt.Errorf("keyring: writing a client into a format-%d file", tx.Format())
+	}
+	return tx.put(tx.clients(), []byte(c.Name), c.Marshal())
 }
 
 // DeleteClient removes the named client record.
@@ -408,32 +467,48 @@ func (tx *Tx) DeleteClient(name string) error {
 	if tx.clients().Get([]byte(name)) == nil {
 		return fmt.Errorf("%w: %q", ErrNoClient, name)
 	}
-	if !tx.tx.Writable() {
-		return errReadOnlyTxWrite
-	}
-	return tx.clients().Delete([]byte(name))
+	return tx.del(tx.clients(), []byte(name))
 }
 
-// RecordMACs calls fn for every slot (kind 'S') and then every client (kind
-// 'C') in key order with its name, its slot kind (slots only) and its stored
-// MAC, without decoding the rest of the record. A record too short to hold a
-// MAC is reported with a nil mac.
-func (tx *Tx) RecordMACs(fn func(kind byte, name []byte, slotKind SlotKind, mac []byte)) {
-	tx.slots().ForEach(func(k, v []byte) error {
-		var mac []byte
-		var sk SlotKind
-		if len(v) == slotSize || len(v) == slotV1Size {
-			mac, sk = v[len(v)-MACSize:], SlotKind(v[1])
-		}
-		fn('S', k, sk, mac)
-		return nil
-	})
-	tx.clients().ForEach(func(k, v []byte) error {
-		var mac []byte
-		if len(v) == clientSize {
-			mac = v[len(v)-MACSize:]
-		}
-		fn('C', k, 0, mac)
-		return nil
-	})
+// Record kinds in RawRecords and manifest keys.
+const (
+	RecordSlot   = 'S'
+	RecordClient = 'C'
+)
+
+// RawRecords calls fn for every slot (kind 'S') and then every client (kind
+// 'C') in key order with its name and stored bytes, without decoding them.
+// The slices are valid only during the call.
+func (tx *Tx) RawRecords(fn func(kind byte, name, raw []byte)) {
+	tx.slots().ForEach(func(k, v []byte) error { fn(RecordSlot, k, v); return nil })
+	tx.clients().ForEach(func(k, v []byte) error { fn(RecordClient, k, v); return nil })
+}
+
+// Manifest calls fn for every manifest entry in key order. Keys are the
+// record kind ('S' or 'C') followed by the record's name; values are the
+// SHA-256 of the record as stored. The slices are valid only during the call.
+func (tx *Tx) Manifest(fn func(key, hash []byte)) {
+	if b := tx.tx.Bucket(bucketManifest); b != nil {
+		b.ForEach(func(k, v []byte) error { fn(k, v); return nil })
+	}
+}
+
+// ManifestEntry returns one manifest entry (nil if none).
+func (tx *Tx) ManifestEntry(key []byte) []byte {
+	if b := tx.tx.Bucket(bucketManifest); b != nil {
+		return b.Get(key)
+	}
+	return nil
+}
+
+// PutManifest writes one manifest entry; a nil hash deletes it.
+func (tx *Tx) PutManifest(key, hash []byte) error {
+	b := tx.tx.Bucket(bucketManifest)
+	if b == nil {
+		return fmt.Errorf("%w: no manifest bucket", ErrCorrupt)
+	}
+	if hash == nil {
+		return tx.del(b, key)
+	}
+	return tx.put(b, key, hash)
 }

@@ -6,30 +6,43 @@ import (
 	"fmt"
 )
 
-// Fixed sizes of the v1 format. Every decoder checks lengths against these
+// Fixed sizes of the format. Every decoder checks lengths against these
 // before anything reaches a cipher.
 const (
 	IDSize        = 16
 	SaltSize      = 32
 	NonceSize     = 12
-	KeySize       = 32 // DataKey, X25519 keys, HMAC outputs
+	KeySize       = 32 // DataKey, hand-over keys, HMAC outputs
 	TagSize       = 16
-	WrappedSize   = 2*KeySize + TagSize // AES-GCM(DataKey || X25519 private key)
+	WrappedSize   = 2*KeySize + TagSize // AES-GCM(DataKey || hand-over key)
+	SealedKeySize = KeySize + TagSize   // AES-GCM of one 32-byte key
 	MACSize       = 32
+	HashSize      = 32
 	MaxSecretSize = 64 << 10
 	MaxNameLen    = 64
+	MaxUnitLen    = 255
 	headerSize    = IDSize + KeySize + paramsSize + 8
 	paramsSize    = 4 + 4 + 1
-	slotV1Size    = 1 + 1 + paramsSize + SaltSize + NonceSize + WrappedSize + KeySize + 8 + MACSize
-	slotSize      = slotV1Size + 8 + 1 + PendingSize
-	// PendingSize is a DataKey sealed to a slot's X25519 public key:
-	// ephemeral public key, nonce, AES-GCM(DataKey).
-	PendingSize    = KeySize + NonceSize + KeySize + TagSize
-	clientSize     = 1 + 4 + 4 + 1 + 1 + 8 + 8 + MACSize
-	registrySize   = 8 + MACSize
-	secretHdrSize  = 8 + NonceSize + 4
-	slotRecVersion = 2
-	clientRecVer   = 1
+	// slotHdrSize is the part of a version-3 slot record before its body.
+	slotHdrSize = 1 + 1 + 8 + 8 + 1 + 2
+	// passwordBodySize is the body of a password or code slot (kinds 1-3).
+	passwordBodySize = paramsSize + SaltSize + NonceSize + WrappedSize + 2*(NonceSize+SealedKeySize)
+	slotSize         = slotHdrSize + passwordBodySize
+	clientHdrSize    = 1 + 1 + 4 + 4 + 1 + 8 + 8 + 1
+	secretHdrSize    = 8 + NonceSize + 4
+	auditStateSize   = 8 + MACSize + 8 + MACSize
+	rootSize         = 1 + 8 + 4*HashSize + 2*auditStateSize + MACSize
+	slotRecVersion   = 3
+	clientRecVer     = 2
+	rootRecVersion   = 1
+)
+
+// Slot flags (version 3).
+const (
+	SlotPending    = 1 << 0 // pending holds the current DataKey under the hand-over key
+	SlotLegacyWrap = 1 << 1 // wrapped is a format-1 payload (DataKey || X25519 key, v1 AAD)
+	SlotStale      = 1 << 2 // missed a format-1 rekey: cannot be opened; re-enrol
+	slotFlagsKnown = SlotPending | SlotLegacyWrap | SlotStale
 )
 
 // ErrCorrupt is wrapped by every decoding error: the bytes on disk are not a
@@ -65,7 +78,8 @@ type Header struct {
 	Created    int64         // unix seconds
 }
 
-func (h *Header) marshal() []byte {
+// Marshal returns the stored form of the header.
+func (h *Header) Marshal() []byte {
 	b := make([]byte, headerSize)
 	copy(b, h.ID[:])
 	copy(b[IDSize:], h.Commitment[:])
@@ -90,6 +104,7 @@ func parseHeader(b []byte) (*Header, error) {
 type SlotKind uint8
 
 // Slot kinds: an admin's password, the recovery code, an invite's code.
+// Kinds 4 and up are reserved for unattended slots (see FORMAT.md).
 const (
 	KindAdmin    SlotKind = 1
 	KindRecovery SlotKind = 2
@@ -108,102 +123,124 @@ func (k SlotKind) String() string {
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Slot is one admin's wrapped copy of the DataKey.
-type Slot struct {
-	Name      string
-	Kind      SlotKind
-	Params    Params
-	Salt      [SaltSize]byte
-	Nonce     [NonceSize]byte
-	Wrapped   [WrappedSize]byte // AES-256-GCM(key, DataKey || X25519 private key)
-	PublicKey [KeySize]byte     // X25519 public key of this slot
-	Created   int64
-	Expires   int64 // unix seconds; 0 means never (invites expire)
-	// Pending, when set, is a newer DataKey sealed to PublicKey by a rekey
-	// that this slot's owner was not present for.
-	Pending *[PendingSize]byte
-	MAC     [MACSize]byte // registry MAC (see FORMAT.md)
+// Sealed is a 32-byte key under AES-256-GCM with its nonce.
+type Sealed struct {
+	Nonce [NonceSize]byte
+	Box   [SealedKeySize]byte
 }
 
-// MarshalBody returns the record without its MAC: the bytes the MAC covers.
-func (s *Slot) MarshalBody() []byte {
-	b := make([]byte, slotSize-MACSize)
+// Slot is one way to the DataKey: an admin's password, the recovery code or
+// an invite code wrapping it, plus what a rekey needs to hand the slot a new
+// DataKey without its owner (see FORMAT.md).
+type Slot struct {
+	Name    string
+	Kind    SlotKind
+	Created int64
+	Expires int64 // unix seconds; 0 means never (invites expire)
+	Flags   uint8
+	Params  Params
+	Salt    [SaltSize]byte
+	Nonce   [NonceSize]byte
+	Wrapped [WrappedSize]byte // AES-256-GCM(KEK, DataKey || hand-over key)
+	// Escrow is the slot's hand-over key under a key derived from the
+	// current DataKey, so that a rekey can seal the new DataKey for it.
+	Escrow Sealed
+	// Pending, valid when Flags has SlotPending, is the current DataKey
+	// under a key derived from the hand-over key: set by a rekey its owner
+	// was not present for.
+	Pending Sealed
+
+	// Format 1 only (see FORMAT.md, appendix): record version 1 or 2.
+	Legacy *LegacySlot
+}
+
+// LegacySlot is what a format-1 slot record holds beyond the common fields.
+type LegacySlot struct {
+	Version   uint8
+	PublicKey [KeySize]byte
+	Pending   *[LegacyPendingSize]byte
+	MAC       [MACSize]byte
+}
+
+// HasPending reports whether a rekey left the slot a pending DataKey.
+func (s *Slot) HasPending() bool { return s.Flags&SlotPending != 0 }
+
+// Marshal returns the stored form of a version-3 slot.
+func (s *Slot) Marshal() []byte {
+	b := make([]byte, slotSize)
 	b[0] = slotRecVersion
 	b[1] = byte(s.Kind)
-	off := 2
+	binary.BigEndian.PutUint64(b[2:], uint64(s.Created))
+	binary.BigEndian.PutUint64(b[10:], uint64(s.Expires))
+	b[18] = s.Flags
+	binary.BigEndian.PutUint16(b[19:], passwordBodySize)
+	off := slotHdrSize
 	s.Params.put(b[off:])
 	off += paramsSize
 	off += copy(b[off:], s.Salt[:])
 	off += copy(b[off:], s.Nonce[:])
 	off += copy(b[off:], s.Wrapped[:])
-	off += copy(b[off:], s.PublicKey[:])
-	binary.BigEndian.PutUint64(b[off:], uint64(s.Created))
-	off += 8
-	binary.BigEndian.PutUint64(b[off:], uint64(s.Expires))
-	off += 8
-	if s.Pending != nil {
-		b[off] = 1
-		copy(b[off+1:], s.Pending[:])
+	off += copy(b[off:], s.Escrow.Nonce[:])
+	off += copy(b[off:], s.Escrow.Box[:])
+	if s.HasPending() {
+		off += copy(b[off:], s.Pending.Nonce[:])
+		copy(b[off:], s.Pending.Box[:])
 	}
 	return b
 }
 
-func (s *Slot) marshal() []byte {
-	return append(s.MarshalBody(), s.MAC[:]...)
-}
-
-// Equal reports whether two slots are the same record.
-func (s *Slot) Equal(o *Slot) bool {
-	return s.Name == o.Name && s.MAC == o.MAC && string(s.MarshalBody()) == string(o.MarshalBody())
-}
-
-// ParseSlot decodes a stored slot record: version 2, or version 1 (no
-// expiry, no pending key). The length is checked exactly for the version,
-// and unknown versions, kinds and flags are refused.
+// ParseSlot decodes a version-3 slot record (format 2). The length is
+// checked exactly, and unknown versions, kinds and flags are refused.
 func ParseSlot(name string, b []byte) (*Slot, error) {
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: slot %q is empty", ErrCorrupt, name)
+	if len(b) < slotHdrSize {
+		return nil, fmt.Errorf("%w: slot %q is %d bytes, shorter than its header", ErrCorrupt, name, len(b))
 	}
-	want := map[byte]int{1: slotV1Size, 2: slotSize}[b[0]]
-	if want == 0 {
-		return nil, fmt.Errorf("%w: slot %q has record version %d, this build reads 1 and 2", ErrCorrupt, name, b[0])
+	if b[0] != slotRecVersion {
+		return nil, fmt.Errorf("%w: slot %q has record version %d, this format has %d", ErrCorrupt, name, b[0], slotRecVersion)
 	}
-	if len(b) != want {
-		return nil, fmt.Errorf("%w: slot %q is %d bytes, want %d", ErrCorrupt, name, len(b), want)
+	s := &Slot{Name: name, Kind: SlotKind(b[1]), Flags: b[18]}
+	s.Created = int64(binary.BigEndian.Uint64(b[2:]))
+	s.Expires = int64(binary.BigEndian.Uint64(b[10:]))
+	n := int(binary.BigEndian.Uint16(b[19:]))
+	if len(b) != slotHdrSize+n {
+		return nil, fmt.Errorf("%w: slot %q is %d bytes, its header says %d", ErrCorrupt, name, len(b), slotHdrSize+n)
 	}
-	s := &Slot{Name: name, Kind: SlotKind(b[1])}
 	if s.Kind != KindAdmin && s.Kind != KindRecovery && s.Kind != KindInvite {
 		return nil, fmt.Errorf("%w: slot %q has unknown kind %d", ErrCorrupt, name, b[1])
 	}
-	off := 2
+	if n != passwordBodySize {
+		return nil, fmt.Errorf("%w: slot %q has a %d-byte body, want %d", ErrCorrupt, name, n, passwordBodySize)
+	}
+	if s.Flags&^slotFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: slot %q has unknown flags %#x", ErrCorrupt, name, s.Flags)
+	}
+	if s.Flags&SlotStale != 0 && s.Flags&SlotPending != 0 {
+		return nil, fmt.Errorf("%w: slot %q is both stale and pending", ErrCorrupt, name)
+	}
+	off := slotHdrSize
 	s.Params = getParams(b[off:])
 	off += paramsSize
 	off += copy(s.Salt[:], b[off:])
 	off += copy(s.Nonce[:], b[off:])
 	off += copy(s.Wrapped[:], b[off:])
-	off += copy(s.PublicKey[:], b[off:])
-	s.Created = int64(binary.BigEndian.Uint64(b[off:]))
-	off += 8
-	if b[0] == 2 {
-		s.Expires = int64(binary.BigEndian.Uint64(b[off:]))
-		off += 8
-		switch b[off] {
-		case 0:
-			for _, c := range b[off+1 : off+1+PendingSize] {
-				if c != 0 {
-					return nil, fmt.Errorf("%w: slot %q has bytes in its pending field but no pending flag", ErrCorrupt, name)
-				}
-			}
-		case 1:
-			s.Pending = new([PendingSize]byte)
-			copy(s.Pending[:], b[off+1:])
-		default:
-			return nil, fmt.Errorf("%w: slot %q has unknown flags %#x", ErrCorrupt, name, b[off])
-		}
-		off += 1 + PendingSize
+	off += copy(s.Escrow.Nonce[:], b[off:])
+	off += copy(s.Escrow.Box[:], b[off:])
+	if s.HasPending() {
+		off += copy(s.Pending.Nonce[:], b[off:])
+		copy(s.Pending.Box[:], b[off:])
+	} else if !allZero(b[off:]) {
+		return nil, fmt.Errorf("%w: slot %q has bytes in its pending field but no pending flag", ErrCorrupt, name)
 	}
-	copy(s.MAC[:], b[off:])
 	return s, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // ClientStatus is a client's standing.
@@ -228,63 +265,124 @@ func (s ClientStatus) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
+// Client flags (version 2).
+const (
+	ClientMatchUID   = 1 << 0
+	ClientMatchGID   = 1 << 1
+	clientFlagsKnown = ClientMatchUID | ClientMatchGID
+)
+
 // Client is a registered local service, identified by kernel-attested peer
-// credentials.
+// credentials: a uid (optionally with a gid), a systemd unit, or both.
 type Client struct {
 	Name    string
 	UID     uint32
+	HasUID  bool
 	GID     uint32
-	HasGID  bool // when false, any gid matches
+	HasGID  bool   // when false, any gid matches
+	Unit    string // systemd unit; empty means any
 	Status  ClientStatus
 	Created int64
 	Updated int64
-	MAC     [MACSize]byte
+
+	// LegacyMAC is the record MAC of a format-1 client record.
+	LegacyMAC *[MACSize]byte
 }
 
-// MarshalBody returns the record without its MAC.
-func (c *Client) MarshalBody() []byte {
-	b := make([]byte, clientSize-MACSize)
+// Marshal returns the stored form of a version-2 client record.
+func (c *Client) Marshal() []byte {
+	b := make([]byte, clientHdrSize, clientHdrSize+len(c.Unit))
 	b[0] = clientRecVer
-	binary.BigEndian.PutUint32(b[1:], c.UID)
-	binary.BigEndian.PutUint32(b[5:], c.GID)
-	if c.HasGID {
-		b[9] = 1
+	if c.HasUID {
+		b[1] |= ClientMatchUID
 	}
+	if c.HasGID {
+		b[1] |= ClientMatchGID
+	}
+	binary.BigEndian.PutUint32(b[2:], c.UID)
+	binary.BigEndian.PutUint32(b[6:], c.GID)
 	b[10] = byte(c.Status)
 	binary.BigEndian.PutUint64(b[11:], uint64(c.Created))
 	binary.BigEndian.PutUint64(b[19:], uint64(c.Updated))
-	return b
+	b[27] = byte(len(c.Unit))
+	return append(b, c.Unit...)
 }
 
-func (c *Client) marshal() []byte {
-	return append(c.MarshalBody(), c.MAC[:]...)
+// Validate checks what a client record may hold: a uid or a unit (or both),
+// a gid only with a uid, a valid unit name, a known status.
+func (c *Client) Validate() error {
+	if !c.HasUID && c.Unit == "" {
+		return fmt.Errorf("%w: client %q matches neither a uid nor a unit", ErrCorrupt, c.Name)
+	}
+	if c.HasGID && !c.HasUID {
+		return fmt.Errorf("%w: client %q has a gid without a uid", ErrCorrupt, c.Name)
+	}
+	if c.Unit != "" {
+		if err := ValidUnit(c.Unit); err != nil {
+			return fmt.Errorf("%w: client %q: %v", ErrCorrupt, c.Name, err)
+		}
+	}
+	if c.Status < ClientActive || c.Status > ClientRetired {
+		return fmt.Errorf("%w: client %q has unknown status %d", ErrCorrupt, c.Name, c.Status)
+	}
+	if !c.HasUID && c.UID != 0 || !c.HasGID && c.GID != 0 {
+		return fmt.Errorf("%w: client %q has an id that its flags do not use", ErrCorrupt, c.Name)
+	}
+	return nil
 }
 
-// ParseClient decodes a stored client record.
+// ParseClient decodes a version-2 client record (format 2).
 func ParseClient(name string, b []byte) (*Client, error) {
-	if len(b) != clientSize {
-		return nil, fmt.Errorf("%w: client %q is %d bytes, want %d", ErrCorrupt, name, len(b), clientSize)
+	if len(b) < clientHdrSize {
+		return nil, fmt.Errorf("%w: client %q is %d bytes, shorter than its header", ErrCorrupt, name, len(b))
 	}
 	if b[0] != clientRecVer {
-		return nil, fmt.Errorf("%w: client %q has record version %d, this build reads %d", ErrCorrupt, name, b[0], clientRecVer)
+		return nil, fmt.Errorf("%w: client %q has record version %d, this format has %d", ErrCorrupt, name, b[0], clientRecVer)
 	}
-	if b[9] > 1 {
-		return nil, fmt.Errorf("%w: client %q has unknown flags %#x", ErrCorrupt, name, b[9])
+	if b[1]&^clientFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: client %q has unknown flags %#x", ErrCorrupt, name, b[1])
+	}
+	if n := int(b[27]); len(b) != clientHdrSize+n {
+		return nil, fmt.Errorf("%w: client %q is %d bytes, its header says %d", ErrCorrupt, name, len(b), clientHdrSize+n)
 	}
 	c := &Client{
 		Name:    name,
-		UID:     binary.BigEndian.Uint32(b[1:]),
-		GID:     binary.BigEndian.Uint32(b[5:]),
-		HasGID:  b[9] == 1,
+		HasUID:  b[1]&ClientMatchUID != 0,
+		HasGID:  b[1]&ClientMatchGID != 0,
+		UID:     binary.BigEndian.Uint32(b[2:]),
+		GID:     binary.BigEndian.Uint32(b[6:]),
 		Status:  ClientStatus(b[10]),
 		Created: int64(binary.BigEndian.Uint64(b[11:])),
 		Updated: int64(binary.BigEndian.Uint64(b[19:])),
+		Unit:    string(b[clientHdrSize:]),
 	}
-	if c.Status < ClientActive || c.Status > ClientRetired {
-		return nil, fmt.Errorf("%w: client %q has unknown status %d", ErrCorrupt, name, b[10])
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
-	copy(c.MAC[:], b[27:])
 	return c, nil
+}
+
+// ValidUnit reports whether u is a plausible systemd unit name: 1 to 255
+// bytes of [A-Za-z0-9:_.\-@], with a known unit suffix.
+func ValidUnit(u string) error {
+	if len(u) == 0 || len(u) > MaxUnitLen {
+		return fmt.Errorf("unit name must be 1 to %d bytes", MaxUnitLen)
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == ':' || c == '_' || c == '.' || c == '-' || c == '@' || c == '\\':
+		default:
+			return fmt.Errorf("unit name %q has a character systemd does not allow", u)
+		}
+	}
+	for _, suf := range []string{".service", ".socket", ".scope", ".timer", ".mount", ".path", ".target", ".slice", ".swap", ".device", ".automount"} {
+		if len(u) > len(suf) && u[len(u)-len(suf):] == suf {
+			return nil
+		}
+	}
+	return fmt.Errorf("unit name %q lacks a unit type suffix such as .service", u)
 }
 
 // Secret is the master secret, encrypted under the DataKey.
@@ -294,7 +392,8 @@ type Secret struct {
 	Ciphertext []byte // plaintext length + TagSize
 }
 
-func (s *Secret) marshal() []byte {
+// Marshal returns the stored form of the secret record.
+func (s *Secret) Marshal() []byte {
 	b := make([]byte, secretHdrSize, secretHdrSize+len(s.Ciphertext))
 	binary.BigEndian.PutUint64(b, s.Version)
 	copy(b[8:], s.Nonce[:])
@@ -320,25 +419,80 @@ func ParseSecret(b []byte) (*Secret, error) {
 	return s, nil
 }
 
-// Registry is the manifest over all slot and client records.
-type Registry struct {
-	Generation uint64 // bumped on every change
+// AuditState is where one audit stream stands, as the state root covers it:
+// its last keyed record and its pruning anchor (the last record removed).
+type AuditState struct {
+	KeyedSeq  uint64 // 0: no keyed record yet
+	KeyedMAC  [MACSize]byte
+	AnchorSeq uint64 // 0: never pruned
+	AnchorMAC [MACSize]byte
+}
+
+func (a *AuditState) put(b []byte) {
+	binary.BigEndian.PutUint64(b, a.KeyedSeq)
+	copy(b[8:], a.KeyedMAC[:])
+	binary.BigEndian.PutUint64(b[8+MACSize:], a.AnchorSeq)
+	copy(b[16+MACSize:], a.AnchorMAC[:])
+}
+
+func getAuditState(b []byte) AuditState {
+	var a AuditState
+	a.KeyedSeq = binary.BigEndian.Uint64(b)
+	copy(a.KeyedMAC[:], b[8:])
+	a.AnchorSeq = binary.BigEndian.Uint64(b[8+MACSize:])
+	copy(a.AnchorMAC[:], b[16+MACSize:])
+	return a
+}
+
+// Root is the state root: one MAC over everything someone who can write the
+// file could swap or roll back piecewise (see FORMAT.md).
+type Root struct {
+	Generation uint64
+	Header     [HashSize]byte // SHA-256 of the header record
+	Secret     [HashSize]byte // SHA-256 of the secret record
+	Records    [HashSize]byte // digest of the manifest
+	Keys       [HashSize]byte // SHA-256 of the audit key history, or zeros
+	Events     AuditState     // the audit log of events
+	Reads      AuditState     // the audit log of reads and refusals
 	MAC        [MACSize]byte
 }
 
-func (r *Registry) marshal() []byte {
-	b := make([]byte, registrySize)
-	binary.BigEndian.PutUint64(b, r.Generation)
-	copy(b[8:], r.MAC[:])
+// Body returns the bytes the root's MAC covers.
+func (r *Root) Body() []byte {
+	b := make([]byte, rootSize-MACSize)
+	b[0] = rootRecVersion
+	binary.BigEndian.PutUint64(b[1:], r.Generation)
+	off := 9
+	for _, h := range [][HashSize]byte{r.Header, r.Secret, r.Records, r.Keys} {
+		off += copy(b[off:], h[:])
+	}
+	r.Events.put(b[off:])
+	off += auditStateSize
+	r.Reads.put(b[off:])
 	return b
 }
 
-func parseRegistry(b []byte) (*Registry, error) {
-	if len(b) != registrySize {
-		return nil, fmt.Errorf("%w: registry record is %d bytes, want %d", ErrCorrupt, len(b), registrySize)
+// Marshal returns the stored form of the root.
+func (r *Root) Marshal() []byte { return append(r.Body(), r.MAC[:]...) }
+
+// ParseRoot decodes the state root record.
+func ParseRoot(b []byte) (*Root, error) {
+	if len(b) != rootSize {
+		return nil, fmt.Errorf("%w: state root is %d bytes, want %d", ErrCorrupt, len(b), rootSize)
 	}
-	r := &Registry{Generation: binary.BigEndian.Uint64(b)}
-	copy(r.MAC[:], b[8:])
+	if b[0] != rootRecVersion {
+		return nil, fmt.Errorf("%w: state root has record version %d, this build reads %d", ErrCorrupt, b[0], rootRecVersion)
+	}
+	r := &Root{Generation: binary.BigEndian.Uint64(b[1:])}
+	off := 9
+	for _, h := range []*[HashSize]byte{&r.Header, &r.Secret, &r.Records, &r.Keys} {
+		off += copy(h[:], b[off:])
+	}
+	r.Events = getAuditState(b[off:])
+	off += auditStateSize
+	r.Reads = getAuditState(b[off:])
+	off += auditStateSize
+	copy(r.MAC[:], b[off:])
 	return r, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -82,11 +83,21 @@ func Work() (derivations, cost uint64) {
 	return work.derivations.Load(), work.cost.Load()
 }
 
-// derive runs Argon2id. The caller wipes the result.
-func derive(password, salt []byte, p keyring.Params) []byte {
+// derive runs Argon2id into a new locked buffer, which the caller
+// destroys. The derivation runs inside memlock.Do.
+func derive(password, salt []byte, p keyring.Params) (*memlock.Buffer, error) {
 	work.derivations.Add(1)
 	work.cost.Add(uint64(p.MemoryKiB) * uint64(p.Time))
-	return argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, keyring.KeySize)
+	kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil, err
+	}
+	memlock.Do(func() {
+		k := argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, keyring.KeySize)
+		copy(kek.Bytes(), k)
+		clear(k)
+	})
+	return kek, nil
 }
 
 // Calibrate picks parameters for new slots that take about target on this
@@ -146,8 +157,10 @@ func timeOne(p keyring.Params) time.Duration {
 	salt := make([]byte, keyring.SaltSize)
 	runtime.GC()
 	start := time.Now()
-	k := derive([]byte("sealbox calibration"), salt, p)
+	k, err := derive([]byte("sealbox calibration"), salt, p)
 	d := time.Since(start)
-	clear(k)
+	if err == nil {
+		k.Destroy()
+	}
 	return d
 }

@@ -1,16 +1,20 @@
 // Package unseal turns an admin's password into the DataKey, and the DataKey
-// into the master secret, held in locked memory.
+// into the master secret, held in locked memory; it also keeps the keyring's
+// state root, the one MAC that covers everything in the file.
 //
-// Most callers want OpenSlot (password + slot → *Key) followed by
-// Key.DecryptSecret (→ *memlock.Buffer with the master secret). Changing the
-// keyring goes through a *Key too: SealSlot wraps the DataKey for a new
-// password, SignClient authenticates a client record, and Register rewrites
-// the registry manifest after a change. VerifyRegistry checks every record.
+// Most callers want OpenSlot (password + slot → *Key), then VerifyState (is
+// the file as the last change left it?) and Key.DecryptSecret (→
+// *memlock.Buffer with the master secret). Changing the keyring goes through
+// a *Key too: SealSlot wraps the DataKey for a new password, HandOver gives
+// another slot a new DataKey at a rekey, and Sign re-signs the state root
+// after a change.
 //
 // Errors: a wrong password and an unknown admin both return ErrWrongPassword
 // after the same Argon2id work (see Decoy). A slot that decrypts but holds a
-// different DataKey returns ErrCommitment. Parameters beyond the caps return
-// ErrParams before any derivation.
+// different DataKey, or whose pending key does not open, returns
+// ErrCommitment. Parameters beyond the caps return ErrParams before any
+// derivation. A state that does not verify is a *Report whose Err wraps
+// ErrIntegrity.
 //
 // This package is not for storage (see keyring) or for the rules of who may
 // change what (see admin).
@@ -20,7 +24,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -28,8 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"golang.org/x/crypto/curve25519"
 
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
@@ -39,34 +40,53 @@ import (
 var (
 	ErrWrongPassword = errors.New("wrong admin name or password")
 	ErrCommitment    = errors.New("slot holds a key that is not this keyring's DataKey")
-	ErrRegistry      = errors.New("registry record fails authentication")
+	ErrIntegrity     = errors.New("the keyring does not verify")
 	ErrSecret        = errors.New("master secret does not decrypt under the DataKey")
+	// ErrStale is returned for a slot that missed a rekey made by format 1,
+	// whose hand-over cannot be authenticated: its admin must enrol again.
+	ErrStale = errors.New("this slot missed a rekey made by an earlier sealbox, which cannot be authenticated; an admin must invite its owner again (sealbox-admin invite NAME --as ADMIN)")
 )
 
 // Labels. They are part of the format: see keyring/FORMAT.md.
 const (
-	labelSlotAAD    = "sealbox/v1/slot"
-	labelSecretAAD  = "sealbox/v1/secret"
-	labelCommitment = "sealbox/v1/commitment"
-	labelRegistry   = "sealbox/v1/registry"
-	labelSlotMAC    = "sealbox/v1/slot-record"
-	labelClientMAC  = "sealbox/v1/client-record"
-	labelManifest   = "sealbox/v1/manifest"
-	labelAudit      = "sealbox/v1/audit-key"
+	labelSlotAAD     = "sealbox/v2/slot"
+	labelEscrowAAD   = "sealbox/v2/escrow"
+	labelPendingAAD  = "sealbox/v2/pending"
+	labelEscrowKey   = "sealbox/v2/escrow-key"
+	labelPendingKey  = "sealbox/v2/pending-key"
+	labelRootKey     = "sealbox/v2/root-key"
+	labelLegacyHand  = "sealbox/v2/legacy-hand-over"
+	labelSecretAAD   = "sealbox/v1/secret"
+	labelCommitment  = "sealbox/v1/commitment"
+	labelAudit       = "sealbox/v1/audit-key"
+	labelLegacySlot  = "sealbox/v1/slot"
+	labelLegacyReg   = "sealbox/v1/registry"
+	labelLegacySMAC  = "sealbox/v1/slot-record"
+	labelLegacyCMAC  = "sealbox/v1/client-record"
+	labelLegacyManif = "sealbox/v1/manifest"
 )
 
-// Key is an unwrapped DataKey together with the registry key derived from it,
-// both in one locked buffer. Destroy it when done.
+// Key is an unwrapped DataKey together with the state-root key derived from
+// it, both in one locked buffer. Destroy it when done.
 type Key struct {
-	buf *memlock.Buffer // DataKey (32) || registry key (32)
+	buf *memlock.Buffer // DataKey (32) || root key (32)
 	id  [keyring.IDSize]byte
 	// Folded is set by OpenSlot when the slot held an older DataKey and the
-	// current one came from its Pending field: rewrap the slot.
+	// current one came from its pending field: rewrap the slot.
 	Folded bool
+	// Rewrap is set when the slot should be rewrapped in the current layout
+	// at this login: it was folded, or it is a format-1 payload.
+	Rewrap bool
 }
 
+// DataKey returns the DataKey itself. Callers must not keep a copy.
 func (k *Key) dataKey() []byte { return k.buf.Bytes()[:keyring.KeySize] }
-func (k *Key) regKey() []byte  { return k.buf.Bytes()[keyring.KeySize:] }
+
+// RootKey returns the state-root key; it lives as long as the Key.
+func (k *Key) RootKey() []byte { return k.buf.Bytes()[keyring.KeySize:] }
+
+// ID returns the keyring ID the key belongs to.
+func (k *Key) ID() [keyring.IDSize]byte { return k.id }
 
 // Destroy wipes and unmaps the key.
 func (k *Key) Destroy() {
@@ -85,46 +105,52 @@ func NewKey(id [keyring.IDSize]byte, mo memlock.Options) (*Key, error) {
 }
 
 func newKey(rng io.Reader, id [keyring.IDSize]byte, mo memlock.Options) (*Key, error) {
+	k, err := emptyKey(id, mo)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(rng, k.dataKey()); err != nil {
+		k.Destroy()
+		return nil, err
+	}
+	k.deriveRootKey()
+	return k, nil
+}
+
+func emptyKey(id [keyring.IDSize]byte, mo memlock.Options) (*Key, error) {
 	buf, err := memlock.New(2*keyring.KeySize, mo)
 	if err != nil {
 		return nil, err
 	}
-	k := &Key{buf: buf, id: id}
-	if _, err := io.ReadFull(rng, k.dataKey()); err != nil {
-		buf.Destroy()
-		return nil, err
-	}
-	if err := k.deriveRegKey(); err != nil {
-		buf.Destroy()
-		return nil, err
-	}
-	return k, nil
+	return &Key{buf: buf, id: id}, nil
 }
 
-func (k *Key) deriveRegKey() error {
-	rk, err := hkdf.Key(sha256.New, k.dataKey(), k.id[:], labelRegistry, keyring.KeySize)
-	if err != nil {
-		return err
-	}
-	copy(k.regKey(), rk)
-	memlock.Wipe(rk)
-	return nil
+// hkdfInto derives 32 bytes into dst: HKDF-SHA256(ikm, salt, info).
+func hkdfInto(dst, ikm, salt []byte, info string) {
+	memlock.Do(func() {
+		v, err := hkdf.Key(sha256.New, ikm, salt, info, keyring.KeySize)
+		if err != nil {
+			panic("unseal: hkdf: " + err.Error()) // only on an invalid length, a bug
+		}
+		copy(dst, v)
+		clear(v)
+	})
 }
 
-// AuditKey derives the audit log's MAC key into a new locked buffer:
-// HKDF-SHA256(DataKey, salt=keyring ID, info=labelAudit). It reveals nothing
-// of the DataKey, so a daemon may keep it after sealing.
-func (k *Key) AuditKey(mo memlock.Options) (*memlock.Buffer, error) {
-	v, err := hkdf.Key(sha256.New, k.dataKey(), k.id[:], labelAudit, keyring.KeySize)
+func (k *Key) deriveRootKey() { hkdfInto(k.RootKey(), k.dataKey(), k.id[:], labelRootKey) }
+
+// LogKeys derives the keys sealboxd keeps from its first unseal until it
+// exits, so that it can append keyed audit records and re-sign the state
+// root for them: the audit key (32 bytes) then the root key (32 bytes), in
+// a new locked buffer. Neither reveals the DataKey.
+func (k *Key) LogKeys(mo memlock.Options) (*memlock.Buffer, error) {
+	buf, err := memlock.New(2*keyring.KeySize, mo)
 	if err != nil {
 		return nil, err
 	}
-	defer memlock.Wipe(v)
-	buf, err := memlock.New(keyring.KeySize, mo)
-	if err != nil {
-		return nil, err
-	}
-	copy(buf.Bytes(), v)
+	b := buf.Bytes()
+	hkdfInto(b[:keyring.KeySize], k.dataKey(), k.id[:], labelAudit)
+	copy(b[keyring.KeySize:], k.RootKey())
 	return buf, nil
 }
 
@@ -132,12 +158,28 @@ func (k *Key) AuditKey(mo memlock.Options) (*memlock.Buffer, error) {
 // DataKey: HKDF-SHA256(DataKey, salt=keyring ID, info=labelCommitment).
 func (k *Key) Commitment() [keyring.KeySize]byte {
 	var c [keyring.KeySize]byte
-	v, err := hkdf.Key(sha256.New, k.dataKey(), k.id[:], labelCommitment, keyring.KeySize)
-	if err != nil {
-		panic("unseal: hkdf: " + err.Error()) // only on an invalid length, a bug
-	}
-	copy(c[:], v)
+	hkdfInto(c[:], k.dataKey(), k.id[:], labelCommitment)
 	return c
+}
+
+func (k *Key) commitOK(h *keyring.Header) bool {
+	c := k.Commitment()
+	return subtle.ConstantTimeCompare(c[:], h.Commitment[:]) == 1
+}
+
+// gcmSeal and gcmOpen run AES-256-GCM inside Do, so that the key schedule
+// and GHASH state are wiped with the call's memory.
+func gcmSeal(key, dst, nonce, plain, aad []byte) []byte {
+	var out []byte
+	memlock.Do(func() { out = newGCM(key).Seal(dst, nonce, plain, aad) })
+	return out
+}
+
+func gcmOpen(key, dst, nonce, sealed, aad []byte) ([]byte, error) {
+	var out []byte
+	var err error
+	memlock.Do(func() { out, err = newGCM(key).Open(dst, nonce, sealed, aad) })
+	return out, err
 }
 
 func newGCM(key []byte) cipher.AEAD {
@@ -152,136 +194,254 @@ func newGCM(key []byte) cipher.AEAD {
 	return g
 }
 
-func slotAAD(id [keyring.IDSize]byte, kind keyring.SlotKind, name string) []byte {
-	b := make([]byte, 0, len(labelSlotAAD)+4+keyring.IDSize+1+2+len(name))
-	b = append(b, labelSlotAAD...)
-	b = binary.BigEndian.AppendUint32(b, keyring.FormatVersion)
+// placeAAD is label || id || kind || u16(len(name)) || name: it binds a
+// sealed value to its keyring, slot kind and name.
+func placeAAD(label string, id [keyring.IDSize]byte, kind keyring.SlotKind, name string) []byte {
+	b := make([]byte, 0, len(label)+keyring.IDSize+1+2+len(name)+keyring.KeySize)
+	b = append(b, label...)
 	b = append(b, id[:]...)
 	b = append(b, byte(kind))
 	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
 	return append(b, name...)
 }
 
-// SealSlot wraps the DataKey for name under password with params, together
-// with a fresh X25519 key pair for the slot, and signs the record.
-func (k *Key) SealSlot(name string, kind keyring.SlotKind, password []byte, params keyring.Params, created int64) (*keyring.Slot, error) {
-	if err := CheckNewParams(params); err != nil {
-		return nil, err
-	}
-	return k.sealSlot(rand.Reader, name, kind, password, params, created)
+// legacySlotAAD is format 1's slot AAD: it has the format version (u32 1)
+// after the label.
+func legacySlotAAD(id [keyring.IDSize]byte, kind keyring.SlotKind, name string) []byte {
+	b := binary.BigEndian.AppendUint32([]byte(labelLegacySlot), 1)
+	b = append(b, id[:]...)
+	b = append(b, byte(kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	return append(b, name...)
 }
 
-// sealSlot draws the salt, the nonce and the X25519 private key, in that
-// order, from rng (the test vectors depend on that order).
-func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, password []byte, params keyring.Params, created int64) (*keyring.Slot, error) {
+// SealSlot wraps the DataKey for name under secret (a password, or a code as
+// NormalizeCode returns it) with params: a new slot with a fresh hand-over
+// key, escrowed under this DataKey.
+func (k *Key) SealSlot(name string, kind keyring.SlotKind, secret []byte, params keyring.Params, created, expires int64) (*keyring.Slot, error) {
+	if kind == keyring.KindAdmin {
+		if err := CheckNewParams(params); err != nil {
+			return nil, err
+		}
+	} else if err := CheckParams(params); err != nil {
+		return nil, err
+	}
+	return k.sealSlot(rand.Reader, name, kind, secret, params, created, expires)
+}
+
+// sealSlot draws the salt, the nonce, the hand-over key and the escrow
+// nonce, in that order, from rng (the test vectors depend on that order).
+func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, secret []byte, params keyring.Params, created, expires int64) (*keyring.Slot, error) {
 	if err := keyring.ValidName(name); err != nil {
 		return nil, err
 	}
-	s := &keyring.Slot{Name: name, Kind: kind, Params: params, Created: created}
+	s := &keyring.Slot{Name: name, Kind: kind, Params: params, Created: created, Expires: expires}
 	if _, err := io.ReadFull(rng, s.Salt[:]); err != nil {
 		return nil, err
 	}
 	if _, err := io.ReadFull(rng, s.Nonce[:]); err != nil {
 		return nil, err
 	}
-	payload := make([]byte, 2*keyring.KeySize, 2*keyring.KeySize+keyring.TagSize)
-	defer memlock.Wipe(payload[:cap(payload)])
-	copy(payload, k.dataKey())
-	priv := payload[keyring.KeySize:]
-	if _, err := io.ReadFull(rng, priv); err != nil {
-		return nil, err
-	}
-	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
+	payload, err := memlock.New(2*keyring.KeySize+keyring.TagSize, memlock.Options{AllowUnlocked: true})
 	if err != nil {
 		return nil, err
 	}
-	copy(s.PublicKey[:], pub)
-	kek := derive(password, s.Salt[:], params)
-	defer memlock.Wipe(kek)
-	sealed := newGCM(kek).Seal(payload[:0], s.Nonce[:], payload, slotAAD(k.id, kind, name))
-	copy(s.Wrapped[:], sealed)
-	s.MAC = k.slotMAC(s)
+	defer payload.Destroy()
+	p := payload.Bytes()
+	copy(p, k.dataKey())
+	hand := p[keyring.KeySize : 2*keyring.KeySize]
+	if _, err := io.ReadFull(rng, hand); err != nil {
+		return nil, err
+	}
+	kek, err := derive(secret, s.Salt[:], params)
+	if err != nil {
+		return nil, err
+	}
+	defer kek.Destroy()
+	copy(s.Wrapped[:], gcmSeal(kek.Bytes(), p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, kind, name)))
+	if err := k.escrow(rng, s, hand); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
-// OpenSlot derives the slot's key from password and unwraps the DataKey. It
-// checks the parameter caps before deriving, and after unwrapping checks the
-// DataKey against the header's commitment, the slot's public key against its
-// private half, and the slot record's registry MAC. A slot written before a
-// rekey its owner missed holds the old DataKey and, in Pending, the new one
-// sealed to its public key: OpenSlot opens that and sets Key.Folded, so the
-// caller can rewrap the slot under the new key.
-func OpenSlot(h *keyring.Header, s *keyring.Slot, password []byte, mo memlock.Options) (*Key, error) {
-	if err := CheckParams(s.Params); err != nil {
-		return nil, fmt.Errorf("slot %q: %w", s.Name, err)
+// escrow seals the slot's hand-over key under this DataKey's escrow key.
+func (k *Key) escrow(rng io.Reader, s *keyring.Slot, hand []byte) error {
+	if _, err := io.ReadFull(rng, s.Escrow.Nonce[:]); err != nil {
+		return err
 	}
-	kek := derive(password, s.Salt[:], s.Params)
-	defer memlock.Wipe(kek)
-	var payload [keyring.WrappedSize]byte
-	defer memlock.Wipe(payload[:])
-	plain, err := newGCM(kek).Open(payload[:0], s.Nonce[:], s.Wrapped[:], slotAAD(h.ID, s.Kind, s.Name))
-	if err != nil {
-		return nil, ErrWrongPassword
+	var ek [keyring.KeySize]byte
+	defer clear(ek[:])
+	hkdfInto(ek[:], k.dataKey(), k.id[:], labelEscrowKey)
+	copy(s.Escrow.Box[:], gcmSeal(ek[:], nil, s.Escrow.Nonce[:], hand, placeAAD(labelEscrowAAD, k.id, s.Kind, s.Name)))
+	return nil
+}
+
+// openEscrow recovers a slot's hand-over key into dst with this DataKey.
+func (k *Key) openEscrow(s *keyring.Slot, dst []byte) error {
+	var ek [keyring.KeySize]byte
+	defer clear(ek[:])
+	hkdfInto(ek[:], k.dataKey(), k.id[:], labelEscrowKey)
+	if _, err := gcmOpen(ek[:], dst[:0], s.Escrow.Nonce[:], s.Escrow.Box[:], placeAAD(labelEscrowAAD, k.id, s.Kind, s.Name)); err != nil {
+		return fmt.Errorf("slot %q: its escrow does not open under the DataKey: %w", s.Name, ErrIntegrity)
 	}
-	buf, err := memlock.New(2*keyring.KeySize, mo)
+	return nil
+}
+
+func pendingAAD(id [keyring.IDSize]byte, s *keyring.Slot, commitment [keyring.KeySize]byte) []byte {
+	return append(placeAAD(labelPendingAAD, id, s.Kind, s.Name), commitment[:]...)
+}
+
+// HandOver returns slot s prepared for the rekey from k to next: its
+// hand-over key, recovered from the escrow with k, now seals next's DataKey
+// in Pending and is escrowed under next. Only a holder of the DataKey that
+// escrowed the hand-over key can do this: that is the proof a pending key
+// carries. Stale slots are returned unchanged.
+func (k *Key) HandOver(s *keyring.Slot, next *Key) (*keyring.Slot, error) {
+	return k.handOver(rand.Reader, s, next)
+}
+
+func (k *Key) handOver(rng io.Reader, s *keyring.Slot, next *Key) (*keyring.Slot, error) {
+	if s.Flags&keyring.SlotStale != 0 {
+		return s, nil
+	}
+	hbuf, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
 	if err != nil {
 		return nil, err
 	}
-	k := &Key{buf: buf, id: h.ID}
-	copy(k.dataKey(), plain[:keyring.KeySize])
+	defer hbuf.Destroy()
+	hand := hbuf.Bytes()
+	if err := k.openEscrow(s, hand); err != nil {
+		return nil, err
+	}
+	out := *s
+	if err := next.escrow(rng, &out, hand); err != nil {
+		return nil, err
+	}
+	if _, err := io.ReadFull(rng, out.Pending.Nonce[:]); err != nil {
+		return nil, err
+	}
+	var pk [keyring.KeySize]byte
+	defer clear(pk[:])
+	hkdfInto(pk[:], hand, k.id[:], labelPendingKey)
+	copy(out.Pending.Box[:], gcmSeal(pk[:], nil, out.Pending.Nonce[:], next.dataKey(), pendingAAD(k.id, &out, next.Commitment())))
+	out.Flags |= keyring.SlotPending
+	return &out, nil
+}
+
+// OpenSlot derives the slot's key from secret and unwraps the DataKey. It
+// checks the parameter caps before deriving, and after unwrapping checks the
+// DataKey against the header's commitment. A slot written before a rekey its
+// owner missed holds the old DataKey and, in Pending, the current one under
+// its hand-over key: OpenSlot opens that, checks it against the commitment,
+// and sets Key.Folded, so the caller can rewrap the slot. It does not verify
+// the rest of the file: call VerifyState with the key.
+func OpenSlot(h *keyring.Header, s *keyring.Slot, secret []byte, mo memlock.Options) (*Key, error) {
+	if err := CheckParams(s.Params); err != nil {
+		return nil, fmt.Errorf("slot %q: %w", s.Name, err)
+	}
+	if s.Flags&keyring.SlotStale != 0 {
+		return nil, fmt.Errorf("slot %q: %w", s.Name, ErrStale)
+	}
+	kek, err := derive(secret, s.Salt[:], s.Params)
+	if err != nil {
+		return nil, err
+	}
+	defer kek.Destroy()
+	payload, err := memlock.New(keyring.WrappedSize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil, err
+	}
+	defer payload.Destroy()
+	legacy := s.Legacy != nil || s.Flags&keyring.SlotLegacyWrap != 0
+	aad := placeAAD(labelSlotAAD, h.ID, s.Kind, s.Name)
+	if legacy {
+		aad = legacySlotAAD(h.ID, s.Kind, s.Name)
+	}
+	plain, err := gcmOpen(kek.Bytes(), payload.Bytes()[:0], s.Nonce[:], s.Wrapped[:], aad)
+	if err != nil {
+		return nil, ErrWrongPassword
+	}
+	k, err := emptyKey(h.ID, mo)
+	if err != nil {
+		return nil, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			k.Destroy()
 		}
 	}()
-	priv := plain[keyring.KeySize:]
-	pub, err := curve25519.X25519(priv, curve25519.Basepoint)
-	if err != nil || subtle.ConstantTimeCompare(pub, s.PublicKey[:]) != 1 {
-		return nil, fmt.Errorf("slot %q: public key does not match its private key: %w", s.Name, ErrRegistry)
-	}
-	if !k.commitOK(h) {
-		if s.Pending == nil {
+	copy(k.dataKey(), plain[:keyring.KeySize])
+	if s.Legacy != nil {
+		// A format-1 record: its X25519 key must match its public half, and
+		// its format-1 pending key cannot be trusted (see FORMAT.md).
+		if err := checkLegacyPub(s, plain[keyring.KeySize:]); err != nil {
+			return nil, err
+		}
+		if !k.commitOK(h) {
+			if s.Legacy.Pending != nil {
+				return nil, fmt.Errorf("slot %q: %w", s.Name, ErrStale)
+			}
 			return nil, fmt.Errorf("slot %q: %w", s.Name, ErrCommitment)
 		}
-		if err := openPending(h.ID, s, priv, k.dataKey()); err != nil {
-			return nil, err
+		k.deriveRootKey()
+		k.Rewrap = true
+		ok = true
+		return k, nil
+	}
+	hand := plain[keyring.KeySize:]
+	if legacy {
+		// A format-1 payload carried into format 2: its hand-over key is
+		// derived from the DataKey it wraps.
+		hkdfInto(hand, k.dataKey(), h.ID[:], legacyHandInfo(s.Name))
+		k.Rewrap = true
+	}
+	if !k.commitOK(h) {
+		if !s.HasPending() {
+			return nil, fmt.Errorf("slot %q: %w", s.Name, ErrCommitment)
+		}
+		var pk [keyring.KeySize]byte
+		hkdfInto(pk[:], hand, h.ID[:], labelPendingKey)
+		_, err := gcmOpen(pk[:], k.dataKey()[:0], s.Pending.Nonce[:], s.Pending.Box[:], pendingAAD(h.ID, s, h.Commitment))
+		clear(pk[:])
+		if err != nil {
+			return nil, fmt.Errorf("slot %q: its pending key was not made by a holder of the key this slot opens: %w", s.Name, ErrCommitment)
 		}
 		if !k.commitOK(h) {
 			return nil, fmt.Errorf("slot %q: its pending key: %w", s.Name, ErrCommitment)
 		}
-		k.Folded = true
+		k.Folded, k.Rewrap = true, true
 	}
-	if err := k.deriveRegKey(); err != nil {
-		return nil, err
-	}
-	if mac := k.slotMAC(s); !hmac.Equal(mac[:], s.MAC[:]) {
-		return nil, fmt.Errorf("slot %q: %w", s.Name, ErrRegistry)
-	}
+	k.deriveRootKey()
 	ok = true
 	return k, nil
 }
 
-// Decoy does the work of opening a slot that does not exist, with the
-// keyring's policy parameters and a random salt, and returns ErrWrongPassword.
-// Callers use it for unknown admin names so that they cost the same as a wrong
-// password for a slot at policy parameters.
-func Decoy(h *keyring.Header, password []byte) error {
-	s := &keyring.Slot{Name: "decoy", Kind: keyring.KindAdmin, Params: h.Policy}
-	if _, err := rand.Read(s.Salt[:]); err != nil {
-		return err
-	}
-	if _, err := rand.Read(s.Wrapped[:]); err != nil {
-		return err
-	}
-	if err := CheckParams(s.Params); err != nil {
+func legacyHandInfo(name string) string {
+	b := binary.BigEndian.AppendUint16([]byte(labelLegacyHand), uint16(len(name)))
+	return string(append(b, name...))
+}
+
+// Decoy does the work of opening a slot that does not exist, with params and
+// a random salt, and returns ErrWrongPassword. Callers use it for unknown
+// admin names so that they cost the same as a wrong password.
+func Decoy(params keyring.Params, password []byte) error {
+	if err := CheckParams(params); err != nil {
 		return ErrWrongPassword
 	}
-	// The wrapped bytes are random, so the tag check fails like a wrong
-	// password's would; a key is never returned.
-	if k, err := OpenSlot(h, s, password, memlock.Options{AllowUnlocked: true}); err == nil {
-		k.Destroy()
+	var salt [keyring.SaltSize]byte
+	if _, err := rand.Read(salt[:]); err != nil {
+		return err
 	}
+	kek, err := derive(password, salt[:], params)
+	if err != nil {
+		return err
+	}
+	// Spend the same cipher work as a wrong password: a tag check that fails.
+	var junk [keyring.WrappedSize]byte
+	_, _ = gcmOpen(kek.Bytes(), nil, salt[:keyring.NonceSize], junk[:], nil)
+	kek.Destroy()
 	return ErrWrongPassword
 }
 
@@ -303,7 +463,7 @@ func (k *Key) encryptSecret(rng io.Reader, plaintext []byte, version uint64) (*k
 	if _, err := io.ReadFull(rng, s.Nonce[:]); err != nil {
 		return nil, err
 	}
-	s.Ciphertext = newGCM(k.dataKey()).Seal(nil, s.Nonce[:], plaintext, secretAAD(k.id, version))
+	s.Ciphertext = gcmSeal(k.dataKey(), nil, s.Nonce[:], plaintext, secretAAD(k.id, version))
 	return s, nil
 }
 
@@ -318,191 +478,12 @@ func (k *Key) DecryptSecret(s *keyring.Secret, mo memlock.Options) (*memlock.Buf
 	if err != nil {
 		return nil, err
 	}
-	dst := buf.Bytes()
-	if _, err := newGCM(k.dataKey()).Open(dst[:0], s.Nonce[:], s.Ciphertext, secretAAD(k.id, s.Version)); err != nil {
+	if _, err := gcmOpen(k.dataKey(), buf.Bytes()[:0], s.Nonce[:], s.Ciphertext, secretAAD(k.id, s.Version)); err != nil {
 		buf.Destroy()
 		return nil, ErrSecret
 	}
 	return buf, nil
 }
 
-func (k *Key) mac(label string, name string, body []byte) [keyring.MACSize]byte {
-	m := hmac.New(sha256.New, k.regKey())
-	m.Write([]byte(label))
-	m.Write(k.id[:])
-	var l [2]byte
-	binary.BigEndian.PutUint16(l[:], uint16(len(name)))
-	m.Write(l[:])
-	m.Write([]byte(name))
-	m.Write(body)
-	var out [keyring.MACSize]byte
-	m.Sum(out[:0])
-	return out
-}
-
-func (k *Key) slotMAC(s *keyring.Slot) [keyring.MACSize]byte {
-	return k.mac(labelSlotMAC, s.Name, s.MarshalBody())
-}
-
-func (k *Key) clientMAC(c *keyring.Client) [keyring.MACSize]byte {
-	return k.mac(labelClientMAC, c.Name, c.MarshalBody())
-}
-
-// SignClient sets the client record's registry MAC.
-func (k *Key) SignClient(c *keyring.Client) { c.MAC = k.clientMAC(c) }
-
-// VerifyClient reports whether the client record's MAC is right.
-func (k *Key) VerifyClient(c *keyring.Client) bool {
-	m := k.clientMAC(c)
-	return hmac.Equal(m[:], c.MAC[:])
-}
-
-// VerifySlot reports whether the slot record's MAC is right.
-func (k *Key) VerifySlot(s *keyring.Slot) bool {
-	m := k.slotMAC(s)
-	return hmac.Equal(m[:], s.MAC[:])
-}
-
-// manifest computes the registry MAC over every record's stored MAC, in one
-// pass over the raw records. It reports false if a record is too short to
-// hold a MAC (the full verification names it).
-func (k *Key) manifest(tx *keyring.Tx, gen uint64) ([keyring.MACSize]byte, bool) {
-	m := hmac.New(sha256.New, k.regKey())
-	m.Write([]byte(labelManifest))
-	m.Write(k.id[:])
-	m.Write([]byte{0, 0}) // the empty name of the generic MAC layout
-	m.Write(binary.BigEndian.AppendUint64(nil, gen))
-	ok := true
-	var l [2]byte
-	tx.RecordMACs(func(kind byte, name []byte, _ keyring.SlotKind, mac []byte) {
-		if mac == nil {
-			ok = false
-			return
-		}
-		binary.BigEndian.PutUint16(l[:], uint16(len(name)))
-		m.Write([]byte{kind})
-		m.Write(l[:])
-		m.Write(name)
-		m.Write(mac)
-	})
-	var out [keyring.MACSize]byte
-	m.Sum(out[:0])
-	return out, ok
-}
-
-// VerifyManifest checks only the registry manifest: that the set of records
-// and their MACs is the one the last change signed. It costs one pass over
-// the raw records and one HMAC, so every change can afford it; a record
-// whose body was edited under an unchanged MAC still fails its own MAC
-// wherever it is used, and is named by VerifyRegistry.
-func (k *Key) VerifyManifest(tx *keyring.Tx) error {
-	reg, err := tx.Registry()
-	if err != nil {
-		return err
-	}
-	m, ok := k.manifest(tx, reg.Generation)
-	if !ok || !hmac.Equal(m[:], reg.MAC[:]) {
-		rep, err := k.VerifyRegistry(tx)
-		if err != nil {
-			return err
-		}
-		if rep.OK() { // cannot happen: the full check sees the same bytes
-			rep.ManifestBad = true
-		}
-		return rep.Err()
-	}
-	return nil
-}
-
-// Report is the outcome of VerifyRegistry.
-type Report struct {
-	BadSlots    []string // slot records whose MAC fails
-	BadClients  []string // client records whose MAC fails
-	ManifestBad bool     // the set of records (or the generation) was changed
-}
-
-// OK reports whether every record verified.
-func (r *Report) OK() bool {
-	return len(r.BadSlots) == 0 && len(r.BadClients) == 0 && !r.ManifestBad
-}
-
-// Err returns nil when r.OK(), else an error wrapping ErrRegistry that names
-// the records that failed.
-func (r *Report) Err() error {
-	if r.OK() {
-		return nil
-	}
-	msg := ""
-	if len(r.BadSlots) > 0 {
-		msg += fmt.Sprintf(" admin records %q;", r.BadSlots)
-	}
-	if len(r.BadClients) > 0 {
-		msg += fmt.Sprintf(" client records %q;", r.BadClients)
-	}
-	if r.ManifestBad {
-		msg += " the record set was changed (a record added, removed or rolled back outside sealbox);"
-	}
-	return fmt.Errorf("%w:%s", ErrRegistry, msg[:len(msg)-1])
-}
-
-// VerifyRegistry checks every slot and client record and the manifest.
-func (k *Key) VerifyRegistry(tx *keyring.Tx) (*Report, error) {
-	slots, err := tx.Slots()
-	if err != nil {
-		return nil, err
-	}
-	clients, err := tx.Clients()
-	if err != nil {
-		return nil, err
-	}
-	reg, err := tx.Registry()
-	if err != nil {
-		return nil, err
-	}
-	r := &Report{}
-	for _, s := range slots {
-		if !k.VerifySlot(s) {
-			r.BadSlots = append(r.BadSlots, s.Name)
-		}
-	}
-	for _, c := range clients {
-		if !k.VerifyClient(c) {
-			r.BadClients = append(r.BadClients, c.Name)
-		}
-	}
-	m, _ := k.manifest(tx, reg.Generation)
-	r.ManifestBad = !hmac.Equal(m[:], reg.MAC[:])
-	return r, nil
-}
-
-// Register bumps the registry generation and rewrites the manifest over the
-// records as they stand in tx. Call it last in every change, after verifying
-// the registry at the start of the change.
-func (k *Key) Register(tx *keyring.Tx) error {
-	reg, err := tx.Registry()
-	if err != nil {
-		return err
-	}
-	reg.Generation++
-	var ok bool
-	if reg.MAC, ok = k.manifest(tx, reg.Generation); !ok {
-		return fmt.Errorf("%w: a record too short to hold a MAC", keyring.ErrCorrupt)
-	}
-	return tx.PutRegistry(reg)
-}
-
-// InitialRegistry returns the manifest for a new keyring holding one slot.
-func (k *Key) InitialRegistry(s *keyring.Slot) keyring.Registry {
-	m := hmac.New(sha256.New, k.regKey())
-	m.Write([]byte(labelManifest))
-	m.Write(k.id[:])
-	m.Write([]byte{0, 0})
-	m.Write(binary.BigEndian.AppendUint64(nil, 1))
-	m.Write([]byte{'S'})
-	m.Write(binary.BigEndian.AppendUint16(nil, uint16(len(s.Name))))
-	m.Write([]byte(s.Name))
-	m.Write(s.MAC[:])
-	r := keyring.Registry{Generation: 1}
-	m.Sum(r.MAC[:0])
-	return r
-}
+// Rekeyed returns a new random DataKey for the same keyring, for a rekey.
+func (k *Key) Rekeyed(mo memlock.Options) (*Key, error) { return NewKey(k.id, mo) }

@@ -12,13 +12,14 @@ import (
 
 func init() {
 	commands["audit"] = &command{
-		help: "Show the audit log: unseals, seals, admin and client changes, reads.\n--since takes an RFC 3339 time or a duration back from now (1h).",
+		help: "Show the audit log: unseals, seals, admin and client changes (or, with\n--reads, client reads and refusals).\n--since takes an RFC 3339 time or a duration back from now (1h).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			jsonFlag(fs, o)
 			fs.StringVar(&o.since, "since", "", "only records from this `time` (RFC 3339) or this long ago (like 24h)")
 			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
 			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
 			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records")
+			fs.BoolVar(&o.reads, "reads", false, "show the log of client reads and refusals instead of events")
 		},
 		do: (*cli).auditList,
 	}
@@ -26,13 +27,14 @@ func init() {
 		help: "Verify the audit chain: every record follows its predecessor and is\nunaltered. Exits 6 naming the first bad record. Through the daemon it uses\nthe daemon's key (it must have been unsealed since it started); offline it\nneeds an admin: --as NAME (prompt: NAME's password).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the audit key (offline)")
+			jsonFlag(fs, o)
 		},
 		do: (*cli).auditVerify,
 	}
 }
 
 func (o *opts) filter() (audit.Filter, error) {
-	f := audit.Filter{Client: o.client, Admin: o.admin, Limit: o.limit}
+	f := audit.Filter{Client: o.client, Admin: o.admin, Limit: o.limit, Reads: o.reads}
 	if o.limit < 0 {
 		return f, usagef("--limit: want a whole number")
 	}
@@ -110,13 +112,21 @@ func (c *cli) auditVerify(o *opts) error {
 			return err
 		}
 	}
-	fmt.Fprintf(c.stdout, "audit: ok, %d records (%d to %d), %d keyed", rep.Records, rep.First, rep.Last, rep.Keyed)
-	if rep.Pruned > 0 {
-		fmt.Fprintf(c.stdout, ", anchored after pruning through %d", rep.Pruned)
+	if o.json {
+		return writeJSON(c.stdout, rep)
 	}
-	fmt.Fprintln(c.stdout)
-	if rep.Unanchored > 0 {
-		fmt.Fprintf(c.stderr, "sealbox-admin: warning: the last %d records were written before any unseal (no key at hand): chained, but not yet authenticated\n", rep.Unanchored)
+	for _, sr := range []struct {
+		name string
+		r    audit.StreamReport
+	}{{"events", rep.Events}, {"reads", rep.Reads}} {
+		fmt.Fprintf(c.stdout, "audit %s: ok, %d records (%d to %d), %d keyed", sr.name, sr.r.Records, sr.r.First, sr.r.Last, sr.r.Keyed)
+		if sr.r.Pruned > 0 {
+			fmt.Fprintf(c.stdout, ", anchored after pruning through %d", sr.r.Pruned)
+		}
+		fmt.Fprintln(c.stdout)
+		if sr.r.Unanchored > 0 {
+			fmt.Fprintf(c.stderr, "sealbox-admin: warning: the last %d %s records were written with no key at hand (before any unseal): chained, but not yet authenticated\n", sr.r.Unanchored, sr.name)
+		}
 	}
 	return nil
 }

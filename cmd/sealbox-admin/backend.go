@@ -24,14 +24,14 @@ type backend interface {
 	RemoveAdmin(ctx context.Context, actor string, actorPw []byte, name string) error
 	Passwd(ctx context.Context, name string, cur, newPw []byte) error
 	ListAdmins(ctx context.Context) ([]admin.AdminInfo, error)
-	AddClient(ctx context.Context, actor string, actorPw []byte, name string, uid uint32, gid *uint32) error
+	AddClient(ctx context.Context, actor string, actorPw []byte, name string, m admin.Match) error
 	SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error
 	ListClients(ctx context.Context) ([]admin.ClientInfo, error)
 	Invite(ctx context.Context, actor string, actorPw []byte, name string, ttl time.Duration) ([]byte, time.Time, error)
 	Enroll(ctx context.Context, name string, code, pw []byte) error
 	RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error)
 	Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error)
-	Rekey(ctx context.Context, actor string, actorPw []byte) error
+	Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error)
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 	Close() error
 }
@@ -93,17 +93,18 @@ func (c *cli) seal(o *opts) error {
 	return c.onlineSeal()
 }
 
-// fileStatus is the offline summary of a keyring file.
+// fileStatus is the offline summary of a keyring file. Nothing in it is
+// verified: that takes an admin's password (check --as NAME).
 type fileStatus struct {
 	Keyring       string            `json:"keyring"`
-	Format        int               `json:"format"`
+	Format        uint32            `json:"format"`
 	ID            string            `json:"keyring_id"`
 	Created       time.Time         `json:"created"`
 	Policy        keyring.Params    `json:"kdf_policy"`
 	Admins        int               `json:"admins"`
 	Clients       int               `json:"clients"`
 	SecretVersion uint64            `json:"secret_version"`
-	Generation    uint64            `json:"registry_generation"`
+	Generation    uint64            `json:"generation"`
 	Recovery      bool              `json:"recovery_code"`
 	Slots         []admin.AdminInfo `json:"slots"`
 }
@@ -117,8 +118,9 @@ func (c *cli) status(o *opts) error {
 		return err
 	}
 	defer off.Close()
-	st := fileStatus{Keyring: c.global.keyring, Format: keyring.FormatVersion}
+	st := fileStatus{Keyring: c.global.keyring}
 	err = off.kr.View(func(tx *keyring.Tx) error {
+		st.Format = tx.Format()
 		h, err := tx.Header()
 		if err != nil {
 			return err
@@ -127,9 +129,18 @@ func (c *cli) status(o *opts) error {
 		if err != nil {
 			return err
 		}
-		reg, err := tx.Registry()
-		if err != nil {
-			return err
+		if st.Format == 1 {
+			reg, err := tx.LegacyRegistry()
+			if err != nil {
+				return err
+			}
+			st.Generation = reg.Generation
+		} else {
+			root, err := tx.Root()
+			if err != nil {
+				return err
+			}
+			st.Generation = root.Generation
 		}
 		clients, err := tx.Clients()
 		if err != nil {
@@ -140,7 +151,6 @@ func (c *cli) status(o *opts) error {
 		st.Policy = h.Policy
 		st.Clients = len(clients)
 		st.SecretVersion = sec.Version
-		st.Generation = reg.Generation
 		return nil
 	})
 	if err != nil {
@@ -150,22 +160,26 @@ func (c *cli) status(o *opts) error {
 		return err
 	}
 	for _, sl := range st.Slots {
-		switch sl.Kind {
-		case "admin":
+		switch {
+		case sl.Kind == "admin" && !sl.Stale:
 			st.Admins++
-		case "recovery":
+		case sl.Kind == "recovery":
 			st.Recovery = true
 		}
 	}
 	if o.json {
 		return writeJSON(c.stdout, st)
 	}
-	fmt.Fprintf(c.stdout, "keyring:   %s (format %d, id %s)\n", st.Keyring, st.Format, st.ID)
-	fmt.Fprintf(c.stdout, "state:     sealed (file; the daemon is not involved)\n")
-	fmt.Fprintf(c.stdout, "admins:    %d\nclients:   %d\n", st.Admins, st.Clients)
-	fmt.Fprintf(c.stdout, "kdf:       %v for new slots\n", st.Policy)
-	fmt.Fprintf(c.stdout, "secret:    version %d\n", st.SecretVersion)
-	fmt.Fprintf(c.stdout, "recovery:  %v\n", map[bool]string{true: "a recovery code is set", false: "none (sealbox-admin recovery regenerate --as NAME)"}[st.Recovery])
+	fmt.Fprintf(c.stdout, "keyring:    %s (format %d, id %s)\n", st.Keyring, st.Format, st.ID)
+	fmt.Fprintf(c.stdout, "state:      sealed (file; the daemon is not involved), generation %d\n", st.Generation)
+	fmt.Fprintf(c.stdout, "admins:     %d\nclients:    %d\n", st.Admins, st.Clients)
+	fmt.Fprintf(c.stdout, "kdf:        %v for new slots\n", st.Policy)
+	fmt.Fprintf(c.stdout, "secret:     version %d\n", st.SecretVersion)
+	fmt.Fprintf(c.stdout, "recovery:   %v\n", map[bool]string{true: "a recovery code is set", false: "none (sealbox-admin recovery regenerate --as NAME)"}[st.Recovery])
+	if st.Format == 1 {
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: this keyring is in format 1; the first admin login upgrades it (check --as NAME does)")
+	}
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: none of this is verified without a password: check --as NAME verifies the whole file")
 	return nil
 }
 
@@ -175,6 +189,9 @@ func (c *cli) check(o *opts) error {
 	}
 	if o.repair && o.as == "" {
 		return usagef("--repair needs --as NAME")
+	}
+	if o.yes && !o.repair {
+		return usagef("--yes goes with --repair")
 	}
 	// With a password, authentication writes its audit record.
 	off, err := c.openOffline(o.as == "")
@@ -192,7 +209,11 @@ func (c *cli) check(o *opts) error {
 		if _, err := tx.Secret(); err != nil {
 			return err
 		}
-		if _, err := tx.Registry(); err != nil {
+		if tx.Format() == 1 {
+			if _, err := tx.LegacyRegistry(); err != nil {
+				return err
+			}
+		} else if _, err := tx.Root(); err != nil {
 			return err
 		}
 		if _, err := tx.Slots(); err != nil {
@@ -205,7 +226,7 @@ func (c *cli) check(o *opts) error {
 	}
 	fmt.Fprintln(c.stdout, "file: ok (pages, format and every record decode)")
 	if o.as == "" {
-		fmt.Fprintln(c.stderr, "sealbox-admin: hint: add --as NAME to also check the DataKey commitment, record authentication and the secret")
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: add --as NAME to also verify the DataKey, the state root over every record, the secret and the audit log")
 		return nil
 	}
 	pw, err := c.pw.Password(o.as + "'s password")
@@ -214,36 +235,69 @@ func (c *cli) check(o *opts) error {
 	}
 	defer memlock.Wipe(pw)
 	if o.repair {
-		rep, err := off.Repair(c.ctx, o.as, pw)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "repaired: %v\n", rep.Err())
-		fmt.Fprintln(c.stdout, "removed the records named above; review the admins and clients that remain:")
-		admins, err := off.Manager.ListAdmins()
-		if err != nil {
-			return err
-		}
-		clients, err := off.Manager.ListClients()
-		if err != nil {
-			return err
-		}
-		if err := printAdmins(c.stdout, admins, false); err != nil {
-			return err
-		}
-		return printClients(c.stdout, clients, false)
+		return c.repair(off, o, pw)
 	}
-	u, err := off.Unseal(c.ctx, o.as, pw)
+	res, err := off.Manager.Check(c.ctx, o.as, pw)
 	if err != nil {
 		return err
 	}
-	defer u.Secret.Destroy()
-	defer u.AuditKey.Destroy()
-	fmt.Fprintf(c.stdout, "datakey: ok (commitment matches; master secret version %d decrypts, %d bytes)\n", u.Version, len(u.Secret.Bytes()))
-	if err := u.Report.Err(); err != nil {
-		return fmt.Errorf("%w (to drop failing records and re-sign: check --as NAME --repair)", err)
+	if o.json {
+		if err := writeJSON(c.stdout, res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(c.stdout, "datakey: ok (%s's slot opens it; master secret version %d decrypts, %d bytes)\n", o.as, res.SecretVersion, res.SecretBytes)
+		for _, f := range res.Report.Findings {
+			fmt.Fprintf(c.stdout, "FAIL %s\n", f)
+		}
+		if res.Report.OK() {
+			fmt.Fprintf(c.stdout, "state: ok (the state root, generation %d, covers every record, and each matches)\n", res.Generation)
+		}
+		switch {
+		case res.AuditProblem != "":
+			fmt.Fprintf(c.stdout, "FAIL audit: %s\n", res.AuditProblem)
+		case res.Audit != nil:
+			fmt.Fprintf(c.stdout, "audit: ok (%d event records, %d read records)\n", res.Audit.Events.Records, res.Audit.Reads.Records)
+		}
 	}
-	fmt.Fprintln(c.stdout, "registry: ok (every admin and client record authenticates)")
+	if !res.OK() {
+		return fmt.Errorf("%w: %d problems (to see what a repair would do: check --as %s --repair)", unseal.ErrIntegrity, len(res.Report.Findings)+map[bool]int{true: 1}[res.AuditProblem != ""], o.as)
+	}
+	return nil
+}
+
+// repair shows what a repair would do, asks (or takes --yes), and does it.
+func (c *cli) repair(off *offline, o *opts, pw []byte) error {
+	res, err := off.Manager.Repair(c.ctx, o.as, pw, func(plan *admin.RepairPlan) bool {
+		fmt.Fprintln(c.stdout, "found:")
+		for _, f := range plan.Findings {
+			fmt.Fprintf(c.stdout, "  %s\n", f)
+		}
+		fmt.Fprintln(c.stdout, "a repair would (nothing that failed is ever re-signed):")
+		for _, a := range plan.Actions {
+			fmt.Fprintf(c.stdout, "  %s\n", a)
+		}
+		if o.yes {
+			return true
+		}
+		ok, err := c.pw.Confirm("apply this repair?")
+		if err != nil {
+			fmt.Fprintf(c.stderr, "sealbox-admin: error: %v\n", err)
+			return false
+		}
+		return ok
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "repaired")
+	for name, code := range res.Codes {
+		fmt.Fprintf(c.stdout, "invite code for %s (valid for 24h, once): %s\n", name, code)
+		memlock.Wipe(code)
+	}
+	if len(res.Codes) > 0 {
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: give each code to its admin by another channel; they run: sealbox-admin enroll NAME")
+	}
 	return nil
 }
 
@@ -265,7 +319,7 @@ func classify(err error) (int, string) {
 		errors.Is(err, keyring.ErrSlotExists), errors.Is(err, keyring.ErrClientExists),
 		errors.Is(err, keyring.ErrNoSlot), errors.Is(err, keyring.ErrNoClient),
 		errors.Is(err, admin.ErrClientState), errors.Is(err, keyring.ErrExists),
-		errors.Is(err, admin.ErrNothingToRepair), errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrReservedName),
+		errors.Is(err, admin.ErrNothingToRepair), errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrReservedName), errors.Is(err, admin.ErrAmbiguous),
 		errors.Is(err, prompt.ErrMismatch), errors.Is(err, unseal.ErrParams),
 		errors.Is(err, errRefused):
 		return exitRefused, "nothing was changed"
@@ -273,7 +327,10 @@ func classify(err error) (int, string) {
 		return exitUnavail, ""
 	case errors.Is(err, keyring.ErrNotFound):
 		return exitFailure, ""
-	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrRegistry), errors.Is(err, daemon.ErrIntegrity),
+	case errors.Is(err, admin.ErrNotConfirmed):
+		return exitRefused, ""
+	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrIntegrity), errors.Is(err, daemon.ErrIntegrity),
+		errors.Is(err, unseal.ErrStale), errors.Is(err, unseal.ErrRolledBack),
 		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, keyring.ErrNotKeyring),
 		errors.Is(err, keyring.ErrUnknownVersion), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
 		return exitIntegrity, "the keyring file may have been tampered with or damaged; restore a backup and investigate"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -70,19 +71,23 @@ var commands = map[string]*command{
 		do:   (*cli).passwd,
 	},
 	"check": {
-		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey commitment, every\nrecord's authentication and that the master secret decrypts.",
+		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair, show what a repair would do\nfor what fails (drop failing records, invite their admins again; nothing is\never re-signed) and do it once confirmed (on the terminal, or --yes).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
+			fs.BoolVar(&o.repair, "repair", false, "repair what fails (needs --as)")
+			fs.BoolVar(&o.yes, "yes", false, "with --repair: do it without asking")
+			jsonFlag(fs, o)
 		},
 		do: (*cli).check,
 	},
 	"client add": {
 		args: " NAME", nPos: 1,
-		help: "Register a client: a local service identified by the uid (and, if\ngiven, gid) the kernel reports for its socket connections. Prompt: ACTOR's password.",
+		help: "Register a client: a local service identified by what the kernel reports\nfor its socket connections: its uid (and, if given, gid), its systemd unit,\nor both. When several clients match a peer, the most specific one decides\n(unit over uid, then gid); a registration identical to another is refused.\nPrompt: ACTOR's password.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
-			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id` (required)")
-			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id`")
+			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id`")
+			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id` (with --uid)")
+			fs.StringVar(&o.unit, "unit", "", "the service's systemd `unit`, such as web.service")
 		},
 		do: (*cli).clientAdd,
 	},
@@ -254,7 +259,7 @@ func (c *cli) remove(o *opts) error {
 		}
 		fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
 		if o.rekey {
-			return c.doRekey(b, o.as, apw)
+			return c.doRekey(b, o.as, apw, false)
 		}
 		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
 		return nil
@@ -306,9 +311,28 @@ func printAdmins(w io.Writer, admins []admin.AdminInfo, asJSON bool) error {
 		return writeJSON(w, admins)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tARGON2ID\tCREATED")
+	fmt.Fprintln(tw, "NAME\tKIND\tARGON2ID\tCREATED\tEXPIRES\tSTATE")
 	for _, a := range admins {
-		fmt.Fprintf(tw, "%s\t%s\tt=%d m=%dMiB p=%d\t%s\n", a.Name, a.Kind, a.Time, a.Memory/1024, a.Threads, a.Created.Format(time.RFC3339))
+		expires := "-"
+		if a.Expires != nil {
+			expires = a.Expires.Format(time.RFC3339)
+		}
+		var state []string
+		switch {
+		case a.Expired:
+			state = append(state, "expired")
+		case a.Stale:
+			state = append(state, "stale: invite again")
+		case a.Pending:
+			state = append(state, "rekey pending")
+		}
+		if a.Legacy && !a.Stale {
+			state = append(state, "format-1 layout")
+		}
+		if len(state) == 0 {
+			state = append(state, "ok")
+		}
+		fmt.Fprintf(tw, "%s\t%s\tt=%d m=%dMiB p=%d\t%s\t%s\t%s\n", a.Name, a.Kind, a.Time, a.Memory/1024, a.Threads, a.Created.Format(time.RFC3339), expires, strings.Join(state, ", "))
 	}
 	return tw.Flush()
 }
@@ -318,26 +342,48 @@ func (c *cli) clientAdd(o *opts) error {
 	if err := keyring.ValidName(name); err != nil {
 		return usagef("client name: %v", err)
 	}
-	if o.uid < 0 || o.uid > 1<<32-2 {
-		return usagef("--uid is required: the numeric user id the service runs as (id -u USER)")
+	if o.uid < -1 || o.uid > 1<<32-2 {
+		return usagef("--uid: want a numeric user id (id -u USER)")
 	}
 	if o.gid < -1 || o.gid > 1<<32-2 {
 		return usagef("--gid: want a numeric group id")
 	}
-	var gid *uint32
+	if o.uid < 0 && o.unit == "" {
+		return usagef("client add needs --uid N, --unit UNIT, or both")
+	}
+	if o.gid >= 0 && o.uid < 0 {
+		return usagef("--gid goes with --uid")
+	}
+	if o.unit != "" {
+		if err := keyring.ValidUnit(o.unit); err != nil {
+			return usagef("--unit: %v", err)
+		}
+	}
+	var m admin.Match
+	if o.uid >= 0 {
+		u := uint32(o.uid)
+		m.UID = &u
+	}
 	if o.gid >= 0 {
 		g := uint32(o.gid)
-		gid = &g
+		m.GID = &g
 	}
+	m.Unit = o.unit
 	return c.asActor(o, func(b backend, apw []byte) error {
-		if err := b.AddClient(c.ctx, o.as, apw, name, uint32(o.uid), gid); err != nil {
+		if err := b.AddClient(c.ctx, o.as, apw, name, m); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "registered client %s (uid %d", name, o.uid)
-		if gid != nil {
-			fmt.Fprintf(c.stdout, ", gid %d", *gid)
+		var what []string
+		if m.Unit != "" {
+			what = append(what, "unit "+m.Unit)
 		}
-		fmt.Fprintln(c.stdout, ")")
+		if m.UID != nil {
+			what = append(what, fmt.Sprintf("uid %d", *m.UID))
+		}
+		if m.GID != nil {
+			what = append(what, fmt.Sprintf("gid %d", *m.GID))
+		}
+		fmt.Fprintf(c.stdout, "registered client %s (%s)\n", name, strings.Join(what, ", "))
 		return nil
 	})
 }
@@ -373,13 +419,19 @@ func printClients(w io.Writer, clients []admin.ClientInfo, asJSON bool) error {
 		return writeJSON(w, clients)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tUID\tGID\tSTATUS\tUPDATED")
+	fmt.Fprintln(tw, "NAME\tUID\tGID\tUNIT\tSTATUS\tUPDATED")
 	for _, cl := range clients {
-		gid := "any"
+		uid, gid, unit := "any", "any", "any"
+		if cl.UID != nil {
+			uid = fmt.Sprint(*cl.UID)
+		}
 		if cl.GID != nil {
 			gid = fmt.Sprint(*cl.GID)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", cl.Name, cl.UID, gid, cl.Status, cl.Updated.Format(time.RFC3339))
+		if cl.Unit != "" {
+			unit = cl.Unit
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cl.Name, uid, gid, unit, cl.Status, cl.Updated.Format(time.RFC3339))
 	}
 	return tw.Flush()
 }

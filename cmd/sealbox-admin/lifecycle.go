@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sealbox/sealbox/daemon"
@@ -44,9 +45,12 @@ func init() {
 		do: (*cli).rotate,
 	}
 	commands["rekey"] = &command{
-		help:  "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login.\nPrompt: ACTOR's password.",
-		flags: asFlag,
-		do:    (*cli).rekey,
+		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once) and outstanding invites are dropped, unless\n--keep-invites. Prompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.BoolVar(&o.keepInvites, "keep-invites", false, "hand outstanding invites the new key instead of dropping them (their codes keep working)")
+		},
+		do: (*cli).rekey,
 	}
 	commands["backup"] = &command{
 		help:  "Write a consistent copy of the keyring (taken in one read transaction)\nto a new file, mode 0600. It is as sensitive as the keyring itself.",
@@ -150,16 +154,35 @@ func (c *cli) rotate(o *opts) error {
 
 func (c *cli) rekey(o *opts) error {
 	return c.asActor(o, func(b backend, apw []byte) error {
-		return c.doRekey(b, o.as, apw)
+		return c.doRekey(b, o.as, apw, o.keepInvites)
 	})
 }
 
-func (c *cli) doRekey(b backend, actor string, apw []byte) error {
-	if err := b.Rekey(c.ctx, actor, apw); err != nil {
+func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) error {
+	res, err := b.Rekey(c.ctx, actor, apw, keepInvites)
+	if err != nil {
 		return err
 	}
+	defer memlock.Wipe(res.RecoveryCode)
 	fmt.Fprintln(c.stdout, "rekeyed: a new DataKey; old copies of the keyring open nothing written from now on")
-	fmt.Fprintln(c.stderr, "sealbox-admin: hint: the other admins keep their passwords; their slots take the new key at their next login. To also change what an old copy reveals, rotate the master secret")
+	if len(res.HandedOver) > 0 {
+		fmt.Fprintf(c.stdout, "admins who take the new key at their next login: %s\n", strings.Join(res.HandedOver, ", "))
+	}
+	if len(res.DroppedInvites) > 0 {
+		fmt.Fprintf(c.stdout, "dropped invites: %s (invite them again if they should still join)\n", strings.Join(res.DroppedInvites, ", "))
+	}
+	if len(res.KeptInvites) > 0 {
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: invites %s were kept: whoever knows those codes (the removed admin may) can still enrol until they expire\n", strings.Join(res.KeptInvites, ", "))
+	}
+	if len(res.Stale) > 0 {
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: slots %s cannot take the new key (they missed a format-1 rekey); invite their admins again\n", strings.Join(res.Stale, ", "))
+	}
+	if res.RecoveryCode != nil {
+		fmt.Fprintln(c.stdout, "the recovery code was replaced; the new one (shown once; the old one no longer works):")
+		c.stdout.Write(res.RecoveryCode)
+		fmt.Fprintln(c.stdout)
+	}
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: until every other admin has logged in once, their slots can still be redirected by someone who knew the old DataKey and can write the file (keyring/FORMAT.md, Rekey); to also change what an old copy reveals, rotate the master secret")
 	return nil
 }
 

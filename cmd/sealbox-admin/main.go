@@ -198,6 +198,10 @@ type opts struct {
 	client       string
 	limit        int
 	repair       bool
+	yes          bool
+	reads        bool
+	keepInvites  bool
+	unit         string
 }
 
 func (cmd *command) run(c *cli, name string, args []string) error {

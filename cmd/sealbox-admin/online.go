@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -49,9 +50,9 @@ func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name
 	return o.AdminClient.RemoveAdmin(ctx, actor, apw, name)
 }
 
-func (o *online) Rekey(ctx context.Context, actor string, apw []byte) error {
+func (o *online) Rekey(ctx context.Context, actor string, apw []byte, keepInvites bool) (*admin.Rekeyed, error) {
 	o.deriving(actor)
-	return o.AdminClient.Rekey(ctx, actor, apw)
+	return o.AdminClient.Rekey(ctx, actor, apw, keepInvites)
 }
 
 func (o *online) Enroll(ctx context.Context, name string, code, pw []byte) error {

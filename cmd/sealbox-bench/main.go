@@ -168,7 +168,8 @@ func (b *bench) run() error {
 	if err != nil {
 		return err
 	}
-	err = admin.New(kr, admin.Options{Memory: memlock.Options{AllowUnlocked: true}}).AddClient(ctx, "alice", []byte(pw), "bench", uint32(os.Getuid()), nil)
+	uid := uint32(os.Getuid())
+	err = admin.New(kr, admin.Options{Memory: memlock.Options{AllowUnlocked: true}}).AddClient(ctx, "alice", []byte(pw), "bench", admin.Match{UID: &uid})
 	kr.Close()
 	if err != nil {
 		return err

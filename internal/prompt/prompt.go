@@ -137,3 +137,25 @@ func (r *Reader) readTerm(prompt string) ([]byte, error) {
 	}
 	return pw, nil
 }
+
+// ErrNoTerminal is returned by Confirm when there is no terminal to ask on.
+var ErrNoTerminal = errors.New("no terminal to confirm on; pass --yes to confirm from a script")
+
+// Confirm asks a yes/no question on the terminal (the answer is echoed) and
+// reports whether the answer was yes. Without a terminal it refuses:
+// scripts confirm with a flag, never by piping "y".
+func (r *Reader) Confirm(question string) (bool, error) {
+	if !r.tty {
+		return false, ErrNoTerminal
+	}
+	fmt.Fprint(r.out, question+" [y/N] ")
+	line, err := bufio.NewReader(r.in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	switch string(bytes.TrimSpace([]byte(line))) {
+	case "y", "Y", "yes", "YES", "Yes":
+		return true, nil
+	}
+	return false, nil
+}

@@ -1,0 +1,185 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+// AddAdmin adds name with newPassword, authorized by actor's password.
+func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte) error {
+	if err := validAdminName(name); err != nil {
+		return err
+	}
+	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	if err := m.kr.View(func(tx *keyring.Tx) error { return slotFree(tx, name) }); err != nil {
+		return err
+	}
+	s, err := m.authenticate(ctx, audit.KindAdminAdd, actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now())
+	if err != nil {
+		return err
+	}
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name}, func(t *txn) error {
+		if err := slotFree(t.Tx, name); err != nil {
+			return err
+		}
+		return t.PutSlot(slot)
+	})
+	return err
+}
+
+// slotFree refuses a name that a slot holds, unless that slot is stale (it
+// can never open again, so a new one may take its place).
+func slotFree(tx *keyring.Tx, name string) error {
+	sl, err := tx.Slot(name)
+	if err != nil {
+		return nil
+	}
+	if sl.Flags&keyring.SlotStale != 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", keyring.ErrSlotExists, name)
+}
+
+// RemoveAdmin deletes name's slot (or a pending invite), authorized by
+// actor's password. An admin may remove themself while another usable admin
+// remains; the last one is never removed.
+func (m *Manager) RemoveAdmin(ctx context.Context, actor string, actorPassword []byte, name string) error {
+	s, err := m.authenticate(ctx, audit.KindAdminRemove, actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminRemove, target: name}, func(t *txn) error {
+		target, err := t.Slot(name)
+		if err != nil {
+			return err
+		}
+		if usableAdmin(target) && usableAdmins(t.Tx) <= 1 {
+			return ErrLastAdmin
+		}
+		return t.DeleteSlot(name)
+	})
+	return err
+}
+
+// usableAdmin reports whether a slot is an admin's that can still open.
+func usableAdmin(s *keyring.Slot) bool {
+	return s.Kind == keyring.KindAdmin && s.Flags&keyring.SlotStale == 0
+}
+
+func usableAdmins(tx *keyring.Tx) int {
+	slots, _ := tx.Slots()
+	n := 0
+	for _, s := range slots {
+		if usableAdmin(s) {
+			n++
+		}
+	}
+	return n
+}
+
+// Passwd replaces name's slot with one under newPassword, authorized by the
+// current password. The new slot replaces the old in the same transaction, so
+// there is no moment with neither.
+func (m *Manager) Passwd(ctx context.Context, name string, current, newPassword []byte) error {
+	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	if bytes.Equal(current, newPassword) {
+		return fmt.Errorf("%w: the new password is the same as the current one", ErrWeakPassword)
+	}
+	s, err := m.authenticate(ctx, audit.KindAdminPasswd, name, current)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	slot, err := m.sealNew(ctx, s, name, newPassword, s.slot.Created)
+	if err != nil {
+		return err
+	}
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name}, func(t *txn) error { return t.PutSlot(slot) })
+	return err
+}
+
+// AdminInfo is what ListAdmins shows of a slot. It holds nothing secret.
+type AdminInfo struct {
+	Name    string     `json:"name"`
+	Kind    string     `json:"kind"`
+	Time    uint32     `json:"kdf_time"`
+	Memory  uint32     `json:"kdf_memory_kib"`
+	Threads uint8      `json:"kdf_threads"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Expired bool       `json:"expired,omitempty"`
+	// Pending says a rekey happened since this slot's owner last logged in.
+	Pending bool `json:"rekey_pending,omitempty"`
+	// Stale says the slot missed a format-1 rekey and can no longer open:
+	// its owner must be invited again.
+	Stale bool `json:"stale,omitempty"`
+	// Legacy says the slot still holds a format-1 payload; its owner's
+	// next login rewraps it.
+	Legacy bool `json:"legacy_layout,omitempty"`
+}
+
+// ListAdmins returns every slot, by name. It needs no password; the records
+// are verified only by operations that hold the DataKey.
+func (m *Manager) ListAdmins() ([]AdminInfo, error) {
+	var out []AdminInfo
+	now := m.opts.now()
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		slots, err := tx.Slots()
+		if err != nil {
+			return err
+		}
+		for _, s := range slots {
+			ai := AdminInfo{
+				Name: s.Name, Kind: s.Kind.String(),
+				Time: s.Params.Time, Memory: s.Params.MemoryKiB, Threads: s.Params.Threads,
+				Created: time.Unix(s.Created, 0).UTC(), Pending: s.HasPending() || (s.Legacy != nil && s.Legacy.Pending != nil),
+				Stale:  s.Flags&keyring.SlotStale != 0,
+				Legacy: s.Legacy != nil || s.Flags&keyring.SlotLegacyWrap != 0,
+			}
+			if s.Expires != 0 {
+				e := time.Unix(s.Expires, 0).UTC()
+				ai.Expires, ai.Expired = &e, now >= s.Expires
+			}
+			out = append(out, ai)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// MaxSlotMemoryKiB returns the most memory any slot's derivation needs (at
+// least the policy's), so a budget can be checked against it.
+func (m *Manager) MaxSlotMemoryKiB() (uint32, error) {
+	var most uint32
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		most = decoyParams(h).MemoryKiB
+		slots, err := tx.Slots()
+		for _, s := range slots {
+			if unseal.CheckParams(s.Params) == nil {
+				most = max(most, s.Params.MemoryKiB)
+			}
+		}
+		return err
+	})
+	return most, err
+}

@@ -1,0 +1,194 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+// Unsealed is the result of a successful unseal.
+type Unsealed struct {
+	Secret     *memlock.Buffer   // the master secret; Destroy it on seal
+	LogKeys    *memlock.Buffer   // audit key || root key; the caller owns it
+	Version    uint64            // the master secret's version
+	Clients    []*keyring.Client // every client record that verified
+	Report     *unseal.Report    // records that did not verify (not honoured)
+	Header     *keyring.Header   // the header, verified
+	Generation uint64            // the state root's generation after the unseal
+}
+
+// Destroy wipes what an Unsealed holds.
+func (u *Unsealed) Destroy() {
+	if u != nil {
+		u.Secret.Destroy()
+		u.LogKeys.Destroy()
+	}
+}
+
+// Unseal opens name's slot with password, verifies the whole file against
+// its state root, decrypts the master secret into locked memory and records
+// the unseal. Client records that fail verification are left out of Clients
+// and named in Report. The unseal is refused when what it would serve cannot
+// be trusted: the root, the header, the secret record, the audit log or the
+// acting slot itself does not verify. If the audit record cannot be written,
+// the unseal fails.
+func (m *Manager) Unseal(ctx context.Context, name string, password []byte) (*Unsealed, error) {
+	s, err := m.authenticate(ctx, audit.KindUnseal, name, password)
+	if err != nil {
+		return nil, err
+	}
+	return m.unsealWith(ctx, s, "")
+}
+
+// UnsealRecovery is Unseal with the recovery code instead of an admin's
+// password; the audit record says so.
+func (m *Manager) UnsealRecovery(ctx context.Context, typed []byte) (*Unsealed, error) {
+	code, ok := unseal.NormalizeCode(typed)
+	if !ok {
+		return nil, fmt.Errorf("%w: that is not the shape of a code (32 letters and digits in groups of four)", ErrRecovery)
+	}
+	defer memlock.Wipe(code)
+	s, err := m.authenticateKind(ctx, audit.KindUnseal, RecoveryName, code, keyring.KindRecovery)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.bringUpToDate(ctx, s, code); err != nil {
+		s.close()
+		return nil, err
+	}
+	return m.unsealWith(ctx, s, "recovery code")
+}
+
+// servable refuses a state an unseal must not serve from.
+func servable(actor string) func(rep *unseal.Report) error {
+	return func(rep *unseal.Report) error {
+		for _, f := range rep.Findings {
+			switch {
+			case f.What == "client":
+			case f.What == "slot" && f.Name != actor && !rep.Untrusted:
+			default:
+				return fmt.Errorf("%w; the unseal was refused (run: sealbox-admin --keyring PATH check --as NAME)", rep.Err())
+			}
+		}
+		return nil
+	}
+}
+
+func (m *Manager) unsealWith(ctx context.Context, s *session, how string) (*Unsealed, error) {
+	defer s.key.Destroy()
+	u := &Unsealed{Header: s.header, LogKeys: s.logKeys}
+	err := m.record(ctx, s, op{kind: audit.KindUnseal, detail: how}, servable(s.slot.Name), func(t *txn) error {
+		sec, err := t.Secret()
+		if err != nil {
+			return err
+		}
+		clients, err := t.Clients()
+		if err != nil {
+			return err
+		}
+		for _, c := range clients {
+			if !t.rep.Bad(keyring.RecordClient, c.Name) {
+				u.Clients = append(u.Clients, c)
+			}
+		}
+		u.Report, u.Version, u.Generation = t.rep, sec.Version, t.root.Generation+1
+		if u.Secret, err = s.key.DecryptSecret(sec, m.opts.Memory); err != nil {
+			return err
+		}
+		if !t.rep.OK() {
+			t.detail = append(t.detail, fmt.Sprintf("%d records not honoured", len(t.rep.Findings)))
+		}
+		return nil
+	})
+	if err != nil {
+		u.Destroy()
+		return nil, err
+	}
+	return u, nil
+}
+
+// CheckResult is what Check found.
+type CheckResult struct {
+	Report        *unseal.Report `json:"state"`
+	Generation    uint64         `json:"generation"`
+	SecretVersion uint64         `json:"secret_version"`
+	SecretBytes   int            `json:"secret_bytes"`
+	Audit         *audit.Report  `json:"audit,omitempty"`
+	AuditProblem  string         `json:"audit_problem,omitempty"`
+}
+
+// OK reports whether everything verified.
+func (c *CheckResult) OK() bool { return c.Report.OK() && c.AuditProblem == "" }
+
+// Check tests actor's password and verifies the whole file: the state root
+// and every record under it, that the master secret decrypts, and the audit
+// chains. It is recorded as a password check (KindCheck), not an unseal.
+// Findings are in the result, not the error.
+func (m *Manager) Check(ctx context.Context, actor string, password []byte) (*CheckResult, error) {
+	s, err := m.authenticate(ctx, audit.KindCheck, actor, password)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	res := &CheckResult{}
+	inspect := func(t *txn) error {
+		res.Report = t.rep
+		if t.root != nil {
+			res.Generation = t.root.Generation
+			rep, err := audit.Verify(t.Tx, s.auditKey(), t.root)
+			res.Audit = rep
+			if err != nil {
+				res.AuditProblem = err.Error()
+			}
+		}
+		sec, err := t.Secret()
+		if err != nil {
+			return err
+		}
+		res.SecretVersion = sec.Version
+		buf, err := s.key.DecryptSecret(sec, m.opts.Memory)
+		if err != nil {
+			return err
+		}
+		res.SecretBytes = len(buf.Bytes())
+		buf.Destroy()
+		return nil
+	}
+	err = m.record(ctx, s, op{kind: audit.KindCheck}, func(rep *unseal.Report) error {
+		if rep.Untrusted {
+			return errUnsignable
+		}
+		return nil
+	}, func(t *txn) error {
+		if err := inspect(t); err != nil {
+			return err
+		}
+		if !res.OK() {
+			t.detail = append(t.detail, "problems found")
+		}
+		return nil
+	})
+	if errors.Is(err, errUnsignable) {
+		// Nothing can be signed over a root that does not verify: report
+		// what was found, and record the check unkeyed.
+		err = m.kr.View(func(tx *keyring.Tx) error {
+			t, err := m.begin(tx, s)
+			if err != nil {
+				return err
+			}
+			return inspect(t)
+		})
+		m.logFailure(ctx, audit.KindCheck, actor, audit.Failed, res.Report.Err())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+var errUnsignable = errors.New("the state root does not verify")
