@@ -183,3 +183,27 @@ func (m *Manager) MaxSlotMemoryKiB() (uint32, error) {
 	})
 	return most, err
 }
+
+// SetPolicy changes the Argon2id parameters new slots get, authorized by
+// actor's password; never below the floor. Each admin's slot is rewrapped
+// to it at their next login (cryptsetup's luksConvertKey, without anyone
+// else present).
+func (m *Manager) SetPolicy(ctx context.Context, actor string, actorPassword []byte, p keyring.Params) error {
+	if err := unseal.CheckNewParams(p); err != nil {
+		return err
+	}
+	s, err := m.authenticate(ctx, audit.KindAdminPolicy, actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminPolicy, detail: "kdf policy " + p.String()}, func(t *txn) error {
+		h, err := t.Header()
+		if err != nil {
+			return err
+		}
+		h.Policy = p
+		return t.PutHeader(h)
+	})
+	return err
+}

@@ -2,10 +2,15 @@ package admin
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sealbox/sealbox/audit"
@@ -14,10 +19,11 @@ import (
 
 // Guessing defence. Attempts are counted per admin name (known or not, so
 // that the answers do not tell which names exist) and, for callers other
-// than root, globally. An attempt is counted as a failure before its
-// derivation starts (a reservation), and the count is undone when it turns
-// out right, so parallel guesses cannot outrun the wait: once the free
-// attempts are reserved, the next one waits. After a few free failures each
+// than root, globally. An attempt is reserved (recorded in flight) in a
+// transaction of its own before its derivation starts, and settled after
+// it, so parallel guesses cannot outrun the wait: while the attempts in
+// flight would use up the free ones, the next one waits. A reservation that
+// is never settled (its process was killed) stops counting at once. After a few free failures each
 // one doubles the wait before the next try, up to a cap. The counters are
 // persisted in the keyring so that a restart does not reset them.
 //
@@ -70,6 +76,76 @@ func parseBackoff(b []byte) backoffState {
 	return backoffState{binary.BigEndian.Uint32(b), int64(binary.BigEndian.Uint64(b[4:])), int64(binary.BigEndian.Uint64(b[12:]))}
 }
 
+// An attempt in flight is a backoff entry "flight:TOKEN" holding the pid of
+// the process deriving, when it started, and the counters it is reserved
+// against. It counts while that process lives, for at most inflightTTL: a
+// process killed during its derivation leaves nothing that counts.
+const (
+	flightPrefix = "flight:"
+	inflightTTL  = 2 * time.Minute
+)
+
+type flight struct {
+	pid   uint32
+	start int64
+	keys  []string // the counters it is reserved against
+}
+
+func (f flight) bytes() []byte {
+	b := binary.BigEndian.AppendUint32(nil, f.pid)
+	b = binary.BigEndian.AppendUint64(b, uint64(f.start))
+	for _, k := range f.keys {
+		b = append(b, byte(len(k)))
+		b = append(b, k...)
+	}
+	return b
+}
+
+func parseFlight(b []byte) (flight, bool) {
+	if len(b) < 12 {
+		return flight{}, false
+	}
+	f := flight{pid: binary.BigEndian.Uint32(b), start: int64(binary.BigEndian.Uint64(b[4:]))}
+	for rest := b[12:]; len(rest) > 0; {
+		n := int(rest[0])
+		if len(rest) < 1+n {
+			return flight{}, false
+		}
+		f.keys = append(f.keys, string(rest[1:1+n]))
+		rest = rest[1+n:]
+	}
+	return f, true
+}
+
+// live reports whether an attempt in flight still counts.
+func (f flight) live(now time.Time) bool {
+	if now.Sub(time.Unix(0, f.start)) > inflightTTL {
+		return false
+	}
+	return syscall.Kill(int(f.pid), 0) != syscall.ESRCH
+}
+
+// inFlight counts the live attempts reserved against each counter, and
+// names the entries that no longer count.
+func inFlight(tx *keyring.Tx, now time.Time) (map[string]uint32, []string) {
+	counts := map[string]uint32{}
+	var dead []string
+	tx.Backoffs(func(k string, v []byte) {
+		if !strings.HasPrefix(k, flightPrefix) {
+			return
+		}
+		f, ok := parseFlight(v)
+		if !ok || !f.live(now) {
+			dead = append(dead, k)
+			return
+		}
+		for _, c := range f.keys {
+			counts[c]++
+		}
+	})
+	return counts, dead
+}
+
 // source is who is guessing: "root" or "user".
 type source string
 
@@ -111,13 +187,34 @@ func delay(n uint32, free uint32, limit time.Duration) time.Duration {
 	return min(d, limit)
 }
 
-// checkBackoff refuses a try for name from src before its wait is over.
-func checkBackoff(tx *keyring.Tx, name string, src source, now time.Time) error {
+func limits(k string) (uint32, time.Duration) {
+	if k == backoffGlobal {
+		return freeGlobal, capGlobal
+	}
+	return freePerName, capPerName
+}
+
+// load reads one counter as of now (the global one decays after an hour
+// without failures).
+func load(tx *keyring.Tx, k string, now time.Time) backoffState {
+	s := parseBackoff(tx.Backoff(k))
+	if k == backoffGlobal && now.Sub(time.Unix(0, s.last)) > globalDecay {
+		s = backoffState{}
+	}
+	return s
+}
+
+// checkBackoff refuses a try for name from src before its wait is over, or
+// while attempts already in flight would use up the free ones.
+func checkBackoff(tx *keyring.Tx, name string, src source, now time.Time, flying map[string]uint32) error {
 	wait := time.Duration(0)
 	for _, k := range src.keys(name) {
-		s := parseBackoff(tx.Backoff(k))
+		s := load(tx, k, now)
 		if d := time.Duration(s.until - now.UnixNano()); d > wait {
 			wait = d
+		}
+		if free, _ := limits(k); flying[k] > 0 && s.failures+flying[k] >= free {
+			wait = max(wait, time.Second)
 		}
 	}
 	if wait > 0 {
@@ -126,65 +223,66 @@ func checkBackoff(tx *keyring.Tx, name string, src source, now time.Time) error 
 	return nil
 }
 
-// reserve refuses a try while name is in backoff, and otherwise counts it
-// as a failure now, in the same transaction; finish or unreserve settles it.
-func reserve(tx *keyring.Tx, name string, src source, now time.Time) error {
-	if err := checkBackoff(tx, name, src, now); err != nil {
-		return err
-	}
-	n := now.UnixNano()
-	for _, k := range src.keys(name) {
-		free, limit := uint32(freePerName), capPerName
-		s := parseBackoff(tx.Backoff(k))
-		if k == backoffGlobal {
-			free, limit = freeGlobal, capGlobal
-			if now.Sub(time.Unix(0, s.last)) > globalDecay {
-				s = backoffState{}
-			}
-		}
-		s.failures++
-		s.last, s.until = n, n+int64(delay(s.failures, free, limit))
-		if err := tx.PutBackoff(k, s.bytes()); err != nil {
-			return err
+// reserve refuses a try while name is in backoff, and otherwise records it
+// as in flight, in the same transaction, so that parallel guesses see it.
+// finish settles it; the token names the reservation.
+func reserve(tx *keyring.Tx, name string, src source, now time.Time) (string, error) {
+	flying, dead := inFlight(tx, now)
+	for _, k := range dead {
+		if err := tx.PutBackoff(k, nil); err != nil {
+			return "", err
 		}
 	}
-	return evictOldest(tx)
+	if err := checkBackoff(tx, name, src, now, flying); err != nil {
+		return "", err
+	}
+	var tok [8]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return "", err
+	}
+	token := flightPrefix + hex.EncodeToString(tok[:])
+	f := flight{pid: uint32(os.Getpid()), start: now.UnixNano(), keys: src.keys(name)}
+	return token, tx.PutBackoff(token, f.bytes())
 }
 
-// unreserve takes back a reservation for an attempt that was not a guess
-// (the KDF budget refused it, it was cancelled, the slot is unusable).
-func unreserve(tx *keyring.Tx, name string, src source) error {
+// outcome of an attempt, for finish.
+type outcome int
+
+const (
+	neutral outcome = iota // not a guess: the budget refused it, the slot is unusable
+	failed                 // a wrong password or code
+	passed                 // the right one: the name's count starts over
+)
+
+// finish settles a reservation.
+func finish(tx *keyring.Tx, token, name string, src source, o outcome, now time.Time) error {
+	if err := tx.PutBackoff(token, nil); err != nil {
+		return err
+	}
 	for _, k := range src.keys(name) {
-		s := parseBackoff(tx.Backoff(k))
-		if s.failures == 0 {
+		s := load(tx, k, now)
+		switch {
+		case o == failed:
+			free, limit := limits(k)
+			s.failures++
+			s.last, s.until = now.UnixNano(), now.UnixNano()+int64(delay(s.failures, free, limit))
+		case o == passed && k != backoffGlobal:
+			s = backoffState{}
+		default:
 			continue
 		}
-		s.failures--
-		free, limit := uint32(freePerName), capPerName
-		if k == backoffGlobal {
-			free, limit = freeGlobal, capGlobal
+		var v []byte
+		if s.failures != 0 {
+			v = s.bytes()
 		}
-		s.until = s.last + int64(delay(s.failures, free, limit))
-		if s.failures == 0 {
-			s = backoffState{}
-		}
-		if err := tx.PutBackoff(k, s.bytes()); err != nil {
+		if err := tx.PutBackoff(k, v); err != nil {
 			return err
 		}
 	}
+	if o == failed {
+		return evictOldest(tx)
+	}
 	return nil
-}
-
-// succeed settles a reservation that turned out right: name's count from
-// src starts over, and the global count gets its reservation back.
-func succeed(tx *keyring.Tx, name string, src source) error {
-	if err := unreserve(tx, name, src); err != nil {
-		return err
-	}
-	if tx.Backoff(backoffKey(src, name)) == nil {
-		return nil
-	}
-	return tx.PutBackoff(backoffKey(src, name), nil)
 }
 
 // BackoffInfo is what Backoffs shows of one counter.
@@ -198,7 +296,7 @@ type BackoffInfo struct {
 func evictOldest(tx *keyring.Tx) error {
 	n, oldestKey, oldest := 0, "", int64(math.MaxInt64)
 	tx.Backoffs(func(k string, v []byte) {
-		if k == backoffGlobal {
+		if k == backoffGlobal || strings.HasPrefix(k, flightPrefix) {
 			return
 		}
 		n++

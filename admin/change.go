@@ -56,6 +56,17 @@ func (m *Manager) bringUpToDate(ctx context.Context, s *session, secret []byte) 
 		}
 	}
 	if s.slot.Kind == keyring.KindAdmin && (s.key.Rewrap || belowPolicy(s.slot.Params, s.header.Policy)) {
+		// Verify before deriving: a pending key or a policy that the state
+		// root does not vouch for costs no derivation and is never acted on.
+		if err := m.kr.View(func(tx *keyring.Tx) error {
+			t, err := m.begin(tx, s)
+			if err != nil {
+				return err
+			}
+			return t.rep.Err()
+		}); err != nil {
+			return err
+		}
 		return m.refresh(ctx, s, secret)
 	}
 	return nil
@@ -86,11 +97,12 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 	var raw []byte
 	now := m.opts.clock()
 	src := sourceOf(ctx)
+	var token string
 	err := m.kr.Update(func(tx *keyring.Tx) error {
-		if err := reserve(tx, name, src, now); err != nil {
+		var err error
+		if token, err = reserve(tx, name, src, now); err != nil {
 			return err
 		}
-		var err error
 		if h, err = tx.Header(); err != nil {
 			return err
 		}
@@ -110,11 +122,11 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 		}
 		return nil, err
 	}
-	settle := func(fn func(tx *keyring.Tx, name string, src source) error) error {
-		return m.kr.Update(func(tx *keyring.Tx) error { return fn(tx, name, src) })
+	settle := func(o outcome) error {
+		return m.kr.Update(func(tx *keyring.Tx) error { return finish(tx, token, name, src, o, m.opts.clock()) })
 	}
 	if slot != nil && slot.Expires != 0 && now.Unix() >= slot.Expires {
-		_ = settle(unreserve)
+		_ = settle(neutral)
 		return nil, fmt.Errorf("%w: the invite for %s expired at %s; ask an admin for a new one", ErrInvite, name, time.Unix(slot.Expires, 0).UTC().Format(time.RFC3339))
 	}
 	params := decoyParams(h)
@@ -124,7 +136,7 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 	if slot != nil {
 		params = slot.Params
 		if err := unseal.CheckParams(params); err != nil {
-			_ = settle(unreserve)
+			_ = settle(neutral)
 			return nil, fmt.Errorf("slot %q: %w", name, err)
 		}
 	}
@@ -140,7 +152,7 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 	})
 	if err != nil {
 		if errors.Is(err, unseal.ErrBusy) || errors.Is(err, context.Canceled) {
-			_ = settle(unreserve)
+			_ = settle(neutral)
 			return nil, err
 		}
 		wrong := errors.Is(err, ErrWrongPassword)
@@ -149,10 +161,12 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 			outcome = audit.WrongPassword
 		}
 		werr := m.kr.Update(func(tx *keyring.Tx) error {
-			if !wrong {
-				if err := unreserve(tx, name, src); err != nil {
-					return err
-				}
+			o := neutral
+			if wrong {
+				o = failed
+			}
+			if err := finish(tx, token, name, src, o, m.opts.clock()); err != nil {
+				return err
 			}
 			_, lerr := Log(tx, m.opts.logKeys(), m.wm, keyring.Events, 0, audit.Event{Kind: op, Actor: name, Peer: audit.PeerFrom(ctx), Outcome: outcome, Detail: detail(err)})
 			return ignoreUnsigned(lerr)
@@ -165,7 +179,7 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 		}
 		return nil, errors.Join(err, werr)
 	}
-	if err := settle(succeed); err != nil {
+	if err := settle(passed); err != nil {
 		key.Destroy()
 		return nil, err
 	}
@@ -226,8 +240,12 @@ func (m *Manager) refresh(ctx context.Context, s *session, password []byte) erro
 	case s.key.Rewrap:
 		d = "rewrapped from the format-1 layout"
 	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminRefresh, target: s.slot.Name, detail: d}, func(t *txn) error { return t.PutSlot(slot) })
-	return err
+	if _, err = m.change(ctx, s, op{kind: audit.KindAdminRefresh, target: s.slot.Name, detail: d}, func(t *txn) error { return t.PutSlot(slot) }); err != nil {
+		return err
+	}
+	s.slot, s.raw = slot, slot.Marshal()
+	s.key.Folded, s.key.Rewrap = false, false
+	return nil
 }
 
 // sealNew wraps the DataKey for name under newPassword, inside the budget.

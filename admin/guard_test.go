@@ -78,7 +78,7 @@ func TestBackoffPersistsAndResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.Secret.Destroy()
-	u.AuditKey.Destroy()
+	u.LogKeys.Destroy()
 	if _, err := m.Unseal(ctx, "alice", []byte("wrong password!!")); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("after a success the count starts over: %v", err)
 	}
@@ -125,9 +125,14 @@ func TestChangeFailsClosedWithoutItsAuditRecord(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	before := snapshot(t, m)
-	// Damage the audit head: no record can be appended.
-	m.kr.Update(func(tx *keyring.Tx) error { return tx.PutAuditMeta(keyring.AuditHead, []byte("damaged")) })
-	err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil)
+	// An undecodable record at the end of the events log: the state
+	// verifies (the root's keyed record is intact), but no record can be
+	// appended after it.
+	m.kr.Update(func(tx *keyring.Tx) error {
+		_, last := tx.AuditBounds(keyring.Events)
+		return tx.PutAudit(keyring.Events, last+1, []byte("damaged"))
+	})
+	err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(33))
 	if !errors.Is(err, audit.ErrBroken) {
 		t.Fatalf("got %v, want the audit error", err)
 	}
@@ -149,7 +154,7 @@ func TestChangesAreAudited(t *testing.T) {
 	if err := m.AddAdmin(pctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
-	m.AddClient(pctx, "bob", []byte("wrong password!!"), "web", 33, nil)
+	m.AddClient(pctx, "bob", []byte("wrong password!!"), "web", uidMatch(33))
 	if err := m.RemoveAdmin(pctx, "bob", []byte(pwBob), "nobody-here"); err == nil {
 		t.Fatal("removed a missing admin")
 	}
@@ -169,7 +174,7 @@ func TestChangesAreAudited(t *testing.T) {
 	}
 	for i, w := range want {
 		r := recs[i]
-		if r.Kind != w.kind || r.Outcome != w.outcome || r.Actor != w.actor || r.Target != w.target {
+		if string(r.Kind) != w.kind || string(r.Outcome) != w.outcome || r.Actor != w.actor || r.Target != w.target {
 			t.Errorf("record %d: %+v, want %+v", i+1, r.Event, w)
 		}
 		if i > 0 && (r.Peer == nil || r.Peer.PID != 42) {

@@ -151,7 +151,6 @@ func (m *Manager) reload(s *session) error {
 			return err
 		}
 		s.slot, s.raw = sl, append([]byte(nil), tx.RawSlot(sl.Name)...)
-		s.key.Folded = false
 		return nil
 	})
 }

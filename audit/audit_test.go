@@ -13,52 +13,72 @@ import (
 
 var key = []byte("0123456789abcdef0123456789abcdef")
 
-func newKeyring(t *testing.T) *keyring.Keyring {
+// fixture is a format-2 keyring and the state root its owner keeps: the
+// audit package vouches for the log only together with the root, which the
+// caller signs (unseal.Sign); here the test keeps it in memory.
+type fixture struct {
+	kr   *keyring.Keyring
+	root keyring.Root
+}
+
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	in := &keyring.Initial{
-		Header: keyring.Header{Policy: keyring.Params{Time: 3, MemoryKiB: 65536, Threads: 4}},
-		Secret: keyring.Secret{Version: 1, Ciphertext: make([]byte, 40)},
-		Slot:   keyring.Slot{Name: "alice", Kind: keyring.KindAdmin},
-	}
-	kr, err := keyring.Create(filepath.Join(t.TempDir(), "k.db"), in)
+	kr, err := keyring.Create(filepath.Join(t.TempDir(), "k.db"), func(tx *keyring.Tx) error {
+		if err := tx.PutHeader(&keyring.Header{Policy: keyring.Params{Time: 3, MemoryKiB: 65536, Threads: 4}}); err != nil {
+			return err
+		}
+		return tx.PutSecret(&keyring.Secret{Version: 1, Ciphertext: make([]byte, 40)})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kr.Close() })
-	return kr
+	return &fixture{kr: kr}
 }
 
-func appendN(t *testing.T, kr *keyring.Keyring, k []byte, n int, kind string) {
+func (f *fixture) state(s keyring.Stream) *keyring.AuditState {
+	if s == keyring.Reads {
+		return &f.root.Reads
+	}
+	return &f.root.Events
+}
+
+// add appends n events of kind to stream s, keyed under k (nil: unkeyed),
+// and moves the root the way a caller does after a keyed append.
+func (f *fixture) add(t *testing.T, s keyring.Stream, k []byte, n int, kind Kind, outcome Outcome) {
 	t.Helper()
-	err := kr.Update(func(tx *keyring.Tx) error {
-		for i := 0; i < n; i++ {
-			ev := Event{Kind: kind, Client: fmt.Sprintf("svc%d", i%3), Outcome: "served", Peer: &Peer{UID: uint32(i)}}
-			if err := Append(tx, k, ev); err != nil {
-				return err
-			}
+	err := f.kr.Update(func(tx *keyring.Tx) error {
+		evs := make([]Event, n)
+		for i := range evs {
+			evs[i] = Event{Kind: kind, Client: fmt.Sprintf("svc%d", i%3), Outcome: outcome, Peer: &Peer{UID: uint32(i)}}
 		}
-		return nil
+		h, err := Append(tx, k, s, f.state(s), evs...)
+		if h != nil {
+			f.state(s).KeyedSeq, f.state(s).KeyedMAC = h.Seq, h.MAC
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func verify(t *testing.T, kr *keyring.Keyring) (*Report, error) {
-	t.Helper()
+func (f *fixture) reads(t *testing.T, k []byte, n int) { f.add(t, keyring.Reads, k, n, KindRead, Served) }
+
+func (f *fixture) verify(k []byte) (*Report, error) {
 	var rep *Report
 	var verr error
-	kr.View(func(tx *keyring.Tx) error { rep, verr = Verify(tx, key); return nil })
+	f.kr.View(func(tx *keyring.Tx) error { rep, verr = Verify(tx, k, &f.root); return nil })
 	return rep, verr
 }
 
-// mutate rewrites stored records directly, as someone with write access to
-// the file could.
-func mutate(t *testing.T, kr *keyring.Keyring, fn func(tx *keyring.Tx, recs map[uint64][]byte) error) {
+// mutate rewrites stored records of stream s directly, as someone with
+// write access to the file could.
+func (f *fixture) mutate(t *testing.T, s keyring.Stream, fn func(tx *keyring.Tx, recs map[uint64][]byte) error) {
 	t.Helper()
-	err := kr.Update(func(tx *keyring.Tx) error {
+	err := f.kr.Update(func(tx *keyring.Tx) error {
 		recs := map[uint64][]byte{}
-		tx.AuditRecords(0, func(seq uint64, raw []byte) bool { recs[seq] = append([]byte(nil), raw...); return true })
+		tx.AuditRecords(s, 0, func(seq uint64, raw []byte) bool { recs[seq] = append([]byte(nil), raw...); return true })
 		return fn(tx, recs)
 	})
 	if err != nil {
@@ -66,210 +86,226 @@ func mutate(t *testing.T, kr *keyring.Keyring, fn func(tx *keyring.Tx, recs map[
 	}
 }
 
-func expectBroken(t *testing.T, kr *keyring.Keyring, seq uint64, contains string) {
+func (f *fixture) expectBroken(t *testing.T, stream string, seq uint64, contains string) {
 	t.Helper()
-	rep, err := verify(t, kr)
+	rep, err := f.verify(key)
 	if !errors.Is(err, ErrBroken) {
 		t.Fatalf("verify: %v, want ErrBroken", err)
 	}
-	if rep.BadSeq != seq || !strings.Contains(rep.Problem, contains) {
-		t.Fatalf("first bad record %d %q, want %d containing %q", rep.BadSeq, rep.Problem, seq, contains)
+	if rep.BadStream != stream || rep.BadSeq != seq || !strings.Contains(rep.Problem, contains) {
+		t.Fatalf("first bad record %s/%d %q, want %s/%d containing %q", rep.BadStream, rep.BadSeq, rep.Problem, stream, seq, contains)
 	}
+}
+
+func chainMAC(s keyring.Stream, k []byte, seq uint64, prev [macSize]byte, keyed bool, body []byte) [macSize]byte {
+	return newChainer(s, k).mac(seq, prev, keyed, body)
 }
 
 func TestChainVerifies(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 10, "read")
-	rep, err := verify(t, kr)
-	if err != nil || rep.Records != 10 || rep.Keyed != 10 || rep.Unanchored != 0 || rep.First != 1 || rep.Last != 10 {
+	f := newFixture(t)
+	f.reads(t, key, 10)
+	f.add(t, keyring.Events, key, 2, KindAdminAdd, OK)
+	rep, err := f.verify(key)
+	if err != nil || rep.Reads.Records != 10 || rep.Reads.Keyed != 10 || rep.Reads.Unanchored != 0 || rep.Reads.First != 1 || rep.Reads.Last != 10 || rep.Events.Records != 2 {
 		t.Fatalf("%+v %v", rep, err)
 	}
-	var wrong []byte = []byte("another key, thirty-two bytes...")
-	kr.View(func(tx *keyring.Tx) error {
-		if _, err := Verify(tx, wrong); !errors.Is(err, ErrBroken) {
-			t.Errorf("wrong key verified: %v", err)
-		}
-		if _, err := Verify(tx, nil); err == nil {
-			t.Error("nil key accepted")
-		}
-		return nil
+	if _, err := f.verify([]byte("another key, thirty-two bytes...")); !errors.Is(err, ErrBroken) {
+		t.Errorf("wrong key verified: %v", err)
+	}
+	if _, err := f.verify(nil); err == nil {
+		t.Error("nil key accepted")
+	}
+}
+
+func TestStreamsAreSeparateChains(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.reads(t, key, 3)
+	f.add(t, keyring.Events, key, 1, KindAdminAdd, OK)
+	// A read record moved into the events log is not part of that chain.
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		return tx.PutAudit(keyring.Events, 2, recs[2])
 	})
+	f.expectBroken(t, "events", 2, "does not follow")
 }
 
 func TestDeletionDetected(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 5, "read")
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error { return tx.DeleteAuditBefore(0) }) // no-op
-	kr.Update(func(tx *keyring.Tx) error {
-		// delete record 3 by rebuilding without it
-		recs := map[uint64][]byte{}
-		tx.AuditRecords(0, func(seq uint64, raw []byte) bool { recs[seq] = append([]byte(nil), raw...); return true })
-		tx.DeleteAuditBefore(100)
+	f := newFixture(t)
+	f.reads(t, key, 5)
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		tx.DeleteAuditBefore(keyring.Reads, 100)
 		for seq, raw := range recs {
 			if seq != 3 {
-				tx.PutAudit(seq, raw)
+				tx.PutAudit(keyring.Reads, seq, raw)
 			}
 		}
 		return nil
 	})
-	expectBroken(t, kr, 3, "missing")
+	f.expectBroken(t, "reads", 3, "missing")
 }
 
 func TestEditDetected(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 5, "read")
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+	f := newFixture(t)
+	f.reads(t, key, 5)
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
 		raw := recs[2]
 		i := strings.Index(string(raw), `"served"`)
 		copy(raw[i:], `"sealed"`)
-		return tx.PutAudit(2, raw)
+		return tx.PutAudit(keyring.Reads, 2, raw)
 	})
-	expectBroken(t, kr, 2, "edited")
+	f.expectBroken(t, "reads", 2, "edited")
 }
 
 func TestReorderDetected(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 5, "read")
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
-		tx.PutAudit(2, recs[3])
-		return tx.PutAudit(3, recs[2])
+	f := newFixture(t)
+	f.reads(t, key, 5)
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		tx.PutAudit(keyring.Reads, 2, recs[3])
+		return tx.PutAudit(keyring.Reads, 3, recs[2])
 	})
-	expectBroken(t, kr, 2, "moved")
+	f.expectBroken(t, "reads", 2, "moved")
 }
 
-func TestTailTruncationDetected(t *testing.T) {
+func TestTruncationToAnOlderStateDetected(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 5, "read")
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
-		tx.DeleteAuditBefore(100)
-		for seq := uint64(1); seq <= 4; seq++ {
-			tx.PutAudit(seq, recs[seq])
+	// Delete the newest records: the root still names record 5.
+	f2 := newFixture(t)
+	f2.add(t, keyring.Events, key, 5, KindAdminAdd, OK)
+	f2.mutate(t, keyring.Events, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		tx.DeleteAuditBefore(keyring.Events, 100)
+		for seq := uint64(1); seq <= 3; seq++ {
+			tx.PutAudit(keyring.Events, seq, recs[seq])
 		}
 		return nil
 	})
-	expectBroken(t, kr, 5, "removed from the end")
+	f2.expectBroken(t, "events", 4, "removed from the end")
 }
 
 func TestUnkeyedRecordsAnchoredByTheNextKeyedOne(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 2, "read")
-	appendN(t, kr, nil, 3, "read") // a daemon before its first unseal
-	rep, err := verify(t, kr)
-	if err != nil || rep.Unanchored != 3 || rep.Keyed != 2 {
+	f := newFixture(t)
+	f.reads(t, key, 2)
+	f.reads(t, nil, 3) // a daemon before its first unseal
+	rep, err := f.verify(key)
+	if err != nil || rep.Reads.Unanchored != 3 || rep.Reads.Keyed != 2 {
 		t.Fatalf("%+v %v", rep, err)
 	}
-	appendN(t, kr, key, 1, "read")
-	rep, err = verify(t, kr)
-	if err != nil || rep.Unanchored != 0 || rep.Records != 6 {
+	f.reads(t, key, 1)
+	rep, err = f.verify(key)
+	if err != nil || rep.Reads.Unanchored != 0 || rep.Reads.Records != 6 {
 		t.Fatalf("%+v %v", rep, err)
 	}
 	// An anchored unkeyed record cannot be edited, even with its hash redone.
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
 		rec, body, _ := decode(recs[4])
 		body = []byte(strings.Replace(string(body), "served", "sealed", 1))
-		mac := chainMAC(nil, 4, rec.Prev, false, body)
-		return tx.PutAudit(4, encode(4, rec.Prev, false, mac, body))
+		mac := chainMAC(keyring.Reads, nil, 4, rec.Prev, false, body)
+		return tx.PutAudit(keyring.Reads, 4, encode(4, rec.Prev, false, mac, body))
 	})
-	expectBroken(t, kr, 5, "does not follow")
+	f.expectBroken(t, "reads", 5, "does not follow")
 }
 
 func TestKeyedRecordsCannotBeDowngraded(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 4, "read")
-	// Rewrite records 3 and 4 as unkeyed with recomputed hashes, and a head
-	// that says nothing was keyed after 2: what an attacker could compute.
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+	f := newFixture(t)
+	f.reads(t, key, 4)
+	// Rewrite records 3 and 4 as unkeyed with recomputed hashes: what an
+	// attacker could compute. The root still names keyed record 4.
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
 		r2, _, _ := decode(recs[2])
 		prev := r2.MAC
 		for seq := uint64(3); seq <= 4; seq++ {
 			_, body, _ := decode(recs[seq])
 			body = []byte(strings.Replace(string(body), "served", "forged", 1))
-			mac := chainMAC(nil, seq, prev, false, body)
-			tx.PutAudit(seq, encode(seq, prev, false, mac, body))
+			mac := chainMAC(keyring.Reads, nil, seq, prev, false, body)
+			tx.PutAudit(keyring.Reads, seq, encode(seq, prev, false, mac, body))
 			prev = mac
 		}
-		h, _ := readHead(tx)
-		h.seq, h.mac = 4, prev
-		return writeHead(tx, h)
+		return nil
 	})
-	expectBroken(t, kr, 3, "rewritten as unkeyed")
-	// Dropping the attestation altogether does not help either.
-	mutate(t, kr, func(tx *keyring.Tx, _ map[uint64][]byte) error {
-		h, _ := readHead(tx)
-		h.keyedSeq, h.keyedMAC, h.attest = 0, [macSize]byte{}, [macSize]byte{}
-		return writeHead(tx, h)
-	})
-	expectBroken(t, kr, 4, "lost its attestation")
+	f.expectBroken(t, "reads", 4, "state root signed")
 }
 
-func TestAlwaysKeyedKindsMustBeKeyed(t *testing.T) {
+func TestKeyedOnlyKindsMustBeKeyed(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	kr.Update(func(tx *keyring.Tx) error {
-		return Append(tx, nil, Event{Kind: "admin.add", Actor: "mallory", Target: "mallory", Outcome: "ok"})
-	})
-	expectBroken(t, kr, 1, "always written keyed")
+	// Every kind the table marks keyed, forged unkeyed with an OK outcome,
+	// is refused; the same kind with another outcome is a normal unkeyed
+	// record (failed attempts are written before any key is at hand).
+	for k, props := range kinds {
+		if !props.keyed {
+			continue
+		}
+		f := newFixture(t)
+		f.add(t, keyring.Events, nil, 1, k, WrongPassword)
+		if _, err := f.verify(key); err != nil {
+			t.Fatalf("%s %s unkeyed: %v", k, WrongPassword, err)
+		}
+		f.add(t, keyring.Events, nil, 1, k, OK)
+		f.expectBroken(t, "events", 2, "only ever written keyed")
+	}
+	for _, k := range []Kind{KindSecretRotate, KindRecoveryRegenerate, KindRepair, KindUpgrade, KindCheck} {
+		if !kinds[k].keyed {
+			t.Errorf("%s is not in the keyed-only table", k)
+		}
+	}
 }
 
 func TestPruneKeepsTheChainVerifiable(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 20, "read")
+	f := newFixture(t)
+	f.add(t, keyring.Events, key, 1, KindAdminAdd, OK)
+	f.reads(t, key, 20)
 	var dropped int
-	err := kr.Update(func(tx *keyring.Tx) error {
+	err := f.kr.Update(func(tx *keyring.Tx) error {
 		var err error
-		dropped, err = Prune(tx, key, 5)
+		dropped, err = Prune(tx, key, keyring.Reads, 5, &f.root)
 		return err
 	})
 	if err != nil || dropped != 15 {
 		t.Fatalf("prune: %d %v", dropped, err)
 	}
-	rep, err := verify(t, kr)
-	if err != nil || rep.Records != 6 || rep.Pruned != 15 || rep.First != 16 || rep.Last != 21 {
+	rep, err := f.verify(key)
+	if err != nil || rep.Reads.Records != 5 || rep.Reads.Pruned != 15 || rep.Reads.First != 16 || rep.Reads.Last != 20 {
 		t.Fatalf("after prune: %+v %v", rep, err)
 	}
+	// The prune is itself an event; no event was pushed out by reads.
+	if rep.Events.Records != 2 || rep.Events.First != 1 {
+		t.Fatalf("events after pruning reads: %+v", rep.Events)
+	}
 	// Removing one more record from the front is still detected.
-	mutate(t, kr, func(tx *keyring.Tx, _ map[uint64][]byte) error { return tx.DeleteAuditBefore(17) })
-	expectBroken(t, kr, 16, "missing")
-	// So is moving the anchor without the key.
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
-		a := tx.AuditMeta(keyring.AuditAnchor)
-		r17, _, _ := decode(recs[17])
-		copy(a[8:], r17.Prev[:])
-		a[7] = 16
-		return tx.PutAuditMeta(keyring.AuditAnchor, a)
-	})
-	expectBroken(t, kr, 16, "anchor was altered")
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, _ map[uint64][]byte) error { return tx.DeleteAuditBefore(keyring.Reads, 17) })
+	f.expectBroken(t, "reads", 16, "missing")
 }
 
 func TestListFilters(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
-	appendN(t, kr, key, 6, "read")
-	kr.Update(func(tx *keyring.Tx) error {
-		return Append(tx, key, Event{Kind: "admin.add", Actor: "alice", Target: "bob", Outcome: "ok", Time: time.Now().Add(time.Hour)})
+	f := newFixture(t)
+	f.reads(t, key, 6)
+	f.kr.Update(func(tx *keyring.Tx) error {
+		_, err := Append(tx, key, keyring.Events, nil, Event{Kind: KindAdminAdd, Actor: "alice", Target: "bob", Outcome: OK, Time: time.Now().Add(time.Hour)})
+		return err
 	})
-	kr.View(func(tx *keyring.Tx) error {
-		if n := len(List(tx, Filter{})); n != 7 {
-			t.Errorf("all: %d", n)
+	f.kr.View(func(tx *keyring.Tx) error {
+		if n := len(List(tx, Filter{Reads: true})); n != 6 {
+			t.Errorf("reads: %d", n)
 		}
-		if n := len(List(tx, Filter{Client: "svc1"})); n != 2 {
+		if n := len(List(tx, Filter{})); n != 1 {
+			t.Errorf("events: %d", n)
+		}
+		if n := len(List(tx, Filter{Reads: true, Client: "svc1"})); n != 2 {
 			t.Errorf("client svc1: %d", n)
 		}
-		if l := List(tx, Filter{Admin: "bob"}); len(l) != 1 || l[0].Kind != "admin.add" {
+		if l := List(tx, Filter{Admin: "bob"}); len(l) != 1 || l[0].Kind != KindAdminAdd {
 			t.Errorf("admin bob: %+v", l)
 		}
 		if n := len(List(tx, Filter{Since: time.Now().Add(30 * time.Minute)})); n != 1 {
 			t.Errorf("since: %d", n)
 		}
-		if l := List(tx, Filter{Limit: 2}); len(l) != 2 || l[1].Seq != 7 {
+		if l := List(tx, Filter{Reads: true, Limit: 2}); len(l) != 2 || l[1].Seq != 6 {
 			t.Errorf("limit: %+v", l)
 		}
 		return nil
@@ -298,50 +334,44 @@ func TestDecodeLengths(t *testing.T) {
 
 func TestChainVerifiesAcrossRekeys(t *testing.T) {
 	t.Parallel()
-	kr := newKeyring(t)
+	f := newFixture(t)
 	k2 := []byte("second audit key, 32 bytes long!")
 	k3 := []byte("third audit key, also 32 bytes!!")
-	appendN(t, kr, key, 3, "read")
+	f.reads(t, key, 3)
+	f.add(t, keyring.Events, key, 1, KindAdminAdd, OK)
 	rekey := func(old, new []byte) {
 		t.Helper()
-		err := kr.Update(func(tx *keyring.Tx) error {
-			return Rekey(tx, old, new, Event{Kind: "admin.rekey", Actor: "alice", Outcome: "ok"})
+		err := f.kr.Update(func(tx *keyring.Tx) error {
+			h, err := Rekey(tx, old, new, &f.root, Event{Kind: KindAdminRekey, Actor: "alice", Outcome: OK})
+			if h != nil {
+				f.root.Events.KeyedSeq, f.root.Events.KeyedMAC = h.Seq, h.MAC
+			}
+			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
 	rekey(key, k2)
-	appendN(t, kr, k2, 2, "read")
-	kr.Update(func(tx *keyring.Tx) error { _, err := Prune(tx, k2, 4); return err })
+	f.reads(t, k2, 2)
+	f.kr.Update(func(tx *keyring.Tx) error { _, err := Prune(tx, k2, keyring.Reads, 4, &f.root); return err })
 	rekey(k2, k3)
-	appendN(t, kr, k3, 2, "read")
-	var rep *Report
-	var err error
-	kr.View(func(tx *keyring.Tx) error { rep, err = Verify(tx, k3); return nil })
-	if err != nil || rep.Last != 10 || rep.Pruned != 2 {
+	f.reads(t, k3, 2)
+	rep, err := f.verify(k3)
+	if err != nil || rep.Reads.Last != 7 || rep.Reads.Pruned != 1 || rep.Events.Last != 4 {
 		t.Fatalf("across two rekeys and a prune: %+v %v", rep, err)
 	}
 	// An old key alone verifies nothing now, and cannot read the history.
-	kr.View(func(tx *keyring.Tx) error {
-		if _, err := Verify(tx, k2); err == nil {
-			t.Error("the previous key verified the current chain")
-		}
-		return nil
+	if _, err := f.verify(k2); err == nil {
+		t.Error("the previous key verified the current chain")
+	}
+	// A read of the second epoch re-signed with the first key fails.
+	f.mutate(t, keyring.Reads, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+		rec, body, _ := decode(recs[5])
+		mac := chainMAC(keyring.Reads, key, 5, rec.Prev, true, body)
+		return tx.PutAudit(keyring.Reads, 5, encode(5, rec.Prev, true, mac, body))
 	})
-	// A record of the second epoch re-signed with the first key fails.
-	mutate(t, kr, func(tx *keyring.Tx, recs map[uint64][]byte) error {
-		for seq := range recs {
-			if seq == 9 {
-				rec, body, _ := decode(recs[seq])
-				mac := chainMAC(key, seq, rec.Prev, true, body)
-				return tx.PutAudit(seq, encode(seq, rec.Prev, true, mac, body))
-			}
-		}
-		return fmt.Errorf("record 9 not found")
-	})
-	kr.View(func(tx *keyring.Tx) error { _, err = Verify(tx, k3); return nil })
-	if !errors.Is(err, ErrBroken) {
+	if _, err := f.verify(k3); !errors.Is(err, ErrBroken) {
 		t.Fatalf("a record signed with the wrong epoch's key: %v", err)
 	}
 }

@@ -27,31 +27,18 @@ func FuzzChain(f *testing.F) {
 		if x == 0 {
 			return
 		}
-		kr := newKeyring(t)
-		kr.Update(func(tx *keyring.Tx) error {
-			for i := 0; i < 5; i++ {
-				k := key
-				if i == 2 {
-					k = nil
-				}
-				if err := Append(tx, k, Event{Kind: "read", Client: "svc", Outcome: "served"}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		fx := newFixture(t)
+		fx.reads(t, key, 2)
+		fx.reads(t, nil, 1)
+		fx.reads(t, key, 2)
 		seq := uint64(rec%5) + 1
-		kr.Update(func(tx *keyring.Tx) error {
-			var raw []byte
-			tx.AuditRecords(seq, func(s uint64, b []byte) bool { raw = append([]byte(nil), b...); return false })
+		fx.kr.Update(func(tx *keyring.Tx) error {
+			raw := append([]byte(nil), tx.AuditRecord(keyring.Reads, seq)...)
 			raw[int(off)%len(raw)] ^= x
-			return tx.PutAudit(seq, raw)
+			return tx.PutAudit(keyring.Reads, seq, raw)
 		})
-		kr.View(func(tx *keyring.Tx) error {
-			if _, err := Verify(tx, key); !errors.Is(err, ErrBroken) {
-				t.Fatalf("record %d altered at byte %d, Verify said %v", seq, int(off), err)
-			}
-			return nil
-		})
+		if _, err := fx.verify(key); !errors.Is(err, ErrBroken) {
+			t.Fatalf("record %d altered at byte %d, Verify said %v", seq, int(off), err)
+		}
 	})
 }

@@ -41,6 +41,7 @@ const (
 	KindAdminRekey         Kind = "admin.rekey"
 	KindAdminRefresh       Kind = "admin.refresh"
 	KindAdminUnlock        Kind = "admin.unlock"
+	KindAdminPolicy        Kind = "admin.policy"
 	KindClientAdd          Kind = "client.add"
 	KindClientDisable      Kind = "client.disable"
 	KindClientEnable       Kind = "client.enable"
@@ -62,7 +63,7 @@ var kinds = map[Kind]struct {
 }{
 	KindInit: {true}, KindUnseal: {true}, KindCheck: {true}, KindUpgrade: {true},
 	KindAdminAdd: {true}, KindAdminRemove: {true}, KindAdminPasswd: {true}, KindAdminInvite: {true},
-	KindAdminEnroll: {true}, KindAdminRekey: {true}, KindAdminRefresh: {true}, KindAdminUnlock: {true},
+	KindAdminEnroll: {true}, KindAdminRekey: {true}, KindAdminRefresh: {true}, KindAdminUnlock: {true}, KindAdminPolicy: {true},
 	KindClientAdd: {true}, KindClientDisable: {true}, KindClientEnable: {true}, KindClientRemove: {true},
 	KindSecretRotate: {true}, KindRecoveryRegenerate: {true}, KindRepair: {true}, KindAuditPrune: {true},
 	KindSeal: {}, KindRead: {}, KindCredential: {}, KindAuditVerify: {}, KindBackup: {},

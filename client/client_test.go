@@ -49,7 +49,8 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		kr, _ := keyring.Open(cfg.Keyring, keyring.Options{})
-		if err := admin.New(kr, opts).AddClient(ctx, "alice", []byte(pwAlice), "tests", uint32(os.Getuid()), nil); err != nil {
+		uid := uint32(os.Getuid())
+		if err := admin.New(kr, opts).AddClient(ctx, "alice", []byte(pwAlice), "tests", admin.Match{UID: &uid}); err != nil {
 			panic(err)
 		}
 		kr.Close()

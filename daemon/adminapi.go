@@ -319,6 +319,13 @@ func okIf(err error) (any, error) {
 func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
 	q := r.URL.Query()
 	f := audit.Filter{Client: q.Get("client"), Admin: q.Get("admin")}
+	switch q.Get("stream") {
+	case "", "events":
+	case "reads":
+		f.Reads = true
+	default:
+		return nil, badRequest("stream: want events or reads")
+	}
 	if v := q.Get("since"); v != "" {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {

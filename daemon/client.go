@@ -178,6 +178,9 @@ func (c *AdminClient) Audit(ctx context.Context, f audit.Filter) ([]audit.Record
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
+	if f.Reads {
+		q.Set("stream", "reads")
+	}
 	var out []audit.Record
 	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
 }

@@ -72,7 +72,7 @@ func startDaemonTB(t testing.TB, _ *testing.T) (*Daemon, *AdminClient, *http.Cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := admin.New(kr, opts).AddClient(context.Background(), "alice", []byte(pwAlice), "me", uint32(os.Getuid()), nil); err != nil {
+	if err := admin.New(kr, opts).AddClient(context.Background(), "alice", []byte(pwAlice), "me", admin.Match{UID: ptr(uint32(os.Getuid()))}); err != nil {
 		t.Fatal(err)
 	}
 	kr.Close()
@@ -133,8 +133,13 @@ func TestSealedUnsealedStateMachine(t *testing.T) {
 	if code != 200 || !bytes.Equal(body, secret) {
 		t.Fatalf("unsealed: %d %q", code, body)
 	}
-	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); !errors.Is(err, ErrRefused) {
-		t.Fatalf("second unseal: %v", err)
+	// Unsealing an unsealed daemon succeeds at once, without a derivation.
+	before, _ := unseal.Work()
+	if st, err := ac.Unseal(context.Background(), "alice", []byte("not even the password")); err != nil || !st.AlreadyUnsealed || st.Sealed {
+		t.Fatalf("second unseal: %+v %v", st, err)
+	}
+	if after, _ := unseal.Work(); after != before {
+		t.Fatalf("an unseal of an unsealed daemon derived a key (%d derivations)", after-before)
 	}
 	st, err := ac.Seal(context.Background())
 	if err != nil || !st.Sealed {
@@ -347,12 +352,15 @@ func TestVaultMatch(t *testing.T) {
 	t.Parallel()
 	v := newVault()
 	v.setClients([]*keyring.Client{
-		{Name: "any-gid", UID: 10, Status: keyring.ClientActive},
-		{Name: "gid-20", UID: 11, GID: 20, HasGID: true, Status: keyring.ClientActive},
-		{Name: "off", UID: 12, Status: keyring.ClientDisabled},
-		{Name: "gone", UID: 13, Status: keyring.ClientRetired},
-		{Name: "a-off", UID: 14, GID: 1, HasGID: true, Status: keyring.ClientDisabled},
-		{Name: "b-on", UID: 14, Status: keyring.ClientActive},
+		{Name: "any-gid", UID: 10, HasUID: true, Status: keyring.ClientActive},
+		{Name: "gid-20", UID: 11, HasUID: true, GID: 20, HasGID: true, Status: keyring.ClientActive},
+		{Name: "off", UID: 12, HasUID: true, Status: keyring.ClientDisabled},
+		{Name: "gone", UID: 13, HasUID: true, Status: keyring.ClientRetired},
+		{Name: "a-off", UID: 14, HasUID: true, GID: 1, HasGID: true, Status: keyring.ClientDisabled},
+		{Name: "b-on", UID: 14, HasUID: true, Status: keyring.ClientActive},
+		{Name: "web", Unit: "web.service", Status: keyring.ClientActive},
+		{Name: "web-as-15", Unit: "web.service", UID: 15, HasUID: true, Status: keyring.ClientDisabled},
+		{Name: "uid-15", UID: 15, HasUID: true, Status: keyring.ClientActive},
 	})
 	cases := []struct {
 		cred PeerCred
@@ -363,9 +371,17 @@ func TestVaultMatch(t *testing.T) {
 		{PeerCred{UID: 11, GID: 20}, "gid-20", true},
 		{PeerCred{UID: 11, GID: 21}, "", false},
 		{PeerCred{UID: 12}, "off", false},
-		{PeerCred{UID: 13}, "gone", false},
+		{PeerCred{UID: 13}, "", false}, // a retired client matches no one
 		{PeerCred{UID: 0}, "", false},
-		{PeerCred{UID: 14, GID: 1}, "b-on", true},
+		// The most specific match decides; a disabled one is not stood in
+		// for by a less specific active one.
+		{PeerCred{UID: 14, GID: 1}, "a-off", false},
+		{PeerCred{UID: 14, GID: 2}, "b-on", true},
+		{PeerCred{UID: 99, Unit: "web.service"}, "web", true},
+		{PeerCred{UID: 15, Unit: "web.service"}, "web-as-15", false},
+		{PeerCred{UID: 15, Unit: "other.service"}, "uid-15", true},
+		{PeerCred{UID: 15}, "uid-15", true},
+		{PeerCred{UID: 99, Unit: "db.service"}, "", false},
 	}
 	for _, c := range cases {
 		got, ok := v.match(c.cred)
@@ -377,7 +393,7 @@ func TestVaultMatch(t *testing.T) {
 			t.Errorf("%+v: got %q %v, want %q %v", c.cred, name, ok, c.name, c.ok)
 		}
 	}
-	if v.total != 6 || v.active != 3 {
+	if v.total != 9 || v.active != 5 {
 		t.Errorf("counts %d/%d", v.total, v.active)
 	}
 }
@@ -389,7 +405,7 @@ func TestErrorForMapsInOnePlace(t *testing.T) {
 		fmt.Errorf("x: %w", keyring.ErrNoSlot):         404,
 		admin.ErrLastAdmin:                             409,
 		fmt.Errorf("%w: short", admin.ErrWeakPassword): 400,
-		fmt.Errorf("%w: bad", unseal.ErrRegistry):      500,
+		fmt.Errorf("%w: bad", unseal.ErrIntegrity):     500,
 		fmt.Errorf("%w: no", memlock.ErrLockFailed):    500,
 		fmt.Errorf("%w: queue", ErrBusy):               503,
 		errors.New("something else"):                   500,
@@ -447,3 +463,5 @@ func TestMalformedRequestsDoNotEchoTheirInput(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -10,65 +10,67 @@ import (
 
 func FuzzParseSlot(f *testing.F) {
 	s := &Slot{Name: "alice", Kind: KindAdmin, Params: Params{3, 65536, 4}, Created: 5, Expires: 9}
-	f.Add(s.marshal())
-	s.Pending = &[PendingSize]byte{1, 2, 3}
-	f.Add(s.marshal())
-	f.Add(make([]byte, slotV1Size))
+	f.Add(s.Marshal())
+	s.Flags = SlotPending | SlotLegacyWrap
+	s.Pending.Box[0] = 1
+	f.Add(s.Marshal())
+	f.Add(make([]byte, legacySlotV1Size))
+	f.Add(make([]byte, legacySlotV2Size))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := ParseSlot("x", b)
-		if err != nil {
-			return
-		}
-		if b[0] == slotRecVersion && !bytes.Equal(s.marshal(), b) {
+		if s, err := ParseSlot("x", b); err == nil && !bytes.Equal(s.Marshal(), b) {
 			t.Fatalf("round trip differs")
+		}
+		if s, err := ParseLegacySlot("x", b); err == nil && (s.Legacy == nil || len(b) != map[byte]int{1: legacySlotV1Size, 2: legacySlotV2Size}[b[0]]) {
+			t.Fatalf("legacy slot of %d bytes accepted", len(b))
 		}
 	})
 }
 
 func FuzzParseClient(f *testing.F) {
-	c := &Client{Name: "svc", UID: 1000, GID: 5, HasGID: true, Status: ClientActive, Created: 1, Updated: 2}
-	f.Add(c.marshal())
-	f.Add(make([]byte, clientSize))
+	c := &Client{Name: "svc", UID: 1000, HasUID: true, GID: 5, HasGID: true, Status: ClientActive, Created: 1, Updated: 2}
+	f.Add(c.Marshal())
+	c = &Client{Name: "web", Unit: "web.service", Status: ClientDisabled}
+	f.Add(c.Marshal())
+	f.Add(make([]byte, legacyClientSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := ParseClient("x", b)
-		if err != nil {
-			return
+		if c, err := ParseClient("x", b); err == nil {
+			if out := c.Marshal(); !bytes.Equal(out, b) {
+				t.Fatalf("round trip differs:\n%x\n%x", b, out)
+			}
 		}
-		if out := c.marshal(); !bytes.Equal(out, b) {
-			// The GID bytes of a record without the gid flag are kept
-			// verbatim by marshal; anything else must round-trip.
-			t.Fatalf("round trip differs:\n%x\n%x", b, out)
+		if c, err := ParseLegacyClient("x", b); err == nil && (len(b) != legacyClientSize || c.LegacyMAC == nil) {
+			t.Fatal("legacy client accepted with the wrong size")
 		}
 	})
 }
 
 func FuzzParseSecret(f *testing.F) {
 	s := &Secret{Version: 3, Ciphertext: bytes.Repeat([]byte{1}, 40)}
-	f.Add(s.marshal())
+	f.Add(s.Marshal())
 	f.Add(make([]byte, secretHdrSize))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := ParseSecret(b)
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(s.marshal(), b) {
+		if !bytes.Equal(s.Marshal(), b) {
 			t.Fatal("round trip differs")
 		}
 	})
 }
 
-func FuzzParseHeaderAndRegistry(f *testing.F) {
+func FuzzParseHeaderAndRoot(f *testing.F) {
 	h := &Header{Policy: Params{3, 65536, 4}, Created: 9}
-	f.Add(h.marshal())
-	r := &Registry{Generation: 4}
-	f.Add(r.marshal())
+	f.Add(h.Marshal())
+	r := &Root{Generation: 4}
+	f.Add(r.Marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if h, err := parseHeader(b); err == nil && !bytes.Equal(h.marshal(), b) {
+		if h, err := parseHeader(b); err == nil && !bytes.Equal(h.Marshal(), b) {
 			t.Fatal("header round trip differs")
 		}
-		if r, err := parseRegistry(b); err == nil && !bytes.Equal(r.marshal(), b) {
-			t.Fatal("registry round trip differs")
+		if r, err := ParseRoot(b); err == nil && !bytes.Equal(r.Marshal(), b) {
+			t.Fatal("root round trip differs")
 		}
 	})
 }

@@ -12,21 +12,41 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func sampleInitial() *Initial {
-	in := &Initial{
+type initial struct {
+	Header Header
+	Secret Secret
+	Slot   Slot
+	Root   Root
+}
+
+func sampleInitial() *initial {
+	in := &initial{
 		Header: Header{Policy: Params{Time: 3, MemoryKiB: 65536, Threads: 4}, Created: 1},
 		Secret: Secret{Version: 1, Ciphertext: bytes.Repeat([]byte{0xAB}, 48)},
 		Slot:   Slot{Name: "alice", Kind: KindAdmin, Params: Params{Time: 3, MemoryKiB: 65536, Threads: 4}},
 	}
 	in.Header.ID[0] = 9
-	in.Registry.Generation = 1
+	in.Root.Generation = 1
 	return in
+}
+
+func (in *initial) fill(tx *Tx) error {
+	if err := tx.PutHeader(&in.Header); err != nil {
+		return err
+	}
+	if err := tx.PutSecret(&in.Secret); err != nil {
+		return err
+	}
+	if err := tx.PutSlot(&in.Slot); err != nil {
+		return err
+	}
+	return tx.PutRoot(&in.Root)
 }
 
 func newKeyring(t *testing.T) (*Keyring, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sub", "keyring.db")
-	k, err := Create(path, sampleInitial())
+	k, err := Create(path, sampleInitial().fill)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,6 +84,12 @@ func TestCreateModesAndRoundTrip(t *testing.T) {
 		if *s != in.Slot {
 			t.Errorf("slot differs after round trip")
 		}
+		if r, err := tx.Root(); err != nil || *r != in.Root {
+			t.Errorf("root differs after round trip: %v", err)
+		}
+		if tx.Format() != FormatVersion {
+			t.Errorf("format %d", tx.Format())
+		}
 		sec, err := tx.Secret()
 		if err != nil {
 			return err
@@ -91,7 +117,7 @@ func TestCreateRefusesExisting(t *testing.T) {
 	t.Parallel()
 	_, path := newKeyring(t)
 	before, _ := os.ReadFile(path)
-	if _, err := Create(path, sampleInitial()); !errors.Is(err, ErrExists) {
+	if _, err := Create(path, sampleInitial().fill); !errors.Is(err, ErrExists) {
 		t.Fatalf("got %v, want ErrExists", err)
 	}
 	after, _ := os.ReadFile(path)
@@ -146,7 +172,7 @@ func TestUnknownFormatVersionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{0, 0, 0, 2}) })
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyFormat, []byte{0, 0, 0, 3}) })
 	db.Close()
 	_, err = Open(path, Options{})
 	if !errors.Is(err, ErrUnknownVersion) {
@@ -173,7 +199,7 @@ func TestUpdateIsAllOrNothing(t *testing.T) {
 	k, _ := newKeyring(t)
 	boom := errors.New("boom")
 	err := k.Update(func(tx *Tx) error {
-		if err := tx.PutClient(&Client{Name: "svc", UID: 1, Status: ClientActive}); err != nil {
+		if err := tx.PutClient(&Client{Name: "svc", UID: 1, HasUID: true, Status: ClientActive}); err != nil {
 			return err
 		}
 		if err := tx.DeleteSlot("alice"); err != nil {

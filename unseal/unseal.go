@@ -253,15 +253,16 @@ func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, secret
 	if _, err := io.ReadFull(rng, hand); err != nil {
 		return nil, err
 	}
+	if err := k.escrow(rng, s, hand); err != nil {
+		return nil, err
+	}
 	kek, err := derive(secret, s.Salt[:], params)
 	if err != nil {
 		return nil, err
 	}
 	defer kek.Destroy()
+	// Sealed in place: the payload buffer then holds only ciphertext.
 	copy(s.Wrapped[:], gcmSeal(kek.Bytes(), p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, kind, name)))
-	if err := k.escrow(rng, s, hand); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 

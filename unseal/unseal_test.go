@@ -46,7 +46,7 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) slot(t *testing.T, name, pw string) *keyring.Slot {
 	t.Helper()
-	s, err := f.key.SealSlot(name, keyring.KindAdmin, []byte(pw), cheap, 1)
+	s, err := f.key.SealSlot(name, keyring.KindAdmin, []byte(pw), cheap, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestForeignDataKeyRejectedByCommitment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer forger.Destroy()
-	s, err := forger.SealSlot("alice", keyring.KindAdmin, []byte("attacker password"), cheap, 1)
+	s, err := forger.SealSlot("alice", keyring.KindAdmin, []byte("attacker password"), cheap, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,19 +110,99 @@ func TestForeignDataKeyRejectedByCommitment(t *testing.T) {
 	}
 }
 
-func TestTamperedSlotFieldsFailMAC(t *testing.T) {
+// rekey is what admin.Rekey does to the keys: a new DataKey, the header's
+// commitment moved to it, and slot s handed over.
+func (f *fixture) rekey(t *testing.T, from *Key, s *keyring.Slot) (*Key, *keyring.Slot) {
+	t.Helper()
+	next, err := from.Rekeyed(mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(next.Destroy)
+	out, err := from.HandOver(s, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h.Commitment = next.Commitment()
+	return next, out
+}
+
+func TestHandOverAcrossRekeys(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	s := f.slot(t, "alice", "alice password 1")
-	changed := *s
-	changed.Created++
-	if _, err := OpenSlot(f.h, &changed, []byte("alice password 1"), mo); !errors.Is(err, ErrRegistry) {
-		t.Fatalf("created changed: got %v, want ErrRegistry", err)
+	bob := f.slot(t, "bob", "bob password 123")
+	k := f.key
+	for i := 0; i < 3; i++ { // bob misses three rekeys; only the last counts
+		k, bob = f.rekey(t, k, bob)
 	}
-	pub := *s
-	pub.PublicKey[0] ^= 1
-	if _, err := OpenSlot(f.h, &pub, []byte("alice password 1"), mo); !errors.Is(err, ErrRegistry) {
-		t.Fatalf("public key changed: got %v, want ErrRegistry", err)
+	got, err := OpenSlot(f.h, bob, []byte("bob password 123"), mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Destroy()
+	if !got.Folded || !bytes.Equal(got.dataKey(), k.dataKey()) {
+		t.Fatalf("folded %v, key right %v", got.Folded, bytes.Equal(got.dataKey(), k.dataKey()))
+	}
+}
+
+// TestForgedPendingWithoutAnyKeyRefused is the forged rekey of a file
+// writer who has no key at all: they draw a DataKey, move the commitment to
+// it and seal it into a slot's pending field. Without the slot's hand-over
+// key (wrapped under the password, escrowed under the old DataKey) the
+// pending field cannot be made to open.
+func TestForgedPendingWithoutAnyKeyRefused(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	alice := f.slot(t, "alice", "alice password 1")
+	forged, err := NewKey(f.h.ID, mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer forged.Destroy()
+	// Their best try: a hand-over under a key of their own choosing, from
+	// a slot they made, copied onto alice's.
+	decoy, err := forged.SealSlot("alice", keyring.KindAdmin, []byte("attacker password"), cheap, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := forged.Rekeyed(mo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Destroy()
+	handed, err := forged.HandOver(decoy, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := *alice
+	victim.Flags |= keyring.SlotPending
+	victim.Pending = handed.Pending
+	h := *f.h
+	h.Commitment = next.Commitment()
+	if _, err := OpenSlot(&h, &victim, []byte("alice password 1"), mo); !errors.Is(err, ErrCommitment) {
+		t.Fatalf("forged pending: got %v, want ErrCommitment", err)
+	}
+	// A genuine pending key moved to another commitment does not open
+	// either: it is bound to the commitment of the rekey that made it.
+	k2, bob := f.rekey(t, f.key, f.slot(t, "bob", "bob password 123"))
+	_ = k2
+	other := *f.h
+	other.Commitment = forged.Commitment()
+	if _, err := OpenSlot(&other, bob, []byte("bob password 123"), mo); !errors.Is(err, ErrCommitment) {
+		t.Fatalf("pending under another commitment: got %v, want ErrCommitment", err)
+	}
+}
+
+func TestStaleSlotRefusedBeforeAnyWork(t *testing.T) {
+	f := newFixture(t) // not parallel: reads the process-wide work counter
+	s := f.slot(t, "alice", "alice password 1")
+	s.Flags = keyring.SlotStale | keyring.SlotLegacyWrap
+	n0, _ := Work()
+	if _, err := OpenSlot(f.h, s, []byte("alice password 1"), mo); !errors.Is(err, ErrStale) {
+		t.Fatalf("got %v, want ErrStale", err)
+	}
+	if n1, _ := Work(); n1 != n0 {
+		t.Fatal("a stale slot cost a derivation")
 	}
 }
 
@@ -162,7 +242,7 @@ func TestDecoyDoesTheSameWorkAsAWrongPassword(t *testing.T) {
 	n0, c0 := Work()
 	_, errWrong := OpenSlot(f.h, s, []byte("not the password"), mo)
 	n1, c1 := Work()
-	errDecoy := Decoy(f.h, []byte("not the password"))
+	errDecoy := Decoy(cheap, []byte("not the password"))
 	n2, c2 := Work()
 	if !errors.Is(errWrong, ErrWrongPassword) || !errors.Is(errDecoy, ErrWrongPassword) || errWrong.Error() != errDecoy.Error() {
 		t.Fatalf("errors differ: wrong=%v decoy=%v", errWrong, errDecoy)
@@ -210,7 +290,7 @@ func TestNewSlotParamsNeverBelowFloor(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	below := keyring.Params{Time: cheap.Time, MemoryKiB: cheap.MemoryKiB / 2, Threads: 1}
-	if _, err := f.key.SealSlot("alice", keyring.KindAdmin, []byte("alice password 1"), below, 1); !errors.Is(err, ErrParams) {
+	if _, err := f.key.SealSlot("alice", keyring.KindAdmin, []byte("alice password 1"), below, 1, 0); !errors.Is(err, ErrParams) {
 		t.Fatalf("got %v, want ErrParams", err)
 	}
 }
@@ -236,7 +316,7 @@ func TestCalibrateRespectsFloorAndCap(t *testing.T) {
 func BenchmarkSlotUnwrap(b *testing.B) {
 	f := newFixtureB(b)
 	p := RFC9106Floor
-	s, err := f.key.sealSlot(randReader{}, "alice", keyring.KindAdmin, []byte("alice password 1"), p, 1)
+	s, err := f.key.sealSlot(randReader{}, "alice", keyring.KindAdmin, []byte("alice password 1"), p, 1, 0)
 	if err != nil {
 		b.Fatal(err)
 	}

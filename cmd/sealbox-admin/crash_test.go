@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,19 +30,19 @@ import (
 )
 
 // slotMACs snapshots every admin slot's MAC straight from the file.
-func slotMACs(t *testing.T, path string) map[string][keyring.MACSize]byte {
+func slotMACs(t *testing.T, path string) map[string][sha256.Size]byte {
 	t.Helper()
 	kr, err := keyring.Open(path, keyring.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatalf("the keyring does not open: %v", err)
 	}
 	defer kr.Close()
-	out := map[string][keyring.MACSize]byte{}
+	out := map[string][sha256.Size]byte{}
 	err = kr.View(func(tx *keyring.Tx) error {
 		slots, err := tx.Slots()
 		for _, s := range slots {
 			if s.Kind == keyring.KindAdmin {
-				out[s.Name] = s.MAC
+				out[s.Name] = sha256.Sum256(tx.RawSlot(s.Name))
 			}
 		}
 		return err

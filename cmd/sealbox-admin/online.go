@@ -68,15 +68,29 @@ func (o *online) Passwd(ctx context.Context, name string, cur, npw []byte) error
 func (c *cli) onlineUnseal(o *opts) error {
 	ac := daemon.NewAdminClient(c.adminSocket())
 	defer ac.Close()
+	// Ask the daemon first: no password is asked for, and nothing is
+	// derived, when it is unreachable or already unsealed.
+	st, err := ac.Status(c.ctx)
+	if err != nil {
+		return err
+	}
+	if !st.Sealed {
+		fmt.Fprintf(c.stdout, "already unsealed (by %s); nothing to do\n", st.UnsealedBy)
+		return nil
+	}
 	pw, err := c.pw.Password(o.admin + "'s password")
 	if err != nil {
 		return err
 	}
 	defer memlock.Wipe(pw)
 	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.admin)
-	st, err := ac.Unseal(c.ctx, o.admin, pw)
+	st, err = ac.Unseal(c.ctx, o.admin, pw)
 	if err != nil {
 		return err
+	}
+	if st.AlreadyUnsealed {
+		fmt.Fprintf(c.stdout, "already unsealed (by %s); nothing to do\n", st.UnsealedBy)
+		return nil
 	}
 	fmt.Fprintf(c.stdout, "unsealed by %s (%d active clients can read now)\n", o.admin, st.ActiveClients)
 	if !st.MemoryLocked {

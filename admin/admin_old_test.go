@@ -2,11 +2,10 @@ package admin
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,84 +15,20 @@ import (
 	"github.com/sealbox/sealbox/unseal"
 )
 
-var cheap = keyring.Params{Time: 1, MemoryKiB: 64, Threads: 1}
-
-var ctx = context.Background()
-
-func TestMain(m *testing.M) {
-	unseal.UseTestFloor(cheap)
-	os.Exit(m.Run())
-}
-
-const (
-	pwAlice = "alice's long passphrase"
-	pwBob   = "bob's own long passphrase"
-	pwCarol = "carol picks another one"
-)
-
-var secret = []byte("the master secret: 7f3a9c1e5b2d4f60")
-
-func opts() Options {
-	p := cheap
-	return Options{Policy: &p, Memory: memlock.Options{AllowUnlocked: true}}
-}
-
-// newStore makes a keyring with alice as its only admin and returns its
-// manager and path.
-func newStore(t *testing.T) (*Manager, string) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	m := reopen(t, path)
-	return m, path
-}
-
-func reopen(t *testing.T, path string) *Manager {
-	t.Helper()
-	kr, err := keyring.Open(path, keyring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kr.Close() })
-	return New(kr, opts())
-}
-
-func mustUnseal(t *testing.T, m *Manager, name, pw string) *Unsealed {
-	t.Helper()
-	u, err := m.Unseal(ctx, name, []byte(pw))
-	if err != nil {
-		t.Fatalf("unseal as %s: %v", name, err)
-	}
-	t.Cleanup(u.Secret.Destroy)
-	if !bytes.Equal(u.Secret.Bytes(), secret) {
-		t.Fatalf("unseal as %s gave %q", name, u.Secret.Bytes())
-	}
-	if !u.Report.OK() {
-		t.Fatalf("registry report after unseal as %s: %v", name, u.Report.Err())
-	}
-	return u
-}
-
-// snapshot returns the keyring's records as bytes, to show nothing changed.
+// snapshot returns the keyring's records as bytes, to show nothing changed
+// (audit records and the generation aside: refusals are recorded).
 func snapshot(t *testing.T, m *Manager) []byte {
 	t.Helper()
 	var out bytes.Buffer
 	m.kr.View(func(tx *keyring.Tx) error {
-		slots, _ := tx.Slots()
-		for _, s := range slots {
-			out.WriteString(s.Name)
-			out.Write(s.MarshalBody())
-			out.Write(s.MAC[:])
-		}
-		clients, _ := tx.Clients()
-		for _, c := range clients {
-			out.WriteString(c.Name)
-			out.Write(c.MarshalBody())
-		}
-		reg, _ := tx.Registry()
-		out.Write(reg.MAC[:])
+		tx.RawRecords(func(kind byte, name, raw []byte) {
+			out.WriteByte(kind)
+			out.Write(name)
+			out.Write(raw)
+		})
+		tx.Manifest(func(k, v []byte) { out.Write(k); out.Write(v) })
+		out.Write(tx.RawHeader())
+		out.Write(tx.RawSecret())
 		return nil
 	})
 	return out.Bytes()
@@ -143,7 +78,7 @@ func TestWrongPasswordChangesNothing(t *testing.T) {
 	if err := m.AddAdmin(ctx, "alice", []byte("not alice's password"), "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("got %v", err)
 	}
-	if err := m.AddClient(ctx, "alice", []byte("not alice's password"), "web", 33, nil); !errors.Is(err, ErrWrongPassword) {
+	if err := m.AddClient(ctx, "alice", []byte("not alice's password"), "web", uidMatch(33)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("got %v", err)
 	}
 	if err := m.Passwd(ctx, "alice", []byte("not alice's password"), []byte("a brand new password")); !errors.Is(err, ErrWrongPassword) {
@@ -223,7 +158,7 @@ func TestForeignDataKeySlotRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer forger.Destroy()
-	s, err := forger.SealSlot("mallory", keyring.KindAdmin, []byte("mallory's password"), cheap, 1)
+	s, err := forger.SealSlot("mallory", keyring.KindAdmin, []byte("mallory's password"), cheap, 1, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,26 +172,29 @@ func TestForeignDataKeySlotRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer u.Secret.Destroy()
-	if len(u.Report.BadSlots) != 1 || u.Report.BadSlots[0] != "mallory" || !u.Report.ManifestBad {
-		t.Fatalf("report %+v, want mallory named and the manifest failing", u.Report)
+	if len(u.Report.Findings) != 1 || !u.Report.Bad(keyring.RecordSlot, "mallory") || u.Report.Bad(keyring.RecordSlot, "alice") {
+		t.Fatalf("report %+v, want mallory named, alone", u.Report)
 	}
-	// Every change is refused while the registry fails...
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); !errors.Is(err, unseal.ErrRegistry) {
-		t.Fatalf("change with a bad registry: got %v, want ErrRegistry", err)
+	// Every change is refused while the state fails...
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(33)); !errors.Is(err, unseal.ErrIntegrity) {
+		t.Fatalf("change with a bad state: got %v, want ErrIntegrity", err)
 	}
 	// ...until an admin repairs it, which drops the foreign slot.
-	if _, err := m.Repair(ctx, "bob", []byte(pwAlice)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Repair(ctx, "bob", []byte(pwAlice), yes); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("repair by unknown actor: %v", err)
 	}
-	rep, err := m.Repair(ctx, "alice", []byte(pwAlice))
-	if err != nil || len(rep.BadSlots) != 1 {
+	if _, err := m.Repair(ctx, "alice", []byte(pwAlice), no); !errors.Is(err, ErrNotConfirmed) {
+		t.Fatalf("unconfirmed repair: %v", err)
+	}
+	rep, err := m.Repair(ctx, "alice", []byte(pwAlice), yes)
+	if err != nil || len(rep.Plan.Actions) != 1 || rep.Plan.Actions[0].Name != "mallory" || len(rep.Codes) != 1 {
 		t.Fatalf("repair: %+v %v", rep, err)
 	}
 	mustUnseal(t, m, "alice", pwAlice)
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(33)); err != nil {
 		t.Fatalf("change after repair: %v", err)
 	}
-	if _, err := m.Repair(ctx, "alice", []byte(pwAlice)); !errors.Is(err, ErrNothingToRepair) {
+	if _, err := m.Repair(ctx, "alice", []byte(pwAlice), yes); !errors.Is(err, ErrNothingToRepair) {
 		t.Fatalf("repair of a good registry: %v", err)
 	}
 }
@@ -283,17 +221,13 @@ func rawGet(t *testing.T, m *Manager, bucket, key string) []byte {
 		// Go through the public decoders to get the canonical bytes.
 		switch bucket {
 		case "slots":
-			s, err := tx.Slot(key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(s.MarshalBody(), s.MAC[:]...)
+			out = append(out, tx.RawSlot(key)...)
 		case "clients":
 			c, err := tx.Client(key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			out = append(c.MarshalBody(), c.MAC[:]...)
+			out = c.Marshal()
 		}
 		return nil
 	})
@@ -321,8 +255,8 @@ func TestParamsAboveCapRefusedWithoutAllocating(t *testing.T) {
 	m, path := newStore(t) // not parallel: reads unseal's work counter
 	good := rawGet(t, m, "slots", "alice")
 	bad := append([]byte{}, good...)
-	// m (bytes 6..9 of the record) = 0xFFFFFFFF KiB, about 4 TiB.
-	bad[6], bad[7], bad[8], bad[9] = 0xFF, 0xFF, 0xFF, 0xFF
+	// m (bytes 25..28 of the record) = 0xFFFFFFFF KiB, about 4 TiB.
+	bad[25], bad[26], bad[27], bad[28] = 0xFF, 0xFF, 0xFF, 0xFF
 	m = rawPut(t, m, path, "slots", "alice", bad)
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
@@ -362,7 +296,7 @@ func TestSecretsAndPasswordsNeverInTheFile(t *testing.T) {
 	if err := m.Passwd(ctx, "bob", []byte(pwBob), []byte(pwCarol)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient(ctx, "bob", []byte(pwCarol), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "bob", []byte(pwCarol), "web", uidMatch(33)); err != nil {
 		t.Fatal(err)
 	}
 	m.kr.Close()
@@ -425,13 +359,13 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	gid := uint32(44)
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(33)); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "db", 70, &gid); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "db", Match{UID: ptr(uint32(70)), GID: &gid}); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 34, nil); !errors.Is(err, keyring.ErrClientExists) {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(34)); !errors.Is(err, keyring.ErrClientExists) {
 		t.Fatalf("duplicate: %v", err)
 	}
 	if err := m.SetClientStatus(ctx, "alice", []byte(pwAlice), "web", keyring.ClientDisabled); err != nil {
@@ -468,8 +402,8 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer u2.Secret.Destroy()
-	if len(u2.Report.BadClients) != 1 || u2.Report.BadClients[0] != "web" {
+	defer u2.Destroy()
+	if len(u2.Report.Findings) != 1 || !u2.Report.Bad(keyring.RecordClient, "web") || u2.Report.Bad(keyring.RecordClient, "db") {
 		t.Fatalf("tampered client not reported: %+v", u2.Report)
 	}
 	for _, c := range u2.Clients {
@@ -482,7 +416,7 @@ func TestClientLifecycleAndRegistry(t *testing.T) {
 func TestRolledBackClientDetectedByManifest(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
-	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", 33, nil); err != nil {
+	if err := m.AddClient(ctx, "alice", []byte(pwAlice), "web", uidMatch(33)); err != nil {
 		t.Fatal(err)
 	}
 	var old *keyring.Client
@@ -496,9 +430,9 @@ func TestRolledBackClientDetectedByManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer u.Secret.Destroy()
-	if !u.Report.ManifestBad || len(u.Report.BadClients) != 0 {
-		t.Fatalf("report %+v, want only the manifest failing", u.Report)
+	defer u.Destroy()
+	if len(u.Report.Findings) != 1 || !u.Report.Bad(keyring.RecordClient, "web") || !strings.Contains(u.Report.Findings[0].Problem, "rolled back") {
+		t.Fatalf("report %+v, want web named as rolled back", u.Report)
 	}
 	if len(u.Clients) != 0 {
 		t.Fatalf("%d clients honoured after a rollback, want 0", len(u.Clients))
@@ -523,3 +457,10 @@ func TestCheckNewPassword(t *testing.T) {
 		}
 	}
 }
+
+func uidMatch(n uint32) Match { return Match{UID: &n} }
+
+func yes(*RepairPlan) bool { return true }
+func no(*RepairPlan) bool  { return false }
+
+func ptr[T any](v T) *T { return &v }
