@@ -216,21 +216,19 @@ func rawPut(t *testing.T, m *Manager, path, bucket, key string, val []byte) *Man
 
 func rawGet(t *testing.T, m *Manager, bucket, key string) []byte {
 	t.Helper()
+	kind := map[string]byte{"slots": keyring.RecordSlot, "clients": keyring.RecordClient}[bucket]
 	var out []byte
 	m.kr.View(func(tx *keyring.Tx) error {
-		// Go through the public decoders to get the canonical bytes.
-		switch bucket {
-		case "slots":
-			out = append(out, tx.RawSlot(key)...)
-		case "clients":
-			c, err := tx.Client(key)
-			if err != nil {
-				t.Fatal(err)
+		tx.RawRecords(func(k byte, name, raw []byte) {
+			if k == kind && string(name) == key {
+				out = append([]byte(nil), raw...)
 			}
-			out = c.Marshal()
-		}
+		})
 		return nil
 	})
+	if out == nil {
+		t.Fatalf("no %s record %q", bucket, key)
+	}
 	return out
 }
 

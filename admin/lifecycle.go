@@ -300,7 +300,7 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 			}
 			out.DroppedInvites = append(out.DroppedInvites, sl.Name)
 			continue
-		case sl.Flags&keyring.SlotStale != 0:
+		case sl.Flags&keyring.SlotStale != 0 || sl.Opaque():
 			out.Stale = append(out.Stale, sl.Name)
 			continue
 		default:

@@ -63,7 +63,9 @@ func (f *fixture) add(t *testing.T, s keyring.Stream, k []byte, n int, kind Kind
 	}
 }
 
-func (f *fixture) reads(t *testing.T, k []byte, n int) { f.add(t, keyring.Reads, k, n, KindRead, Served) }
+func (f *fixture) reads(t *testing.T, k []byte, n int) {
+	f.add(t, keyring.Reads, k, n, KindRead, Served)
+}
 
 func (f *fixture) verify(k []byte) (*Report, error) {
 	var rep *Report

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestCreateModesAndRoundTrip(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if *s != in.Slot {
+		if !reflect.DeepEqual(*s, in.Slot) {
 			t.Errorf("slot differs after round trip")
 		}
 		if r, err := tx.Root(); err != nil || *r != in.Root {

@@ -104,7 +104,8 @@ func parseHeader(b []byte) (*Header, error) {
 type SlotKind uint8
 
 // Slot kinds: an admin's password, the recovery code, an invite's code.
-// Kinds 4 and up are reserved for unattended slots (see FORMAT.md).
+// Kinds 4 and up are reserved for unattended slots (see FORMAT.md): this
+// build keeps them as opaque records and never opens them.
 const (
 	KindAdmin    SlotKind = 1
 	KindRecovery SlotKind = 2
@@ -150,9 +151,17 @@ type Slot struct {
 	// was not present for.
 	Pending Sealed
 
+	// Body is the record's body for kinds this build does not open
+	// (reserved for unattended slots): kept byte for byte, covered by the
+	// state root, never opened.
+	Body []byte
+
 	// Format 1 only (see FORMAT.md, appendix): record version 1 or 2.
 	Legacy *LegacySlot
 }
+
+// Opaque reports whether the slot is of a kind this build does not open.
+func (s *Slot) Opaque() bool { return s.Kind > KindInvite }
 
 // LegacySlot is what a format-1 slot record holds beyond the common fields.
 type LegacySlot struct {
@@ -167,14 +176,22 @@ func (s *Slot) HasPending() bool { return s.Flags&SlotPending != 0 }
 
 // Marshal returns the stored form of a version-3 slot.
 func (s *Slot) Marshal() []byte {
-	b := make([]byte, slotSize)
+	n := passwordBodySize
+	if s.Opaque() {
+		n = len(s.Body)
+	}
+	b := make([]byte, slotHdrSize+n)
 	b[0] = slotRecVersion
 	b[1] = byte(s.Kind)
 	binary.BigEndian.PutUint64(b[2:], uint64(s.Created))
 	binary.BigEndian.PutUint64(b[10:], uint64(s.Expires))
 	b[18] = s.Flags
-	binary.BigEndian.PutUint16(b[19:], passwordBodySize)
+	binary.BigEndian.PutUint16(b[19:], uint16(n))
 	off := slotHdrSize
+	if s.Opaque() {
+		copy(b[off:], s.Body)
+		return b
+	}
 	s.Params.put(b[off:])
 	off += paramsSize
 	off += copy(b[off:], s.Salt[:])
@@ -205,8 +222,13 @@ func ParseSlot(name string, b []byte) (*Slot, error) {
 	if len(b) != slotHdrSize+n {
 		return nil, fmt.Errorf("%w: slot %q is %d bytes, its header says %d", ErrCorrupt, name, len(b), slotHdrSize+n)
 	}
-	if s.Kind != KindAdmin && s.Kind != KindRecovery && s.Kind != KindInvite {
-		return nil, fmt.Errorf("%w: slot %q has unknown kind %d", ErrCorrupt, name, b[1])
+	if s.Kind == 0 {
+		return nil, fmt.Errorf("%w: slot %q has kind 0", ErrCorrupt, name)
+	}
+	if s.Opaque() {
+		// A kind of a later version (an unattended slot): kept as it is.
+		s.Body = append([]byte(nil), b[slotHdrSize:]...)
+		return s, nil
 	}
 	if n != passwordBodySize {
 		return nil, fmt.Errorf("%w: slot %q has a %d-byte body, want %d", ErrCorrupt, name, n, passwordBodySize)

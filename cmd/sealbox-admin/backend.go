@@ -292,7 +292,9 @@ func (c *cli) repair(off *offline, o *opts, pw []byte) error {
 	}
 	fmt.Fprintln(c.stdout, "repaired")
 	for name, code := range res.Codes {
-		fmt.Fprintf(c.stdout, "invite code for %s (valid for 24h, once): %s\n", name, code)
+		fmt.Fprintf(c.stdout, "invite code for %s (valid for 24h, once):\n", name)
+		c.stdout.Write(code)
+		fmt.Fprintln(c.stdout)
 		memlock.Wipe(code)
 	}
 	if len(res.Codes) > 0 {
