@@ -297,7 +297,8 @@ func Log(tx *keyring.Tx, logKeys []byte, w *unseal.Watermark, s keyring.Stream, 
 	if err := unseal.PutRoot(tx, rootKey(logKeys), h.ID, root); err != nil {
 		return 0, err
 	}
-	return pruned, w.Check(root.Generation)
+	w.Wrote(tx, root.Generation)
+	return pruned, nil
 }
 
 // readRootChecked reads the state root under the log keys' root key and
@@ -307,7 +308,7 @@ func readRootChecked(tx *keyring.Tx, logKeys []byte, h *keyring.Header, w *unsea
 	if err != nil {
 		return nil, err
 	}
-	return root, w.Check(root.Generation)
+	return root, w.Check(tx, root.Generation)
 }
 
 // anchorOf returns stream s's anchor from the stored root without verifying

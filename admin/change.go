@@ -448,6 +448,7 @@ func (m *Manager) record(ctx context.Context, s *session, o op, accept func(rep 
 		if err := unseal.PutRoot(tx, s.key.RootKey(), s.header.ID, &root); err != nil {
 			return err
 		}
-		return m.wm.Check(root.Generation)
+		m.wm.Wrote(tx, root.Generation)
+		return nil
 	})
 }

@@ -99,11 +99,10 @@ type Record struct {
 
 // chainer computes record MACs, reusing one HMAC state across a batch.
 type chainer struct {
-	keyed   hash.Hash // nil without a key
-	plain   hash.Hash
-	kl, ul  string
-	buf     [8 + macSize + 1]byte
-	present bool
+	keyed  hash.Hash // nil without a key
+	plain  hash.Hash
+	kl, ul string // the stream's keyed and unkeyed labels
+	buf    [8 + macSize + 1]byte
 }
 
 func newChainer(s keyring.Stream, key []byte) *chainer {

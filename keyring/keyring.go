@@ -313,6 +313,13 @@ func (tx *Tx) DeleteLegacy() error {
 	return nil
 }
 
+// Writable reports whether tx is a read-write transaction: it sees the
+// latest committed state, and no other writer runs meanwhile.
+func (tx *Tx) Writable() bool { return tx.tx.Writable() }
+
+// OnCommit runs fn after tx commits (never if it rolls back).
+func (tx *Tx) OnCommit(fn func()) { tx.tx.OnCommit(fn) }
+
 func (tx *Tx) put(b *bolt.Bucket, key, val []byte) error {
 	if !tx.tx.Writable() {
 		return errReadOnlyTxWrite

@@ -60,18 +60,22 @@ func PutRoot(tx *keyring.Tx, rk []byte, id [keyring.IDSize]byte, r *keyring.Root
 	return tx.PutRoot(r)
 }
 
-// Watermark is the highest state-root generation a process has seen. A
-// running daemon refuses any lower one: an older copy put in place of the
-// file while it runs is detected, even though the file alone cannot tell.
+// Watermark is the highest state-root generation a process has seen
+// committed. A running daemon refuses any lower one: an older copy put in
+// place of the file while it runs is detected, even though the file alone
+// cannot tell. Only read-write transactions are checked (a read-only one may
+// rightly see a snapshot older than a commit that happened meanwhile), and
+// a generation is recorded only once it is committed.
 type Watermark struct {
 	mu  sync.Mutex
 	gen uint64
 }
 
-// Check refuses gen if it is lower than the highest seen, and records it
-// otherwise. A nil Watermark accepts everything.
-func (w *Watermark) Check(gen uint64) error {
-	if w == nil {
+// Check refuses the generation of the root tx reads if it is lower than the
+// highest seen, and records it otherwise. Read-only transactions are not
+// checked. A nil Watermark accepts everything.
+func (w *Watermark) Check(tx *keyring.Tx, gen uint64) error {
+	if w == nil || !tx.Writable() {
 		return nil
 	}
 	w.mu.Lock()
@@ -81,6 +85,18 @@ func (w *Watermark) Check(gen uint64) error {
 	}
 	w.gen = gen
 	return nil
+}
+
+// Wrote records, once tx commits, the generation of a root tx wrote.
+func (w *Watermark) Wrote(tx *keyring.Tx, gen uint64) {
+	if w == nil {
+		return
+	}
+	tx.OnCommit(func() {
+		w.mu.Lock()
+		w.gen = max(w.gen, gen)
+		w.mu.Unlock()
+	})
 }
 
 // Seen returns the highest generation seen.
@@ -207,7 +223,7 @@ func (k *Key) VerifyState(tx *keyring.Tx, w *Watermark) (*Report, error) {
 		rep.add("root", "", strings.TrimPrefix(err.Error(), ErrIntegrity.Error()+": "))
 		return rep, nil
 	}
-	if err := w.Check(root.Generation); err != nil {
+	if err := w.Check(tx, root.Generation); err != nil {
 		rep.Untrusted = true
 		rep.add("root", "", err.Error())
 		return rep, nil
@@ -327,9 +343,7 @@ func (k *Key) Sign(tx *keyring.Tx, prev *keyring.Root, events, reads *keyring.Au
 	if err := PutRoot(tx, k.RootKey(), k.id, r); err != nil {
 		return nil, err
 	}
-	if err := w.Check(r.Generation); err != nil {
-		return nil, err
-	}
+	w.Wrote(tx, r.Generation)
 	return r, nil
 }
 
