@@ -211,7 +211,10 @@ func hasRecord(recs []audit.Record, k audit.Kind, actor string) bool {
 // which the file alone cannot tell from the current one.
 func TestRollbackBelowTheWatermarkRefused(t *testing.T) {
 	t.Parallel()
-	_, path := newStore(t)
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
 	older := filepath.Join(t.TempDir(), "older.db")
 	b, _ := os.ReadFile(path)
 	os.WriteFile(older, b, 0o600)
