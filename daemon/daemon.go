@@ -51,8 +51,10 @@ const (
 
 const (
 	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 10 * time.Second
 	writeTimeout      = 10 * time.Second
+	// maxServiceBody bounds a service request's body: the service API takes
+	// none.
+	maxServiceBody = 1 << 10
 	idleTimeout       = 60 * time.Second
 	adminWriteTimeout = 3 * time.Minute // derivations may queue
 	maxHeaderBytes    = 8 << 10
@@ -90,7 +92,7 @@ type Daemon struct {
 	stopOnce    sync.Once
 
 	svcLn, admLn   *peerListener
-	svcSrv, admSrv *http.Server
+	svcSrv, admSrv *connServer
 }
 
 // Options are what New needs beyond the configuration.
@@ -174,26 +176,25 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.admLn = newPeerListener(ln, cfg.MaxConnections)
-	errLog := slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)
-	d.svcSrv = &http.Server{
-		Handler:           d.counted(d.serviceRouter()),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ConnContext:       connContext,
-		ErrorLog:          errLog,
+	logDebug := func(msg string, args ...any) { d.log.Debug(msg, args...) }
+	d.svcSrv = &connServer{
+		handler:        d.counted(d.serviceRouter()),
+		log:            logDebug,
+		headerTimeout:  readHeaderTimeout,
+		idleTimeout:    idleTimeout,
+		writeTimeout:   writeTimeout,
+		maxHeaderBytes: maxHeaderBytes,
+		maxBodyBytes:   maxServiceBody,
 	}
-	d.admSrv = &http.Server{
-		Handler:           d.counted(d.adminRouter()),
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      adminWriteTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    maxHeaderBytes,
-		ConnContext:       connContext,
-		ErrorLog:          errLog,
+	d.admSrv = &connServer{
+		handler:        d.counted(d.adminRouter()),
+		log:            logDebug,
+		headerTimeout:  readHeaderTimeout,
+		idleTimeout:    idleTimeout,
+		writeTimeout:   adminWriteTimeout,
+		maxHeaderBytes: maxHeaderBytes,
+		maxBodyBytes:   maxAdminBody,
+		closeAfter:     true,
 	}
 	return d, nil
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"io"
 	"sync"
 	"time"
 
@@ -166,9 +165,10 @@ func (v *vault) isSealed() (bool, <-chan struct{}) {
 }
 
 // serve re-checks the peer's authorization under the read lock (a client
-// disabled a moment ago is refused) and writes the secret to w straight from
-// the locked buffer. It returns the outcome and the client matched.
-func (v *vault) serve(cred PeerCred, w io.Writer, before func(n int, version uint64)) (outcome audit.Outcome, c *keyring.Client, err error) {
+// disabled a moment ago is refused) and hands write the secret straight
+// from the locked buffer, which stays mapped until write returns. It
+// returns the outcome and the client matched.
+func (v *vault) serve(cred PeerCred, write func(secret []byte, version uint64) error) (outcome audit.Outcome, c *keyring.Client, err error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	c, ok := v.matchLocked(cred)
@@ -178,10 +178,7 @@ func (v *vault) serve(cred PeerCred, w io.Writer, before func(n int, version uin
 	if v.secret == nil {
 		return audit.SealedOutcome, c, nil
 	}
-	b := v.secret.Bytes()
-	before(len(b), v.version)
-	_, err = w.Write(b)
-	return audit.Served, c, err
+	return audit.Served, c, write(v.secret.Bytes(), v.version)
 }
 
 // status fills the parts of s that the vault knows.
