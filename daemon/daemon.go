@@ -54,7 +54,7 @@ const (
 	writeTimeout      = 10 * time.Second
 	// maxServiceBody bounds a service request's body: the service API takes
 	// none.
-	maxServiceBody = 1 << 10
+	maxServiceBody    = 1 << 10
 	idleTimeout       = 60 * time.Second
 	adminWriteTimeout = 3 * time.Minute // derivations may queue
 	maxHeaderBytes    = 8 << 10
