@@ -1,0 +1,381 @@
+// Package argon2id implements Argon2id (RFC 9106, version 0x13) with working
+// memory the caller controls.
+//
+// Use Derive with an Arena: the arena is an anonymous mapping outside the Go
+// heap, excluded from core dumps, that Derive zeroes before it returns, and
+// that can be kept for the next derivation (warm: no page faults) or
+// released. A nil arena maps a temporary one for the call. Pass 0 writes
+// each block without reading it first, so fresh pages cost one zero-fill
+// fault, not a read fault and then a copy-on-write fault. Lanes run in
+// parallel goroutines.
+//
+// # What stays behind
+//
+// The password goes, once, into a BLAKE2b state inside the arena; neither
+// it nor any block, H0, H' chaining value or compression temporary is
+// copied to the Go heap, and all of them are zeroed before Derive returns.
+// What remains is what the compiler puts in registers and stack frames: a
+// few words of BLAKE2b and BlaMka working state and their spills (no
+// 1 KiB block: those live in the arena). A caller that must leave nothing
+// runs Derive inside runtime/secret's secret.Do (GOEXPERIMENT=runtimesecret)
+// and sets Options.Do to secret.Do as well, because secret.Do does not
+// reach the goroutines a function starts: Derive runs each lane's goroutine
+// through Options.Do.
+//
+// This package is for deriving keys from passwords. It does not encode or
+// verify PHC strings, and it does not choose parameters: that is policy,
+// which belongs to its caller.
+package argon2id
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+)
+
+// Version is the Argon2 version implemented: 0x13 (decimal 19).
+const Version = 0x13
+
+// Limits of RFC 9106 section 3.1 that are not implied by the argument types.
+const (
+	MinSaltLen = 8
+	MinTagLen  = 4
+)
+
+// ErrParams is wrapped by every error about parameters or input lengths
+// outside what RFC 9106 allows.
+var ErrParams = errors.New("argon2id: invalid parameters")
+
+// Options holds the inputs beyond the usual ones. The zero value, or nil, is
+// plain Argon2id.
+type Options struct {
+	// Secret is the optional secret value K (a key, or pepper).
+	Secret []byte
+	// AssociatedData is the optional associated data X.
+	AssociatedData []byte
+	// Do, if set, runs the body of each lane's goroutine: Do(f) must call f
+	// once, on its own goroutine, and return after it. Set it to
+	// runtime/secret's secret.Do so that what those goroutines leave in
+	// registers and on their stacks is erased too.
+	Do func(f func())
+}
+
+// variant is Argon2's type y.
+type variant uint32
+
+const (
+	argon2d  variant = 0
+	argon2i  variant = 1
+	argon2id variant = 2
+)
+
+// Derive computes the Argon2id tag of password and salt with t passes over
+// memKiB KiB in p lanes, into all of dst (len(dst) is the tag length T).
+// Arguments outside RFC 9106's limits (t >= 1, p >= 1, memKiB >= 8*p,
+// len(salt) >= 8, len(dst) >= 4, no input longer than 2^32-1 bytes) give an
+// error that wraps ErrParams; Derive never panics on them.
+//
+// a is the working memory: it must have been made for at least memKiB and p
+// (see NewArena), and Derive has it to itself until it returns; it is all
+// zeros again then. With a nil arena Derive maps one for the call and unmaps
+// it before returning. On error dst is left unchanged (apart from a
+// failure to unmap a temporary arena, after dst was written).
+func Derive(dst, password, salt []byte, t, memKiB uint32, p uint8, a *Arena, opts *Options) error {
+	return derive(argon2id, dst, password, salt, t, memKiB, p, a, opts)
+}
+
+func checkParams(y variant, dst, password, salt []byte, t, m uint32, p uint8, opts *Options) error {
+	tooLong := func(b []byte) bool { return uint64(len(b)) > math.MaxUint32 }
+	switch {
+	case y > argon2id:
+		return fmt.Errorf("%w: type %d", ErrParams, y)
+	case t < 1:
+		return fmt.Errorf("%w: t=0, the minimum is 1", ErrParams)
+	case p < 1:
+		return fmt.Errorf("%w: p=0, the minimum is 1", ErrParams)
+	case m < 8*uint32(p):
+		return fmt.Errorf("%w: m=%d KiB is less than 8*p=%d KiB", ErrParams, m, 8*uint32(p))
+	case len(dst) < MinTagLen || tooLong(dst):
+		return fmt.Errorf("%w: tag length %d, allowed %d to 2^32-1", ErrParams, len(dst), MinTagLen)
+	case len(salt) < MinSaltLen || tooLong(salt):
+		return fmt.Errorf("%w: salt length %d, allowed %d to 2^32-1", ErrParams, len(salt), MinSaltLen)
+	case tooLong(password):
+		return fmt.Errorf("%w: password longer than 2^32-1 bytes", ErrParams)
+	case opts != nil && tooLong(opts.Secret):
+		return fmt.Errorf("%w: secret longer than 2^32-1 bytes", ErrParams)
+	case opts != nil && tooLong(opts.AssociatedData):
+		return fmt.Errorf("%w: associated data longer than 2^32-1 bytes", ErrParams)
+	}
+	return nil
+}
+
+func derive(y variant, dst, password, salt []byte, t, m uint32, p uint8, a *Arena, opts *Options) (err error) {
+	if err := checkParams(y, dst, password, salt, t, m, p, opts); err != nil {
+		return err
+	}
+	if opts == nil {
+		opts = &Options{}
+	}
+	if a == nil {
+		if a, err = NewArena(m, p); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, a.Release()) }()
+	}
+	if err := a.acquire(); err != nil {
+		return err
+	}
+	defer a.idle()
+
+	lanes := uint32(p)
+	mPrime := m / (4 * lanes) * (4 * lanes) // m' of RFC 9106 section 3.2
+	if mPrime > a.memKiB || lanes > a.nLanes {
+		return fmt.Errorf("%w: it holds %d KiB in %d lanes, this derivation needs %d KiB in %d lanes",
+			ErrArenaTooSmall, a.memKiB, a.nLanes, mPrime, lanes)
+	}
+	in := &instance{
+		y: y, passes: t, lanes: lanes, mPrime: mPrime,
+		q: mPrime / lanes, sl: mPrime / lanes / 4,
+		mem: a.blocks[:mPrime], ls: a.lanes[:lanes], hdr: a.hdr,
+		compress: compress,
+		race:     newRaceShadow(mPrime),
+	}
+	in.bar.init(int(lanes))
+	a.dirty = true
+
+	h := &in.hdr.hash
+	hashH0(h, &in.hdr.h0, y, p, uint32(len(dst)), m, t, password, salt, opts.Secret, opts.AssociatedData)
+
+	var wg sync.WaitGroup
+	for lane := range lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if opts.Do != nil {
+				opts.Do(func() { in.runLane(lane) })
+			} else {
+				in.runLane(lane)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// The tag: H' of the xor of the last column.
+	last := &in.hdr.last
+	for lane := range lanes {
+		b := in.lastBlock(lane)
+		in.race.read(lane*in.q + in.q - 1)
+		if lane == 0 {
+			*last = *b
+		} else {
+			for i := range last {
+				last[i] ^= b[i]
+			}
+		}
+		in.race.write(lane*in.q + in.q - 1)
+		*b = block{}
+	}
+	toLE(last)
+	hashPrime(h, dst, blockBytes(last)[:])
+	*in.hdr = header{}
+	a.dirty = false
+	return nil
+}
+
+// hashH0 computes H0 (RFC 9106 section 3.2) with h as scratch, left wiped.
+func hashH0(h *blake2b, h0 *[64]byte, y variant, p uint8, tagLen, m, t uint32, password, salt, secret, ad []byte) {
+	h.init(64)
+	for _, v := range [...]uint32{uint32(p), tagLen, m, t, Version, uint32(y)} {
+		h.writeUint32(v)
+	}
+	for _, s := range [...][]byte{password, salt, secret, ad} {
+		h.writeUint32(uint32(len(s)))
+		h.write(s)
+	}
+	h.sum(h0[:])
+}
+
+// instance is one derivation in progress.
+type instance struct {
+	y             variant
+	passes, lanes uint32
+	mPrime        uint32 // blocks
+	q, sl         uint32 // lane length and segment length, in blocks
+	mem           []block
+	ls            []laneState
+	hdr           *header
+	compress      compressFunc
+	bar           barrier
+	race          raceShadow
+}
+
+func (in *instance) lastBlock(lane uint32) *block { return &in.mem[lane*in.q+in.q-1] }
+
+// runLane computes one lane: its first two blocks, then each of its
+// segments, waiting for the other lanes after each slice. Then it zeroes its
+// blocks, except the last one, which the tag still needs, and its state.
+func (in *instance) runLane(lane uint32) {
+	ls := &in.ls[lane]
+	copy(ls.seed[:64], in.hdr.h0[:])
+	binary.LittleEndian.PutUint32(ls.seed[68:], lane)
+	for j := range uint32(2) {
+		binary.LittleEndian.PutUint32(ls.seed[64:], j)
+		b := &in.mem[lane*in.q+j]
+		in.race.write(lane*in.q + j)
+		hashPrime(&ls.hash, blockBytes(b)[:], ls.seed[:])
+		fromLE(b)
+	}
+	for pass := range in.passes {
+		for slice := range uint32(syncPoints) {
+			in.fillSegment(pass, lane, slice)
+			in.bar.wait()
+		}
+	}
+	// No lane reads another lane's blocks after the last barrier.
+	start := lane * in.q
+	for i := start; i < start+in.q-1; i++ {
+		in.race.write(i)
+	}
+	clear(blocksBytes(in.mem[start : start+in.q-1]))
+	*ls = laneState{}
+}
+
+// syncPoints is the number of slices per pass.
+const syncPoints = 4
+
+// fillSegment computes the blocks of one segment (RFC 9106 section 3.4).
+func (in *instance) fillSegment(pass, lane, slice uint32) {
+	ls := &in.ls[lane]
+	independent := in.y == argon2i || (in.y == argon2id && pass == 0 && slice < syncPoints/2)
+	idx := uint32(0)
+	if pass == 0 && slice == 0 {
+		idx = 2 // the first two blocks come from H'
+	}
+	if independent {
+		ls.input = block{}
+		ls.input[0] = uint64(pass)
+		ls.input[1] = uint64(lane)
+		ls.input[2] = uint64(slice)
+		ls.input[3] = uint64(in.mPrime)
+		ls.input[4] = uint64(in.passes)
+		ls.input[5] = uint64(in.y)
+		if idx != 0 {
+			in.nextAddresses(ls)
+		}
+	}
+	cur := lane*in.q + slice*in.sl + idx
+	prev := cur - 1
+	if slice == 0 && idx == 0 {
+		prev += in.q // the lane's last block, from the previous pass
+	}
+	xor := pass > 0
+	for ; idx < in.sl; idx++ {
+		var rnd uint64
+		if independent {
+			if idx%128 == 0 {
+				in.nextAddresses(ls)
+			}
+			rnd = ls.addr[idx%128]
+		} else {
+			rnd = in.mem[prev][0]
+		}
+		ref := in.refIndex(rnd, pass, lane, slice, idx)
+		in.race.read(prev)
+		in.race.read(ref)
+		in.race.write(cur)
+		in.compress(&in.mem[cur], &in.mem[prev], &in.mem[ref], &ls.s, xor)
+		prev = cur
+		cur++
+	}
+}
+
+// zeroBlock is the all-zero block of the address generator.
+var zeroBlock block
+
+// nextAddresses computes the next block of 128 pseudo-random values for
+// data-independent addressing: G(0, G(0, Z)) with Z's counter incremented.
+func (in *instance) nextAddresses(ls *laneState) {
+	ls.input[6]++
+	in.compress(&ls.addr, &zeroBlock, &ls.input, &ls.s, false)
+	in.compress(&ls.addr, &zeroBlock, &ls.addr, &ls.s, false)
+}
+
+// refIndex maps a pseudo-random value to the reference block's index in
+// memory (RFC 9106 section 3.4.1.2): a lane, then a position in the blocks
+// of that lane that may be referenced, biased towards the most recent.
+func (in *instance) refIndex(rnd uint64, pass, lane, slice, idx uint32) uint32 {
+	refLane := uint32(rnd>>32) % in.lanes
+	if pass == 0 && slice == 0 {
+		refLane = lane
+	}
+	// The reference area: the finished segments of the pass so far (pass
+	// 0), or the three segments other than the current one (later passes),
+	// plus, in the own lane, the blocks of the current segment before the
+	// previous block; without a lane's newest block while it is computed.
+	var size, start uint32
+	if pass == 0 {
+		size = slice * in.sl
+	} else {
+		size = (syncPoints - 1) * in.sl
+		start = (slice + 1) % syncPoints * in.sl
+	}
+	if refLane == lane {
+		size += idx - 1
+	} else if idx == 0 {
+		size--
+	}
+	x := rnd & math.MaxUint32
+	x = x * x >> 32
+	rel := size - 1 - uint32(uint64(size)*x>>32)
+	pos := start + rel
+	if pos >= in.q {
+		pos -= in.q
+	}
+	return refLane*in.q + pos
+}
+
+// barrier lets n goroutines wait for each other, any number of times.
+type barrier struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	n, seen int
+	round   uint64
+}
+
+func (b *barrier) init(n int) {
+	b.n = n
+	b.cond.L = &b.mu
+}
+
+func (b *barrier) wait() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.seen++
+	if b.seen == b.n {
+		b.seen = 0
+		b.round++
+		b.cond.Broadcast()
+		return
+	}
+	for r := b.round; r == b.round; {
+		b.cond.Wait()
+	}
+}
+
+// fromLE turns a block read as bytes into words; toLE does the reverse. On
+// little-endian machines both leave memory as it is.
+func fromLE(b *block) {
+	bb := blockBytes(b)
+	for i := range b {
+		b[i] = binary.LittleEndian.Uint64(bb[8*i:])
+	}
+}
+
+func toLE(b *block) {
+	bb := blockBytes(b)
+	for i, v := range b {
+		binary.LittleEndian.PutUint64(bb[8*i:], v)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build amd64 && !purego
+
+package argon2id
+
+var compress compressFunc = compressGeneric
