@@ -33,6 +33,8 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Version is the Argon2 version implemented: 0x13 (decimal 19).
@@ -118,7 +120,8 @@ func derive(y variant, dst, password, salt []byte, t, m uint32, p uint8, a *Aren
 	if opts == nil {
 		opts = &Options{}
 	}
-	if a == nil {
+	temporary := a == nil
+	if temporary {
 		if a, err = NewArena(m, p); err != nil {
 			return err
 		}
@@ -139,9 +142,12 @@ func derive(y variant, dst, password, salt []byte, t, m uint32, p uint8, a *Aren
 		y: y, passes: t, lanes: lanes, mPrime: mPrime,
 		q: mPrime / lanes, sl: mPrime / lanes / 4,
 		mem: a.blocks[:mPrime], ls: a.lanes[:lanes], hdr: a.hdr,
-		compress: compress,
+		c:        compress,
 		race:     newRaceShadow(mPrime),
+		populate: !a.populated,
+		discard:  temporary,
 	}
+	a.populated = true
 	in.bar.init(int(lanes))
 	a.dirty = true
 
@@ -206,9 +212,11 @@ type instance struct {
 	mem           []block
 	ls            []laneState
 	hdr           *header
-	compress      compressFunc
+	c             compressor
 	bar           barrier
 	race          raceShadow
+	populate      bool // ask for each lane's pages first
+	discard       bool // give each lane's pages back at the end
 }
 
 func (in *instance) lastBlock(lane uint32) *block { return &in.mem[lane*in.q+in.q-1] }
@@ -218,6 +226,10 @@ func (in *instance) lastBlock(lane uint32) *block { return &in.mem[lane*in.q+in.
 // blocks, except the last one, which the tag still needs, and its state.
 func (in *instance) runLane(lane uint32) {
 	ls := &in.ls[lane]
+	if in.populate {
+		// Best effort: should it fail, the writes fault the pages in.
+		_ = populate(blocksBytes(in.mem[lane*in.q : lane*in.q+in.q]))
+	}
 	copy(ls.seed[:64], in.hdr.h0[:])
 	binary.LittleEndian.PutUint32(ls.seed[68:], lane)
 	for j := range uint32(2) {
@@ -239,6 +251,12 @@ func (in *instance) runLane(lane uint32) {
 		in.race.write(i)
 	}
 	clear(blocksBytes(in.mem[start : start+in.q-1]))
+	if in.discard {
+		// A temporary arena: give the pages back now, in parallel, rather
+		// than in the single munmap. Lanes start on a page boundary (q is a
+		// multiple of 4 blocks); the page of the last block stays.
+		_ = unix.Madvise(blocksBytes(in.mem[start:start+in.q-4]), unix.MADV_DONTNEED)
+	}
 	*ls = laneState{}
 }
 
@@ -252,6 +270,9 @@ func (in *instance) fillSegment(pass, lane, slice uint32) {
 	idx := uint32(0)
 	if pass == 0 && slice == 0 {
 		idx = 2 // the first two blocks come from H'
+		if idx == in.sl {
+			return // m' = 8p: that is the whole segment
+		}
 	}
 	if independent {
 		ls.input = block{}
@@ -262,7 +283,7 @@ func (in *instance) fillSegment(pass, lane, slice uint32) {
 		ls.input[4] = uint64(in.passes)
 		ls.input[5] = uint64(in.y)
 		if idx != 0 {
-			in.nextAddresses(ls)
+			in.nextAddresses(ls) // the first, which idx%128 == 0 skipped
 		}
 	}
 	cur := lane*in.q + slice*in.sl + idx
@@ -271,24 +292,42 @@ func (in *instance) fillSegment(pass, lane, slice uint32) {
 		prev += in.q // the lane's last block, from the previous pass
 	}
 	xor := pass > 0
-	for ; idx < in.sl; idx++ {
-		var rnd uint64
-		if independent {
-			if idx%128 == 0 {
-				in.nextAddresses(ls)
-			}
-			rnd = ls.addr[idx%128]
-		} else {
-			rnd = in.mem[prev][0]
-		}
-		ref := in.refIndex(rnd, pass, lane, slice, idx)
+	ref := in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
+	for {
 		in.race.read(prev)
 		in.race.read(ref)
 		in.race.write(cur)
-		in.compress(&in.mem[cur], &in.mem[prev], &in.mem[ref], &ls.s, xor)
-		prev = cur
-		cur++
+		in.c.head(&in.mem[cur], &in.mem[prev], &in.mem[ref], &ls.s, xor)
+		prev, cur, idx = cur, cur+1, idx+1
+		if idx == in.sl || independent && idx%128 == 0 {
+			// Nothing to fetch early: the segment ends, or the next
+			// reference needs a new address block, which needs ls.s.
+			in.c.tail(&in.mem[prev], &ls.s, &in.mem[prev])
+			if idx == in.sl {
+				return
+			}
+			ref = in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
+			continue
+		}
+		// The head finished word 0 of the block, which is what the next
+		// reference depends on (data-dependent addressing): find it, and
+		// have the tail fetch it while it completes the block.
+		ref = in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
+		in.c.tail(&in.mem[prev], &ls.s, &in.mem[ref])
 	}
+}
+
+// pseudoRandom returns the value that picks the reference block of the
+// block at idx: from the address blocks (data-independent) or from word 0
+// of the previous block (data-dependent).
+func (in *instance) pseudoRandom(ls *laneState, independent bool, prev, idx uint32) uint64 {
+	if !independent {
+		return in.mem[prev][0]
+	}
+	if idx%128 == 0 {
+		in.nextAddresses(ls)
+	}
+	return ls.addr[idx%128]
 }
 
 // zeroBlock is the all-zero block of the address generator.
@@ -298,8 +337,8 @@ var zeroBlock block
 // data-independent addressing: G(0, G(0, Z)) with Z's counter incremented.
 func (in *instance) nextAddresses(ls *laneState) {
 	ls.input[6]++
-	in.compress(&ls.addr, &zeroBlock, &ls.input, &ls.s, false)
-	in.compress(&ls.addr, &zeroBlock, &ls.addr, &ls.s, false)
+	in.c.full(&ls.addr, &zeroBlock, &ls.input, &ls.s, false)
+	in.c.full(&ls.addr, &zeroBlock, &ls.addr, &ls.s, false)
 }
 
 // refIndex maps a pseudo-random value to the reference block's index in

@@ -11,8 +11,8 @@ import (
 // It exists so that the state, including the buffer that holds the last
 // bytes written (password bytes, when hashing H0), lives where the caller
 // puts it: in an Arena's mapping, which is wiped after every derivation. It
-// holds no Go pointers, so it may live outside the Go heap. Zero it with
-// wipe when done.
+// holds no Go pointers, so it may live outside the Go heap. sum leaves it
+// zeroed but for v, which hashPrime zeroes.
 type blake2b struct {
 	h    [8]uint64
 	t    uint64 // bytes compressed so far; Argon2 inputs stay far below 2^64
@@ -84,9 +84,6 @@ func (s *blake2b) sum(out []byte) {
 	s.h, s.t, s.n, s.size = [8]uint64{}, 0, 0, 0
 	clear(s.buf[:]) // compress cleared s.m; s.v is hashPrime's to clear
 }
-
-// wipe zeroes the whole state.
-func (s *blake2b) wipe() { *s = blake2b{} }
 
 // compress runs BLAKE2b's F on buf. The message words go through s.m, so
 // that what a stack frame holds is the mixed working state, not the input.

@@ -111,3 +111,21 @@ func gbHalf(a, b, c, d uint64, r1, r2 int) (uint64, uint64, uint64, uint64) {
 	b = bits.RotateLeft64(b^c, -r2)
 	return a, b, c, d
 }
+
+// compressor is one implementation of G, whole and split in two:
+// head(dst, x, y, s, xor) then tail(dst, s, next) is full(dst, x, y, s,
+// xor), and head leaves word 0 of dst final, so that the caller can find
+// the next reference block and have tail fetch it into the cache while it
+// finishes. tail may only prefetch next, never read it for the result.
+type compressor struct {
+	name string
+	full compressFunc
+	head compressFunc
+	tail func(dst *block, s *scratch, next *block)
+}
+
+// genericCompressor is G in plain Go; its head does everything.
+var genericCompressor = compressor{"generic", compressGeneric, compressGeneric, func(*block, *scratch, *block) {}}
+
+// compress is the best implementation for this CPU.
+var compress = compressors()[0]

@@ -2,5 +2,5 @@
 
 package argon2id
 
-// compress is the compression function in use.
-var compress compressFunc = compressGeneric
+// compressors lists the implementations this CPU can run, best first.
+func compressors() []compressor { return []compressor{genericCompressor} }
