@@ -3,24 +3,34 @@
 //
 // Use Derive with an Arena: the arena is an anonymous mapping outside the Go
 // heap, excluded from core dumps, that Derive zeroes before it returns, and
-// that can be kept for the next derivation (warm: no page faults) or
-// released. A nil arena maps a temporary one for the call. Pass 0 writes
-// each block without reading it first, so fresh pages cost one zero-fill
-// fault, not a read fault and then a copy-on-write fault. Lanes run in
-// parallel goroutines.
+// that can be kept for the next derivation (warm: its pages stay) or
+// released. A nil arena maps a temporary one for the call, as a daemon's
+// first unseal would. Lanes run in parallel goroutines; each asks the kernel
+// for its pages at once when the arena has none yet, and pass 0 writes
+// blocks without reading them first, so that no page is ever read before it
+// is written (no zero-page mapping and copy-on-write fault).
+//
+// On amd64 the compression function is assembly (AVX-512VL, AVX2 or SSSE3,
+// whichever the CPU has); elsewhere, and with the purego build tag, it is
+// Go.
 //
 // # What stays behind
 //
 // The password goes, once, into a BLAKE2b state inside the arena; neither
 // it nor any block, H0, H' chaining value or compression temporary is
-// copied to the Go heap, and all of them are zeroed before Derive returns.
+// copied to the Go heap, and all of them are zeroed before Derive returns
+// (the tests scan the whole process memory for the password afterwards).
 // What remains is what the compiler puts in registers and stack frames: a
-// few words of BLAKE2b and BlaMka working state and their spills (no
-// 1 KiB block: those live in the arena). A caller that must leave nothing
-// runs Derive inside runtime/secret's secret.Do (GOEXPERIMENT=runtimesecret)
-// and sets Options.Do to secret.Do as well, because secret.Do does not
-// reach the goroutines a function starts: Derive runs each lane's goroutine
-// through Options.Do.
+// few words of BLAKE2b and BlaMka working state, and their spills, in the
+// stacks of the calling goroutine and of the lanes' goroutines (which the
+// runtime frees, not wipes, when they exit); the assembly clears the vector
+// registers it used before returning. A caller that must leave nothing runs
+// Derive inside runtime/secret's secret.Do (GOEXPERIMENT=runtimesecret),
+// which erases the stack and registers it used and also covers signal
+// delivery, and sets Options.Do to secret.Do as well, because secret.Do
+// does not reach the goroutines a function starts: Derive runs each lane's
+// goroutine through Options.Do. The pages of the arena are not locked
+// unless Lock is called, so without it they could reach swap.
 //
 // This package is for deriving keys from passwords. It does not encode or
 // verify PHC strings, and it does not choose parameters: that is policy,
