@@ -18,12 +18,13 @@ const (
 
 // laneState is one lane's working memory besides its blocks.
 type laneState struct {
-	s     scratch // the compression's temporaries
-	addr  block   // data-independent addressing: the current address block
-	input block   // ... and its input block Z
-	hash  blake2b // H' for the lane's first two blocks
-	seed  [72]byte
-	_     [64 - (unsafe.Sizeof(blake2b{})+72)%64]byte // a whole number of cache lines
+	s     scratch                                                             // the compression's temporaries
+	addr  block                                                               // data-independent addressing: the current address block
+	input block                                                               // ... and its input block Z
+	hash  blake2b                                                             // H' for the lane's first two blocks
+	seed  [72]byte                                                            // H0 || LE32(column) || LE32(lane)
+	c     cursor                                                              // where the lane is in its current segment
+	_     [64 - (unsafe.Sizeof(blake2b{})+72+unsafe.Sizeof(cursor{}))%64]byte // a whole number of cache lines
 }
 
 // header is the derivation's working memory outside the lanes.

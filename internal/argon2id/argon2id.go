@@ -28,8 +28,8 @@
 // Derive inside runtime/secret's secret.Do (GOEXPERIMENT=runtimesecret),
 // which erases the stack and registers it used and also covers signal
 // delivery, and sets Options.Do to secret.Do as well, because secret.Do
-// does not reach the goroutines a function starts: Derive runs each lane's
-// goroutine through Options.Do. The pages of the arena are not locked
+// does not reach the goroutines a function starts: Derive runs each of its
+// goroutines through Options.Do. The pages of the arena are not locked
 // unless Lock is called, so without it they could reach swap.
 //
 // This package is for deriving keys from passwords. It does not encode or
@@ -42,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -67,10 +68,12 @@ type Options struct {
 	Secret []byte
 	// AssociatedData is the optional associated data X.
 	AssociatedData []byte
-	// Do, if set, runs the body of each lane's goroutine: Do(f) must call f
-	// once, on its own goroutine, and return after it. Set it to
-	// runtime/secret's secret.Do so that what those goroutines leave in
-	// registers and on their stacks is erased too.
+	// Do, if set, runs the body of each goroutine Derive starts (one per
+	// lane, or one per CPU that interleaves several lanes when GOMAXPROCS
+	// is less than p): Do(f) must call f once, on its own goroutine, and
+	// return after it. Set it to runtime/secret's secret.Do so that what
+	// those goroutines leave in registers and on their stacks is erased
+	// too.
 	Do func(f func())
 }
 
@@ -158,21 +161,28 @@ func derive(y variant, dst, password, salt []byte, t, m uint32, p uint8, a *Aren
 		discard:  temporary,
 	}
 	a.populated = true
-	in.bar.init(int(lanes))
 	a.dirty = true
 
 	h := &in.hdr.hash
 	hashH0(h, &in.hdr.h0, y, p, uint32(len(dst)), m, t, password, salt, opts.Secret, opts.AssociatedData)
 
+	// One goroutine per lane, or per CPU when there are fewer CPUs than
+	// lanes: then each goroutine interleaves several lanes.
+	workers := min(lanes, uint32(max(1, runtime.GOMAXPROCS(0))))
+	in.bar.init(int(workers))
 	var wg sync.WaitGroup
-	for lane := range lanes {
+	for w := range workers {
+		var mine []uint32
+		for lane := w; lane < lanes; lane += workers {
+			mine = append(mine, lane)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if opts.Do != nil {
-				opts.Do(func() { in.runLane(lane) })
+				opts.Do(func() { in.worker(mine) })
 			} else {
-				in.runLane(lane)
+				in.worker(mine)
 			}
 		}()
 	}
@@ -231,10 +241,56 @@ type instance struct {
 
 func (in *instance) lastBlock(lane uint32) *block { return &in.mem[lane*in.q+in.q-1] }
 
-// runLane computes one lane: its first two blocks, then each of its
-// segments, waiting for the other lanes after each slice. Then it zeroes its
-// blocks, except the last one, which the tag still needs, and its state.
-func (in *instance) runLane(lane uint32) {
+// worker computes the lanes given to one goroutine: their first blocks,
+// then slice after slice, waiting for the other goroutines after each, their
+// segments interleaved block by block. Interleaving hides memory latency:
+// while one lane computes a block, the reference block another lane needs
+// next is on its way into the cache. Then it zeroes the lanes' blocks,
+// except their last, which the tag still needs, and their state.
+func (in *instance) worker(lanes []uint32) {
+	for _, lane := range lanes {
+		in.initLane(lane)
+	}
+	for pass := range in.passes {
+		for slice := range uint32(syncPoints) {
+			active := 0
+			for _, lane := range lanes {
+				if in.startSegment(&in.ls[lane], pass, lane, slice) {
+					active++
+				}
+			}
+			for active > 0 {
+				for _, lane := range lanes {
+					if ls := &in.ls[lane]; !ls.c.done && !in.step(ls) {
+						ls.c.done = true
+						active--
+					}
+				}
+			}
+			in.bar.wait()
+		}
+	}
+	// No lane reads another lane's blocks after the last barrier.
+	for _, lane := range lanes {
+		start := lane * in.q
+		for i := start; i < start+in.q-1; i++ {
+			in.race.write(i)
+		}
+		clear(blocksBytes(in.mem[start : start+in.q-1]))
+		if in.discard {
+			// A temporary arena: give the pages back now, in parallel,
+			// rather than in the single munmap. Lanes start on a page
+			// boundary (q is a multiple of 4 blocks); the page of the last
+			// block stays.
+			_ = unix.Madvise(blocksBytes(in.mem[start:start+in.q-4]), unix.MADV_DONTNEED)
+		}
+		in.ls[lane] = laneState{}
+	}
+}
+
+// initLane gets the lane's pages if the arena has none yet, and computes its
+// first two blocks.
+func (in *instance) initLane(lane uint32) {
 	ls := &in.ls[lane]
 	if in.populate {
 		// Best effort: should it fail, the writes fault the pages in.
@@ -249,42 +305,34 @@ func (in *instance) runLane(lane uint32) {
 		hashPrime(&ls.hash, blockBytes(b)[:], ls.seed[:])
 		fromLE(b)
 	}
-	for pass := range in.passes {
-		for slice := range uint32(syncPoints) {
-			in.fillSegment(pass, lane, slice)
-			in.bar.wait()
-		}
-	}
-	// No lane reads another lane's blocks after the last barrier.
-	start := lane * in.q
-	for i := start; i < start+in.q-1; i++ {
-		in.race.write(i)
-	}
-	clear(blocksBytes(in.mem[start : start+in.q-1]))
-	if in.discard {
-		// A temporary arena: give the pages back now, in parallel, rather
-		// than in the single munmap. Lanes start on a page boundary (q is a
-		// multiple of 4 blocks); the page of the last block stays.
-		_ = unix.Madvise(blocksBytes(in.mem[start:start+in.q-4]), unix.MADV_DONTNEED)
-	}
-	*ls = laneState{}
 }
 
 // syncPoints is the number of slices per pass.
 const syncPoints = 4
 
-// fillSegment computes the blocks of one segment (RFC 9106 section 3.4).
-func (in *instance) fillSegment(pass, lane, slice uint32) {
-	ls := &in.ls[lane]
-	independent := in.y == argon2i || (in.y == argon2id && pass == 0 && slice < syncPoints/2)
-	idx := uint32(0)
+// cursor is a lane's position in the segment it is computing.
+type cursor struct {
+	pass, lane, slice uint32
+	idx               uint32 // index in the segment of the block to compute
+	cur, prev, ref    uint32 // that block, the previous one, its reference
+	independent       bool   // data-independent addressing
+	done              bool
+}
+
+// startSegment sets the lane's cursor at the start of a segment (RFC 9106
+// section 3.4); it reports whether the segment has blocks to compute.
+func (in *instance) startSegment(ls *laneState, pass, lane, slice uint32) bool {
+	c := &ls.c
+	*c = cursor{pass: pass, lane: lane, slice: slice}
+	c.independent = in.y == argon2i || (in.y == argon2id && pass == 0 && slice < syncPoints/2)
 	if pass == 0 && slice == 0 {
-		idx = 2 // the first two blocks come from H'
-		if idx == in.sl {
-			return // m' = 8p: that is the whole segment
+		c.idx = 2 // the first two blocks come from H'
+		if c.idx == in.sl {
+			c.done = true
+			return false // m' = 8p: that is the whole segment
 		}
 	}
-	if independent {
+	if c.independent {
 		ls.input = block{}
 		ls.input[0] = uint64(pass)
 		ls.input[1] = uint64(lane)
@@ -292,39 +340,44 @@ func (in *instance) fillSegment(pass, lane, slice uint32) {
 		ls.input[3] = uint64(in.mPrime)
 		ls.input[4] = uint64(in.passes)
 		ls.input[5] = uint64(in.y)
-		if idx != 0 {
+		if c.idx != 0 {
 			in.nextAddresses(ls) // the first, which idx%128 == 0 skipped
 		}
 	}
-	cur := lane*in.q + slice*in.sl + idx
-	prev := cur - 1
-	if slice == 0 && idx == 0 {
-		prev += in.q // the lane's last block, from the previous pass
+	c.cur = lane*in.q + slice*in.sl + c.idx
+	c.prev = c.cur - 1
+	if slice == 0 && c.idx == 0 {
+		c.prev += in.q // the lane's last block, from the previous pass
 	}
-	xor := pass > 0
-	ref := in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
-	for {
-		in.race.read(prev)
-		in.race.read(ref)
-		in.race.write(cur)
-		in.c.head(&in.mem[cur], &in.mem[prev], &in.mem[ref], &ls.s, xor)
-		prev, cur, idx = cur, cur+1, idx+1
-		if idx == in.sl || independent && idx%128 == 0 {
-			// Nothing to fetch early: the segment ends, or the next
-			// reference needs a new address block, which needs ls.s.
-			in.c.tail(&in.mem[prev], &ls.s, &in.mem[prev])
-			if idx == in.sl {
-				return
-			}
-			ref = in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
-			continue
+	c.ref = in.refIndex(in.pseudoRandom(ls, c.independent, c.prev, c.idx), pass, lane, slice, c.idx)
+	return true
+}
+
+// step computes the block at the lane's cursor and moves on; it reports
+// whether the segment has more blocks.
+func (in *instance) step(ls *laneState) bool {
+	c := &ls.c
+	in.race.read(c.prev)
+	in.race.read(c.ref)
+	in.race.write(c.cur)
+	in.c.head(&in.mem[c.cur], &in.mem[c.prev], &in.mem[c.ref], &ls.s, c.pass > 0)
+	c.prev, c.cur, c.idx = c.cur, c.cur+1, c.idx+1
+	if c.idx == in.sl || c.independent && c.idx%128 == 0 {
+		// Nothing to fetch early: the segment ends, or the next reference
+		// needs a new address block, which needs ls.s.
+		in.c.tail(&in.mem[c.prev], &ls.s, &in.mem[c.prev])
+		if c.idx == in.sl {
+			return false
 		}
-		// The head finished word 0 of the block, which is what the next
-		// reference depends on (data-dependent addressing): find it, and
-		// have the tail fetch it while it completes the block.
-		ref = in.refIndex(in.pseudoRandom(ls, independent, prev, idx), pass, lane, slice, idx)
-		in.c.tail(&in.mem[prev], &ls.s, &in.mem[ref])
+		c.ref = in.refIndex(in.pseudoRandom(ls, c.independent, c.prev, c.idx), c.pass, c.lane, c.slice, c.idx)
+		return true
 	}
+	// The head finished word 0 of the block, which is what the next
+	// reference depends on (data-dependent addressing): find it, and have
+	// the tail fetch it while it completes the block.
+	c.ref = in.refIndex(in.pseudoRandom(ls, c.independent, c.prev, c.idx), c.pass, c.lane, c.slice, c.idx)
+	in.c.tail(&in.mem[c.prev], &ls.s, &in.mem[c.ref])
+	return true
 }
 
 // pseudoRandom returns the value that picks the reference block of the

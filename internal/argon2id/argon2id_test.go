@@ -369,7 +369,8 @@ func TestBadParams(t *testing.T) {
 	}
 }
 
-// TestDoRunsEveryLane checks that Options.Do wraps each lane's goroutine.
+// TestDoRunsEveryLane checks that Options.Do wraps each goroutine Derive
+// starts.
 func TestDoRunsEveryLane(t *testing.T) {
 	var calls atomic.Int32
 	var mu sync.Mutex
@@ -385,8 +386,9 @@ func TestDoRunsEveryLane(t *testing.T) {
 	if err := Derive(got, []byte("pw"), []byte("saltsalt"), 2, 256, 5, nil, opts); err != nil {
 		t.Fatal(err)
 	}
-	if calls.Load() != 5 || len(goroutines) != 5 {
-		t.Fatalf("Do called %d times on %d goroutines, want 5 and 5", calls.Load(), len(goroutines))
+	want := min(5, runtime.GOMAXPROCS(0))
+	if int(calls.Load()) != want || len(goroutines) != want {
+		t.Fatalf("Do called %d times on %d goroutines, want %d and %d", calls.Load(), len(goroutines), want, want)
 	}
 	if want := argon2.IDKey([]byte("pw"), []byte("saltsalt"), 2, 256, 5, 32); !bytes.Equal(got, want) {
 		t.Fatalf("with Do: %x, want %x", got, want)

@@ -116,7 +116,8 @@ func gbHalf(a, b, c, d uint64, r1, r2 int) (uint64, uint64, uint64, uint64) {
 // head(dst, x, y, s, xor) then tail(dst, s, next) is full(dst, x, y, s,
 // xor), and head leaves word 0 of dst final, so that the caller can find
 // the next reference block and have tail fetch it into the cache while it
-// finishes. tail may only prefetch next, never read it for the result.
+// finishes. tail may prefetch next and the block after dst, which must not
+// change the result.
 type compressor struct {
 	name string
 	full compressFunc

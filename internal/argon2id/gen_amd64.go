@@ -28,10 +28,11 @@
 // Each encoding comes whole (compressX) and in two parts: compressHeadX
 // stops after the first column iteration, which leaves word 0 of dst
 // final; compressTailX does the other iterations, and first prefetches a
-// block named by the caller: the next reference block, which depends on
-// that word 0 in data-dependent addressing. Both parts also prefetch the
-// whole reference block (and dst, when read) at entry, so that its cache
-// misses overlap rather than come one row at a time.
+// block named by the caller (the next reference block, which depends on
+// that word 0 in data-dependent addressing) and the block after dst (the
+// next one to be written). The whole form and the head also prefetch the
+// reference block (and dst, when read) at entry, so that its cache misses
+// overlap rather than come one row at a time.
 //
 // Run: go run gen_amd64.go (go generate does it).
 package main
@@ -321,7 +322,8 @@ func (g *gen) compress(name string, head bool) {
 	g.columns()
 }
 
-// tail emits the rest of G after its head, prefetching the block at next.
+// tail emits the rest of G after its head, prefetching the block at next
+// and the one after dst.
 func (g *gen) tail(name string) {
 	fmt.Fprintf(&g.b, "\n// func %s(dst *block, s *scratch, next *block)\n", name)
 	fmt.Fprintf(&g.b, "TEXT ·%s(SB), NOSPLIT, $0-24\n", name)
@@ -329,6 +331,12 @@ func (g *gen) tail(name string) {
 	g.p("MOVQ s+8(FP), BX")
 	g.p("MOVQ next+16(FP), DX")
 	g.prefetch("DX")
+	// And the block after dst: the next one to be written (and read first,
+	// after pass 0). Past the arena's last block there is mapped memory,
+	// and a prefetch never faults anyway.
+	for i := 0; i < blockSize; i += 64 {
+		g.p("PREFETCHT0 %d(DI)", blockSize+i)
+	}
 	g.masks()
 	g.p("MOVQ $%d, CX", g.width())
 	g.columns()
