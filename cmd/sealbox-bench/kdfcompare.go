@@ -253,6 +253,7 @@ func kdfCompare(args []string) {
 	}
 	if busyRounds > 0 {
 		fmt.Fprintf(tw, "warning: %d rounds ran while the machine was busy\n", busyRounds)
+		busyRounds = 0
 	}
 	if *warmN <= 0 {
 		return
@@ -267,6 +268,9 @@ func kdfCompare(args []string) {
 		var hashes [2]string
 		var times [2][]time.Duration
 		for r := range 3 {
+			if *idle && !waitIdle(time.Minute) {
+				busyRounds++
+			}
 			for j := range modes {
 				i := (j + r) % 2
 				argv := []string{self, modes[i].mode, strconv.Itoa(k.t), strconv.Itoa(k.m), strconv.Itoa(k.p), strconv.Itoa(*warmN)}
@@ -290,6 +294,9 @@ func kdfCompare(args []string) {
 		}
 		fmt.Fprintf(tw, "%v\tratio ours / x/crypto, warm\t%.2f\t\t\n", k, float64(med[0])/float64(med[1]))
 		fmt.Fprintf(tw, "%v\tsame hash\t%s\t\t\n", k, met(hashes[0] == hashes[1]))
+	}
+	if busyRounds > 0 {
+		fmt.Fprintf(tw, "warning: %d rounds ran while the machine was busy\n", busyRounds)
 	}
 }
 

@@ -264,8 +264,13 @@ func TestArenaNotDumped(t *testing.T) {
 	if !strings.Contains(flags, " wf") {
 		t.Logf("arena VmFlags %q lack wf (MADV_WIPEONFORK); kernel older than 4.14?", flags)
 	}
-	if !strings.Contains(flags, " hg") {
-		t.Logf("arena VmFlags %q lack hg (MADV_HUGEPAGE); no transparent huge pages here?", flags)
+	if strings.Contains(flags, " hg") {
+		t.Errorf("arena VmFlags %q: huge pages without UseHugePages", flags)
+	}
+	if err := a.UseHugePages(); err != nil {
+		t.Logf("UseHugePages: %v", err)
+	} else if flags := smapsFlags(t, a); !strings.Contains(flags, " hg") {
+		t.Errorf("arena VmFlags %q lack hg after UseHugePages", flags)
 	}
 }
 
@@ -536,5 +541,29 @@ func TestPass0IgnoresOldContents(t *testing.T) {
 	}
 	if ok, at := allZero(a); !ok {
 		t.Fatalf("byte %d not wiped", at)
+	}
+}
+
+func TestLock(t *testing.T) {
+	a, err := NewArena(1024, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release()
+	if err := a.Lock(); err != nil {
+		t.Skipf("mlock not allowed here: %v", err)
+	}
+	if flags := smapsFlags(t, a); !strings.Contains(flags, " lo") {
+		t.Fatalf("arena VmFlags %q lack lo (locked) after Lock", flags)
+	}
+	if in, total := resident(t, a); in != total {
+		t.Fatalf("%d of %d pages resident after Lock", in, total)
+	}
+	got := make([]byte, 32)
+	if err := Derive(got, []byte("pw"), []byte("saltsalt"), 1, 1024, 2, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if want := argon2.IDKey([]byte("pw"), []byte("saltsalt"), 1, 1024, 2, 32); !bytes.Equal(got, want) {
+		t.Fatalf("locked arena gives %x, want %x", got, want)
 	}
 }
