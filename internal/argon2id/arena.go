@@ -185,8 +185,8 @@ func (a *Arena) Lock() error {
 }
 
 // Discard gives the arena's pages back to the kernel (MADV_DONTNEED) and
-// keeps the mapping: the next derivation faults them in again, as zeros. Use
-// it to shrink an idle process. Locked pages stay.
+// keeps the mapping: the next derivation gets them again, as zeros. Use it
+// to shrink an idle process. The kernel refuses it for a locked arena.
 func (a *Arena) Discard() error {
 	if err := a.acquire(); err != nil {
 		return err
