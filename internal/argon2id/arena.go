@@ -18,14 +18,18 @@ const (
 
 // laneState is one lane's working memory besides its blocks.
 type laneState struct {
-	s     scratch                                                             // the compression's temporaries
-	addr  block                                                               // data-independent addressing: the current address block
-	input block                                                               // ... and its input block Z
-	hash  blake2b                                                             // H' for the lane's first two blocks
-	seed  [72]byte                                                            // H0 || LE32(column) || LE32(lane)
-	c     cursor                                                              // where the lane is in its current segment
-	_     [64 - (unsafe.Sizeof(blake2b{})+72+unsafe.Sizeof(cursor{}))%64]byte // a whole number of cache lines
+	s     scratch  // the compression's temporaries
+	addr  block    // data-independent addressing: the current address block
+	input block    // ... and its input block Z
+	hash  blake2b  // H' for the lane's first two blocks
+	seed  [72]byte // H0 || LE32(column) || LE32(lane)
+	c     cursor   // where the lane is in its current segment
+	_     [64 - laneSmall%64]byte
 }
+
+// laneSmall is the size of laneState's fields after its blocks; the padding
+// makes the whole a number of cache lines, so lanes do not share one.
+const laneSmall = unsafe.Sizeof(blake2b{}) + 72 + unsafe.Sizeof(cursor{})
 
 // header is the derivation's working memory outside the lanes.
 type header struct {
@@ -75,7 +79,7 @@ var ErrArenaTooSmall = errors.New("argon2id: arena too small")
 
 // NewArena maps an arena for derivations with at most memKiB KiB of memory
 // and at most lanes lanes. It accepts the (memKiB, lanes) pairs that Derive
-// accepts. The mapping is about memKiB KiB plus 5 KiB per lane, rounded up to
+// accepts. The mapping is memKiB KiB plus under 5 KiB per lane, rounded up to
 // whole pages (whole 2 MiB pages once it is 2 MiB or more, so that
 // UseHugePages can cover it); no page is touched until a derivation or
 // Prefault needs it.

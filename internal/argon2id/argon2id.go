@@ -5,10 +5,12 @@
 // heap, excluded from core dumps, that Derive zeroes before it returns, and
 // that can be kept for the next derivation (warm: its pages stay) or
 // released. A nil arena maps a temporary one for the call, as a daemon's
-// first unseal would. Lanes run in parallel goroutines; each asks the kernel
-// for its pages at once when the arena has none yet, and pass 0 writes
-// blocks without reading them first, so that no page is ever read before it
-// is written (no zero-page mapping and copy-on-write fault).
+// first unseal would. Lanes run in parallel goroutines (with more lanes
+// than CPUs, each goroutine interleaves several lanes, which hides memory
+// latency); each lane asks the kernel for its pages at once when the arena
+// has none yet, and pass 0 writes blocks without reading them first, so
+// that no page is ever read before it is written (no zero-page mapping and
+// copy-on-write fault).
 //
 // On amd64 the compression function is assembly (AVX-512VL, AVX2 or SSSE3,
 // whichever the CPU has); elsewhere, and with the purego build tag, it is
