@@ -89,6 +89,15 @@ func main() {
 		case "--argon2-once":
 			argon2Once(os.Args[2:])
 			return
+		case "--argon2id-once":
+			argon2idOnce(os.Args[2:])
+			return
+		case "--argon2id-warm", "--argon2-warm":
+			kdfWarm(os.Args[1] == "--argon2id-warm", os.Args[2:])
+			return
+		case "--kdf-compare":
+			kdfCompare(os.Args[2:])
+			return
 		}
 	}
 	fs := flag.NewFlagSet("sealbox-bench", flag.ExitOnError)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -42,5 +43,20 @@ func TestHelpers(t *testing.T) {
 	}
 	if rssKiB(os.Getpid(), "VmRSS") <= 0 {
 		t.Fatal("rss of this process")
+	}
+}
+
+func TestKDFCompareHelpers(t *testing.T) {
+	if busy, total := cpuTicks(); total == 0 || busy > total {
+		t.Fatalf("cpuTicks: %d busy of %d", busy, total)
+	}
+	c := kdfImpl{argv: func(k kdfParams) []string { return []string{"/bin/echo", fmt.Sprint(k.m), "x"} }, pipe: true}
+	k := kdfParams{t: 3, m: 64, p: 4}
+	if got := c.command(k); got != "printf password | /bin/echo 64 x" {
+		t.Fatalf("command %q", got)
+	}
+	s, err := c.run(k)
+	if err != nil || s.hash != "64" || s.wall <= 0 || s.rss <= 0 {
+		t.Fatalf("run: %+v, %v", s, err)
 	}
 }
