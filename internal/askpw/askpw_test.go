@@ -370,11 +370,12 @@ func TestAskRefusesBadQuestions(t *testing.T) {
 	emptyDir(t, dir)
 }
 
-// systemd's own agent sees the question. systemd 252's
+// systemd's own agent lists the question and answers it. systemd 252's
 // systemd-tty-ask-password-agent has no option for another directory (see
 // its --help), so it runs in a private mount namespace where the test's
-// directory is mounted on /run/systemd/ask-password.
-func TestSystemdAgentListsQuestion(t *testing.T) {
+// directory is mounted on /run/systemd/ask-password; script(1) gives it the
+// terminal it reads the answer from.
+func TestSystemdAgent(t *testing.T) {
 	agent, err := exec.LookPath("systemd-tty-ask-password-agent")
 	if err != nil {
 		t.Skip("systemd-tty-ask-password-agent is not installed (package systemd)")
@@ -382,32 +383,43 @@ func TestSystemdAgentListsQuestion(t *testing.T) {
 	if os.Geteuid() != 0 {
 		testbin.Require(t, "mounting the test's directory over /run/systemd/ask-password in a mount namespace needs root")
 	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		testbin.Require(t, "unshare is not installed (util-linux)")
+	var tools []string
+	for _, name := range []string{"unshare", "script"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			testbin.Require(t, name+" is not installed (util-linux, bsdutils)")
+		}
+		tools = append(tools, p)
 	}
-	dir := t.TempDir()
-	buf := filled(32)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	ch := ask(ctx, Question{Message: "sealbox test question", Dir: dir, Timeout: time.Minute}, buf)
-	waitQuestion(t, dir)
-	script := `set -e
+	// runAgent runs the agent with args in the namespace, stdin its terminal's input.
+	runAgent := func(ctx context.Context, dir, stdin string, args string) string {
+		t.Helper()
+		script := `set -e
 mount -t tmpfs sealbox-test /run
 mkdir -p /run/systemd/ask-password
 mount --bind "$1" /run/systemd/ask-password
-exec "$2" --list`
-	out, err := exec.CommandContext(ctx, unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh", dir, agent).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %s", err, out)
+exec "$2" -qec "$3 $4" /dev/null`
+		cmd := exec.CommandContext(ctx, tools[0], "--mount", "--propagation", "private",
+			"sh", "-c", script, "sh", dir, tools[1], agent, args)
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v: %q", agent, args, err, out)
+		}
+		return string(out)
 	}
-	if !strings.Contains(string(out), "sealbox test question") {
+	dir := t.TempDir()
+	buf := filled(32)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ch := ask(ctx, Question{Message: "sealbox test question", Dir: dir, Timeout: time.Minute}, buf)
+	waitQuestion(t, dir)
+	if out := runAgent(ctx, dir, "", "--list"); !strings.Contains(out, "'sealbox test question'") {
 		t.Fatalf("the agent does not list the question:\n%s", out)
 	}
-	t.Logf("systemd-tty-ask-password-agent --list: %s", bytes.TrimSpace(out))
-	cancel()
-	if r := wait(t, ch); !errors.Is(r.err, context.Canceled) {
-		t.Fatal(r.err)
+	runAgent(ctx, dir, "typed into the agent\n", "--query")
+	if r := wait(t, ch); r.err != nil || string(buf[:r.n]) != "typed into the agent" {
+		t.Fatalf("answered by the agent: %d, %v, %q", r.n, r.err, buf[:r.n])
 	}
 	emptyDir(t, dir)
 }
