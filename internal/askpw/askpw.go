@@ -7,8 +7,8 @@
 // Use Ask, with a buffer the caller owns (locked memory, for a password):
 // the answer is received straight into it and never becomes a Go string.
 // Only root may answer unless Question.AllowedUIDs says otherwise, and the
-// sender's uid is the one the kernel attaches (SCM_CREDENTIALS), not one
-// the sender claims in the datagram.
+// sender's uid is the one in SCM_CREDENTIALS, which the kernel fills in or
+// checks (only root may name another uid there).
 //
 // Not for: reading a password from a terminal or stdin (see
 // internal/prompt), or answering questions (that is an agent's job).
