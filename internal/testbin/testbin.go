@@ -1,5 +1,7 @@
 // Package testbin builds this module's commands for end-to-end tests, once
-// per test binary, into a temporary directory. It is for tests only.
+// per test binary, into a temporary directory, and decides what a test does
+// when this machine cannot run it (Require: fail under CI, skip elsewhere).
+// It is for tests only.
 package testbin
 
 import (
