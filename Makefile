@@ -1,5 +1,10 @@
 # sealbox: build, test, run, install.
 GO          ?= go
+# runtime/secret (Go 1.26): key derivations, unwraps and key schedules run
+# in secret.Do, which erases what they leave on stacks, in registers and on
+# the heap. A plain go build works too; sealboxd status then says
+# "memory_hygiene": "reduced".
+export GOEXPERIMENT := runtimesecret
 BIN         := bin
 CMDS        := sealboxd sealbox-admin sealbox
 

@@ -163,20 +163,23 @@ func (m *Manager) ListAdmins() ([]AdminInfo, error) {
 	return out, err
 }
 
-// MaxSlotMemoryKiB returns the most memory any slot's derivation needs (at
-// least the policy's), so a budget can be checked against it.
-func (m *Manager) MaxSlotMemoryKiB() (uint32, error) {
-	var most uint32
+// MaxSlotParams returns the most memory and the most lanes any admin
+// slot's derivation needs (at least the policy's), so that a budget can be
+// checked against it and working memory kept ready for it.
+func (m *Manager) MaxSlotParams() (keyring.Params, error) {
+	var most keyring.Params
 	err := m.kr.View(func(tx *keyring.Tx) error {
 		h, err := tx.Header()
 		if err != nil {
 			return err
 		}
-		most = decoyParams(h).MemoryKiB
+		most = decoyParams(h)
 		slots, err := tx.Slots()
 		for _, s := range slots {
-			if unseal.CheckParams(s.Params) == nil {
-				most = max(most, s.Params.MemoryKiB)
+			if s.Kind == keyring.KindAdmin && unseal.CheckParams(s.Params) == nil {
+				most.MemoryKiB = max(most.MemoryKiB, s.Params.MemoryKiB)
+				most.Threads = max(most.Threads, s.Params.Threads)
+				most.Time = max(most.Time, s.Params.Time)
 			}
 		}
 		return err

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
 )
@@ -222,7 +223,9 @@ func VerifyAuditWith(kr *keyring.Keyring, logKeys []byte, w *unseal.Watermark) (
 		if err != nil {
 			return err
 		}
-		rep, verr = audit.Verify(tx, auditKey(logKeys), root)
+		// Inside memlock.Do: the MAC states keyed with every epoch's audit
+		// key are erased with the call's memory.
+		memlock.Do(func() { rep, verr = audit.Verify(tx, auditKey(logKeys), root) })
 		return nil
 	})
 	if err != nil {

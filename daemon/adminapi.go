@@ -3,12 +3,14 @@ package daemon
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +42,7 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodGet, "/v1/status", d.adminStatus},
 		{http.MethodPost, "/v1/unseal", d.unseal},
 		{http.MethodPost, "/v1/seal", d.seal},
+		{http.MethodPost, "/v1/check", d.checkPassword},
 		{http.MethodGet, "/v1/admins", d.listAdmins},
 		{http.MethodPost, "/v1/admins", d.addAdmin},
 		{http.MethodPost, "/v1/admins/{name}/remove", d.removeAdmin},
@@ -76,6 +79,11 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 		r = r.WithContext(audit.WithPeer(r.Context(), audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}))
 		v, err := h(r, cred)
+		// What the request's derivations, unwraps and decoding left on the
+		// heap was allocated inside memlock.Do: one collection, before the
+		// answer, erases it (runtime/secret), so that nothing of a password
+		// or a key outlives the request.
+		runtime.GC()
 		if err != nil {
 			e := errorFor(err)
 			d.log.Debug("admin request failed", "method", r.Method, "path", r.URL.Path, "uid", cred.UID, "pid", cred.PID, "status", e.Status, "error", e.Message)
@@ -84,26 +92,37 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 		}
 		d.log.Debug("admin request", "method", r.Method, "path", r.URL.Path, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID)
 		if wa, ok := v.(*wipingAnswer); ok {
-			writeJSON(w, wa.v)
-			memlock.Wipe(wa.wipe)
+			wa.write(w)
 			return
 		}
 		writeJSON(w, v)
 	})
 }
 
-// readJSON decodes a bounded body into dst, refusing unknown fields, and
-// wipes the raw body, which may hold passwords.
+// readJSON decodes a bounded body into dst, refusing unknown fields. The
+// body, which may hold passwords, is read into locked memory that is wiped
+// after decoding, and decoded inside memlock.Do, so that the decoder's own
+// buffers are erased too; the byte strings it decodes into dst are the
+// caller's to wipe.
 func readJSON(r *http.Request, dst any) error {
-	raw, err := io.ReadAll(r.Body)
-	defer memlock.Wipe(raw)
+	raw, err := memlock.New(maxAdminBody+1, memlock.Options{AllowUnlocked: true})
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return badRequest("request body larger than %d bytes", maxAdminBody)
-		}
+		return err
+	}
+	defer raw.Destroy()
+	n, err := io.ReadFull(r.Body, raw.Bytes())
+	if n > maxAdminBody {
+		return badRequest("request body larger than %d bytes", maxAdminBody)
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return badRequest("reading request: %v", err)
 	}
+	var derr error
+	memlock.Do(func() { derr = decodeJSON(raw.Bytes()[:n], dst) })
+	return derr
+}
+
+func decodeJSON(raw []byte, dst any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -145,6 +164,7 @@ func (d *Daemon) Status() (*Status, error) {
 	s.AuditKeyed = d.audit.keyBytes() != nil
 	s.Recovery = d.mgr.HasRecovery()
 	s.MemoryHygiene = memlock.Hygiene
+	s.KDFMemoryReady = unseal.ArenaKept() != (keyring.Params{})
 	s.Generation = d.wm.Seen()
 	var err error
 	if s.Slots, err = d.mgr.ListAdmins(); err != nil {
@@ -205,12 +225,24 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 		d.log.Warn("a seal arrived while the unseal was in progress; the seal wins", "admin", req.Admin)
 		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant"}
 	}
+	unseal.DropArena()
 	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
 	if err := u.Report.Err(); err != nil {
 		d.log.Error("records failed verification and are not honoured", "report", err)
 	}
 	d.notify("STATUS=unsealed")
 	return d.Status()
+}
+
+// checkPassword tests an admin's password, sealed or not, without changing
+// anything (cryptsetup's --test-passphrase).
+func (d *Daemon) checkPassword(r *http.Request, cred PeerCred) (any, error) {
+	var req AuthRequest
+	if err := readJSON(r, &req); err != nil {
+		return nil, err
+	}
+	defer wipe(req.ActorPassword)
+	return okIf(d.mgr.CheckPassword(r.Context(), req.Actor, req.ActorPassword))
 }
 
 func (d *Daemon) seal(r *http.Request, cred PeerCred) (any, error) {
@@ -383,7 +415,7 @@ func (d *Daemon) invite(r *http.Request, cred PeerCred) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &wipingAnswer{v: CodeAnswer{Code: code, Expires: &expires}, wipe: code}, nil
+	return &wipingAnswer{field: "code", code: code, rest: CodeAnswer{Expires: &expires}}, nil
 }
 
 func (d *Daemon) enroll(r *http.Request, cred PeerCred) (any, error) {
@@ -409,7 +441,7 @@ func (d *Daemon) recovery(r *http.Request, cred PeerCred) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &wipingAnswer{v: CodeAnswer{Code: code}, wipe: code}, nil
+	return &wipingAnswer{field: "code", code: code, rest: CodeAnswer{}}, nil
 }
 
 func (d *Daemon) rotate(r *http.Request, cred PeerCred) (any, error) {
@@ -460,9 +492,9 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ans := RekeyAnswer{RecoveryCode: res.RecoveryCode, DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
+	ans := RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
 		HandedOver: res.HandedOver, Stale: res.Stale, Generation: res.Generation}
-	return &wipingAnswer{v: ans, wipe: res.RecoveryCode}, nil
+	return &wipingAnswer{field: "recovery_code", code: res.RecoveryCode, rest: ans}, nil
 }
 
 // backup streams a consistent copy of the keyring.
@@ -479,8 +511,42 @@ func (d *Daemon) backup(w http.ResponseWriter, r *http.Request) {
 	d.log.Info("backup", "uid", cred.UID, "pid", cred.PID)
 }
 
-// wipingAnswer is a JSON answer that holds a code: it is wiped once sent.
+// wipingAnswer is a JSON answer that holds a code (an invite, the recovery
+// code): the code is encoded by hand into a buffer that is wiped once sent,
+// never through encoding/json, whose buffers are pooled and never cleared.
+// rest is the answer without the code; the code goes first, as field.
 type wipingAnswer struct {
-	v    any
-	wipe []byte
+	field string
+	code  []byte
+	rest  any
+}
+
+func (wa *wipingAnswer) write(w http.ResponseWriter) {
+	defer memlock.Wipe(wa.code)
+	rest, err := json.Marshal(wa.rest)
+	if err != nil || len(rest) < 2 {
+		writeError(w, &APIError{Status: http.StatusInternalServerError, Code: codeInternal, Message: "encoding the answer"})
+		return
+	}
+	out := make([]byte, 0, len(wa.field)+base64.StdEncoding.EncodedLen(len(wa.code))+len(rest)+8)
+	defer func() { memlock.Wipe(out[:cap(out)]) }()
+	if wa.code != nil {
+		out = append(out, `{"`...)
+		out = append(out, wa.field...)
+		out = append(out, `":"`...)
+		n := len(out)
+		out = out[:n+base64.StdEncoding.EncodedLen(len(wa.code))]
+		base64.StdEncoding.Encode(out[n:], wa.code)
+		out = append(out, '"')
+		if len(rest) > 2 {
+			out = append(out, ',')
+		}
+		out = append(out, rest[1:]...)
+	} else {
+		out = append(out, rest...)
+	}
+	out = append(out, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(out)
 }

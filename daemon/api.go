@@ -150,7 +150,7 @@ type InviteRequest struct {
 
 // CodeAnswer carries a code shown once: an invite or the recovery code.
 type CodeAnswer struct {
-	Code    []byte     `json:"code"`
+	Code    []byte     `json:"code,omitempty"`
 	Expires *time.Time `json:"expires,omitempty"`
 }
 
@@ -246,6 +246,7 @@ type Status struct {
 	AuditKeyed          bool              `json:"audit_keyed"`
 	AlreadyUnsealed     bool              `json:"already_unsealed,omitempty"`
 	MemoryHygiene       string            `json:"memory_hygiene"`
+	KDFMemoryReady      bool              `json:"kdf_memory_ready"`
 	Format              uint32            `json:"format"`
 	Generation          uint64            `json:"generation"`
 	Keyring             string            `json:"keyring"`

@@ -232,6 +232,11 @@ func (c *AdminClient) Rotate(ctx context.Context, actor string, actorPw []byte, 
 	return a.Version, err
 }
 
+// CheckPassword tests actor's password without changing anything.
+func (c *AdminClient) CheckPassword(ctx context.Context, actor string, pw []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/check", AuthRequest{Actor: actor, ActorPassword: pw}, nil)
+}
+
 // Rekey replaces the DataKey. The answer's recovery code is the caller's to
 // show once and wipe.
 func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error) {

@@ -65,9 +65,9 @@ const (
 	// MiB behind, and sealboxd idles most of its life).
 	idleRelease   = 5 * time.Second
 	shutdownGrace = 5 * time.Second
-	// heapSlack is what the Go heap may use beyond the KDF budget before the
-	// garbage collector works hard to stay under it.
-	heapSlack = 32 << 20
+	// heapLimit is the Go heap's soft limit: past it the collector works
+	// harder.
+	heapLimit = 128 << 20
 )
 
 // Daemon is a running sealboxd.
@@ -84,6 +84,7 @@ type Daemon struct {
 	noReadAudit bool
 	budget      *unseal.Budget
 	wm          *unseal.Watermark
+	slotMax     keyring.Params // the largest admin slot's derivation
 	maxWait     atomic.Int64  // time.Duration
 	activity    atomic.Uint64 // requests served; the idle loop watches it
 	started     time.Time
@@ -132,20 +133,19 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	d.wm = &unseal.Watermark{}
 	d.audit = newAuditor(kr, d.log, cfg.AuditMaxEvents, cfg.AuditMaxRecords, d.wm)
 	probe := admin.New(kr, admin.Options{})
-	need, err := probe.MaxSlotMemoryKiB()
-	if err != nil {
+	if d.slotMax, err = probe.MaxSlotParams(); err != nil {
 		kr.Close()
 		return nil, err
 	}
-	budgetKiB, err := kdfBudget(cfg.KDFMemoryBudgetMiB, need)
+	budgetKiB, err := kdfBudget(cfg.KDFMemoryBudgetMiB, d.slotMax.MemoryKiB)
 	if err != nil {
 		kr.Close()
 		return nil, err
 	}
 	d.budget = unseal.NewBudget(budgetKiB, kdfQueueLen, kdfQueueWait)
-	// Argon2id's memory is garbage after each derivation: keep the heap near
-	// the budget instead of letting it grow to twice its peak.
-	debug.SetMemoryLimit(int64(budgetKiB)<<10 + heapSlack)
+	// Argon2id's working memory is outside the Go heap (arenas); the heap
+	// itself stays small, so the collector keeps it near that.
+	debug.SetMemoryLimit(heapLimit)
 	d.mgr = admin.New(kr, admin.Options{
 		Memory:    memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
 		Budget:    d.budget,
@@ -275,6 +275,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	})
 	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String(), "kdf_budget_mib", d.budget.CapKiB()>>10)
 	d.notify("READY=1\nSTATUS=sealed")
+	go d.keepArena()
 	var err error
 	select {
 	case <-ctx.Done():
@@ -328,6 +329,22 @@ func (d *Daemon) close() {
 	})
 }
 
+// keepArena keeps Argon2id working memory ready for the next unseal while
+// the daemon is sealed, so that the admin waiting for it does not wait for
+// the memory too (unseal.KeepArena). It is dropped at the unseal.
+func (d *Daemon) keepArena() {
+	if sealed, _ := d.vault.isSealed(); !sealed {
+		return
+	}
+	if err := unseal.KeepArena(d.slotMax); err != nil {
+		d.log.Warn("could not keep Argon2id memory ready for the next unseal; it will be mapped then", "error", err)
+		return
+	}
+	if sealed, _ := d.vault.isSealed(); !sealed {
+		unseal.DropArena() // an unseal won the race
+	}
+}
+
 // onCommit follows a committed change: the client index is rebuilt from the
 // records the change left (all verified), and a rekey's new log keys replace
 // the old ones. Each change's generation and state root are logged, so that
@@ -348,6 +365,15 @@ func (d *Daemon) Seal(by string, peer *audit.Peer) {
 		return
 	}
 	d.log.Info("sealed", "by", by)
+	select {
+	case <-d.stopping:
+	default:
+		go d.keepArena()
+	}
+	// Collect now: what runtime/secret marked for erasure (heap memory of
+	// derivations and unwraps) is erased once the collector finds it
+	// unreachable, and the pages go back to the kernel.
+	go debug.FreeOSMemory()
 	d.notify("STATUS=sealed")
 	if err := d.audit.Sync(audit.Event{Kind: audit.KindSeal, Peer: peer, Outcome: audit.OK, Detail: by}); err != nil {
 		d.log.Error("audit: the seal was not recorded", "error", err)

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/argon2"
-
+	"github.com/sealbox/sealbox/internal/argon2id"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -84,7 +84,10 @@ func Work() (derivations, cost uint64) {
 }
 
 // derive runs Argon2id into a new locked buffer, which the caller
-// destroys. The derivation runs inside memlock.Do.
+// destroys. The working memory is an arena outside the Go heap (kept ready
+// by KeepArena, or mapped for this derivation), zeroed before derive
+// returns; the derivation and each of its lanes run inside memlock.Do, so
+// what they leave on stacks and in registers is erased too.
 func derive(password, salt []byte, p keyring.Params) (*memlock.Buffer, error) {
 	work.derivations.Add(1)
 	work.cost.Add(uint64(p.MemoryKiB) * uint64(p.Time))
@@ -92,23 +95,113 @@ func derive(password, salt []byte, p keyring.Params) (*memlock.Buffer, error) {
 	if err != nil {
 		return nil, err
 	}
+	a, put := arenas.get(p)
+	defer put()
 	memlock.Do(func() {
-		k := argon2.IDKey(password, salt, p.Time, p.MemoryKiB, p.Threads, keyring.KeySize)
-		copy(kek.Bytes(), k)
-		clear(k)
+		err = argon2id.Derive(kek.Bytes(), password, salt, p.Time, p.MemoryKiB, p.Threads, a, &argon2id.Options{Do: memlock.Do})
 	})
+	if err != nil {
+		kek.Destroy()
+		return nil, fmt.Errorf("argon2id: %w", err)
+	}
 	return kek, nil
+}
+
+// arenas keeps at most one arena ready between derivations, while
+// KeepArena says an unseal is plausible (sealboxd, while sealed): its pages
+// are faulted in ahead of time, so the admin waiting on an unseal does not
+// pay for them. Every other derivation maps an arena of its own and
+// releases it after.
+var arenas arenaPool
+
+type arenaPool struct {
+	mu   sync.Mutex
+	kept *argon2id.Arena // ready, unused; nil when none
+	want keyring.Params  // the size to keep; zero: keep none
+}
+
+// get returns an arena for p (nil: Derive maps one for the call) and what to
+// do with it after.
+func (ap *arenaPool) get(p keyring.Params) (*argon2id.Arena, func()) {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	if a := ap.kept; a != nil && fits(ap.want, p) {
+		ap.kept = nil
+		return a, func() { ap.put(a) }
+	}
+	return nil, func() {}
+}
+
+func fits(have, p keyring.Params) bool {
+	return p.MemoryKiB <= have.MemoryKiB && p.Threads <= have.Threads
+}
+
+func (ap *arenaPool) put(a *argon2id.Arena) {
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	if ap.kept == nil && ap.want != (keyring.Params{}) {
+		ap.kept = a
+		return
+	}
+	a.Release()
+}
+
+// KeepArena keeps an arena for a derivation with p ready (mapped and
+// faulted in) until DropArena, so that an unseal with such a slot does not
+// wait for its memory; it returns once the memory is ready. A second call
+// replaces the first.
+func KeepArena(p keyring.Params) error {
+	if err := CheckParams(p); err != nil {
+		return err
+	}
+	a, err := argon2id.NewArena(p.MemoryKiB, p.Threads)
+	if err != nil {
+		return err
+	}
+	if err := a.Prefault(); err != nil {
+		a.Release()
+		return err
+	}
+	arenas.mu.Lock()
+	old := arenas.kept
+	arenas.kept, arenas.want = a, p
+	arenas.mu.Unlock()
+	if old != nil {
+		old.Release()
+	}
+	return nil
+}
+
+// DropArena releases the kept arena (wiped, unmapped) and keeps none from
+// then on.
+func DropArena() {
+	arenas.mu.Lock()
+	a := arenas.kept
+	arenas.kept, arenas.want = nil, keyring.Params{}
+	arenas.mu.Unlock()
+	if a != nil {
+		a.Release()
+	}
+}
+
+// ArenaKept reports the parameters of the arena kept ready (zero if none).
+func ArenaKept() keyring.Params {
+	arenas.mu.Lock()
+	defer arenas.mu.Unlock()
+	if arenas.kept == nil {
+		return keyring.Params{}
+	}
+	return arenas.want
 }
 
 // Calibrate picks parameters for new slots that take about target on this
 // host: memory first (up to maxMemKiB), then passes. It never returns less
 // than the floor; a target shorter than the floor's cost gets the floor.
 //
-// It calibrates the warm cost: what a derivation takes once the Go heap
-// has grown to its size, as in a running daemon. A fresh process (or a daemon
-// whose idle heap went back to the kernel) also pays page faults on the
-// first derivation: up to a few tenths of a second more at 1 GiB. So each
-// size is run once untimed before it is timed. Argon2id's time is close to
+// It calibrates the cold cost, the path an admin waits on: every timed
+// derivation maps fresh working memory, as a daemon's first unseal does
+// (sealboxd keeps memory ready while sealed, which only makes the real
+// unseal faster). Each size is run once untimed first, to settle the CPU. Argon2id's time is close to
 // linear in m*t, which gives a first guess from the floor; one timed run at
 // that guess (the median of three) corrects it. It costs about three floor
 // derivations and four at the target.

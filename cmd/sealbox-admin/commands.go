@@ -236,6 +236,11 @@ func (c *cli) add(o *opts) error {
 		return usagef("admin name: %v", err)
 	}
 	return c.asActor(o, func(b backend, apw []byte) error {
+		// The acting admin's password is checked before a new one is asked
+		// for: a typo there should not cost typing the new one twice.
+		if err := b.CheckPassword(c.ctx, o.as, apw); err != nil {
+			return err
+		}
 		npw, err := c.pw.NewPassword(name + "'s new password")
 		if err != nil {
 			return err
@@ -278,6 +283,9 @@ func (c *cli) passwd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(cur)
+	if err := b.CheckPassword(c.ctx, name, cur); err != nil {
+		return err
+	}
 	npw, err := c.pw.NewPassword(name + "'s new password")
 	if err != nil {
 		return err

@@ -112,7 +112,9 @@ func main() {
 	}
 	self := audit.Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid())}
 	c := &cli{ctx: audit.WithPeer(context.Background(), self), stdout: os.Stdout, stderr: os.Stderr, pw: prompt.New(os.Stdin, os.Stderr)}
-	os.Exit(c.run(os.Args[1:]))
+	code := c.run(os.Args[1:])
+	c.pw.Close()
+	os.Exit(code)
 }
 
 func (c *cli) run(args []string) int {

@@ -55,6 +55,11 @@ func (o *online) Rekey(ctx context.Context, actor string, apw []byte, keepInvite
 	return o.AdminClient.Rekey(ctx, actor, apw, keepInvites)
 }
 
+func (o *online) CheckPassword(ctx context.Context, actor string, pw []byte) error {
+	o.deriving(actor)
+	return o.AdminClient.CheckPassword(ctx, actor, pw)
+}
+
 func (o *online) Enroll(ctx context.Context, name string, code, pw []byte) error {
 	o.deriving(name)
 	return o.AdminClient.Enroll(ctx, name, code, pw)
@@ -138,7 +143,10 @@ func (c *cli) onlineStatus(o *opts) error {
 	} else {
 		fmt.Fprintln(c.stdout, "recovery:  none (sealbox-admin recovery regenerate --as NAME)")
 	}
-	fmt.Fprintf(c.stdout, "daemon:    pid %d, up since %s\n", st.PID, st.Started.Format(time.RFC3339))
+	fmt.Fprintf(c.stdout, "daemon:    pid %d, up since %s, generation %d\n", st.PID, st.Started.Format(time.RFC3339), st.Generation)
+	if st.MemoryHygiene != "full" {
+		fmt.Fprintln(c.stdout, "memory:    hygiene reduced: built without GOEXPERIMENT=runtimesecret, so derivations may leave key material on the heap until it is reused (build with make)")
+	}
 	if st.RegistryProblems != "" {
 		fmt.Fprintf(c.stdout, "problems:  %s\n", st.RegistryProblems)
 	}

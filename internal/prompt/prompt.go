@@ -3,7 +3,9 @@
 // standard input, in the order the prompts would appear (new passwords once).
 //
 // Passwords are returned as []byte the caller wipes; they never pass through a
-// Go string.
+// Go string, and they live in locked memory (memlock) until the Reader is
+// closed: whatever the terminal or pipe reading left on the heap is wiped,
+// or erased by runtime/secret, before the password is handed over.
 package prompt
 
 import (
@@ -14,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/term"
@@ -36,6 +39,27 @@ type Reader struct {
 	out   io.Writer // where prompts go (stderr)
 	tty   bool
 	lines *bufio.Reader
+	held  []*memlock.Buffer // the passwords handed out, in locked memory
+}
+
+// Close wipes and unmaps every password this Reader handed out.
+func (r *Reader) Close() {
+	for _, b := range r.held {
+		b.Destroy()
+	}
+	r.held = nil
+}
+
+// keep moves a password into locked memory and wipes b.
+func (r *Reader) keep(b []byte) []byte {
+	buf, err := memlock.New(max(len(b), 1), memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return b
+	}
+	copy(buf.Bytes(), b)
+	memlock.Wipe(b)
+	r.held = append(r.held, buf)
+	return buf.Bytes()[:len(b)]
 }
 
 // New returns a Reader on in, prompting on out when in is a terminal.
@@ -51,15 +75,34 @@ func New(in *os.File, out io.Writer) *Reader {
 func (r *Reader) Interactive() bool { return r.tty }
 
 // Password reads an existing password after showing label.
-func (r *Reader) Password(label string) ([]byte, error) {
-	if !r.tty {
-		return r.line()
+func (r *Reader) Password(label string) (pw []byte, err error) {
+	// While it waits for input, what earlier work left on the heap inside
+	// memlock.Do is erased (runtime/secret erases at collection).
+	runtime.GC()
+	memlock.Do(func() {
+		if !r.tty {
+			pw, err = r.line()
+		} else {
+			pw, err = r.readTerm(label + ": ")
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
-	return r.readTerm(label + ": ")
+	return r.keep(pw), nil
 }
 
 // NewPassword reads a new password: twice on a terminal, once from a pipe.
-func (r *Reader) NewPassword(label string) ([]byte, error) {
+func (r *Reader) NewPassword(label string) (pw []byte, err error) {
+	runtime.GC()
+	memlock.Do(func() { pw, err = r.newPassword(label) })
+	if err != nil {
+		return nil, err
+	}
+	return r.keep(pw), nil
+}
+
+func (r *Reader) newPassword(label string) ([]byte, error) {
 	if !r.tty {
 		return r.line()
 	}
