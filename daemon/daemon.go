@@ -85,8 +85,8 @@ type Daemon struct {
 	budget      *unseal.Budget
 	wm          *unseal.Watermark
 	slotMax     keyring.Params // the largest admin slot's derivation
-	maxWait     atomic.Int64  // time.Duration
-	activity    atomic.Uint64 // requests served; the idle loop watches it
+	maxWait     atomic.Int64   // time.Duration
+	activity    atomic.Uint64  // requests served; the idle loop watches it
 	started     time.Time
 	notify      func(state string)
 	stopping    chan struct{}
