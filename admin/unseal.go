@@ -200,13 +200,21 @@ var errUnsignable = errors.New("the state root does not verify")
 // as a password check (KindCheck). Tools use it to check a password before
 // asking for a new one, and admins to test theirs without downtime. It
 // refuses only when the state root itself does not verify.
-func (m *Manager) CheckPassword(ctx context.Context, actor string, password []byte) error {
-	s, err := m.authenticate(ctx, audit.KindCheck, actor, password)
+//
+// before names the operation the check comes before (admin.add, ...; or
+// KindCheck for a check on its own): a failure is recorded as an attempt at
+// it.
+func (m *Manager) CheckPassword(ctx context.Context, before audit.Kind, actor string, password []byte) error {
+	s, err := m.authenticate(ctx, before, actor, password)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	return m.record(ctx, s, op{kind: audit.KindCheck, detail: "password check"}, func(rep *unseal.Report) error {
+	d := "password check"
+	if before != audit.KindCheck {
+		d = "password check before " + string(before)
+	}
+	return m.record(ctx, s, op{kind: audit.KindCheck, detail: d}, func(rep *unseal.Report) error {
 		if rep.Untrusted {
 			return rep.Err()
 		}

@@ -237,12 +237,19 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 // checkPassword tests an admin's password, sealed or not, without changing
 // anything (cryptsetup's --test-passphrase).
 func (d *Daemon) checkPassword(r *http.Request, cred PeerCred) (any, error) {
-	var req AuthRequest
+	var req CheckRequest
 	if err := readJSON(r, &req); err != nil {
 		return nil, err
 	}
 	defer wipe(req.ActorPassword)
-	return okIf(d.mgr.CheckPassword(r.Context(), req.Actor, req.ActorPassword))
+	before := audit.KindCheck
+	if req.Before != "" {
+		if !audit.Kind(req.Before).Known() {
+			return nil, badRequest("before: unknown operation %q", req.Before)
+		}
+		before = audit.Kind(req.Before)
+	}
+	return okIf(d.mgr.CheckPassword(r.Context(), before, req.Actor, req.ActorPassword))
 }
 
 func (d *Daemon) seal(r *http.Request, cred PeerCred) (any, error) {

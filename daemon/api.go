@@ -201,6 +201,13 @@ type AddClientRequest struct {
 	Unit string  `json:"unit,omitempty"`
 }
 
+// CheckRequest tests an admin's password; Before names the operation it
+// comes before, for the audit record of a failure.
+type CheckRequest struct {
+	AuthRequest
+	Before string `json:"before,omitempty"`
+}
+
 // RekeyRequest replaces the DataKey; KeepInvites hands outstanding invites
 // the new key instead of dropping them.
 type RekeyRequest struct {

@@ -233,8 +233,8 @@ func (c *AdminClient) Rotate(ctx context.Context, actor string, actorPw []byte, 
 }
 
 // CheckPassword tests actor's password without changing anything.
-func (c *AdminClient) CheckPassword(ctx context.Context, actor string, pw []byte) error {
-	return c.do(ctx, http.MethodPost, "/v1/check", AuthRequest{Actor: actor, ActorPassword: pw}, nil)
+func (c *AdminClient) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {
+	return c.do(ctx, http.MethodPost, "/v1/check", CheckRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: pw}, Before: string(before)}, nil)
 }
 
 // Rekey replaces the DataKey. The answer's recovery code is the caller's to

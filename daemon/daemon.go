@@ -168,14 +168,14 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		kr.Close()
 		return nil, err
 	}
-	d.svcLn = newPeerListener(ln, cfg.MaxConnections)
+	d.svcLn = newPeerListener(ln, cfg.MaxConnections, func(c PeerCred) bool { _, ok := d.vault.match(c); return ok })
 	ln, err = listenUnix(cfg.AdminSocket, AdminSocketMode)
 	if err != nil {
 		d.svcLn.Close()
 		kr.Close()
 		return nil, err
 	}
-	d.admLn = newPeerListener(ln, cfg.MaxConnections)
+	d.admLn = newPeerListener(ln, cfg.MaxConnections, nil)
 	logDebug := func(msg string, args ...any) { d.log.Debug(msg, args...) }
 	d.svcSrv = &connServer{
 		handler:        d.counted(d.serviceRouter()),
@@ -185,6 +185,9 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		writeTimeout:   writeTimeout,
 		maxHeaderBytes: maxHeaderBytes,
 		maxBodyBytes:   maxServiceBody,
+		// A peer that is not an Active client costs one answer: its
+		// connection ends with the refusal.
+		closeOnStatus: http.StatusForbidden,
 	}
 	d.admSrv = &connServer{
 		handler:        d.counted(d.adminRouter()),

@@ -309,9 +309,9 @@ func TestPeerCredentialsAndConnectionLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl := newPeerListener(ul, 2)
+	pl := newPeerListener(ul, 2, nil)
 	defer pl.Close()
-	accepted := make(chan net.Conn, 3)
+	accepted := make(chan net.Conn, 4)
 	go func() {
 		for {
 			c, err := pl.Accept()
@@ -321,30 +321,71 @@ func TestPeerCredentialsAndConnectionLimit(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	for i := 0; i < 3; i++ {
+	dial := func() net.Conn {
 		c, err := net.Dial("unix", ul.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
+	dial()
+	dial()
 	first := <-accepted
 	<-accepted
 	pc := first.(*peerConn)
 	if pc.cred.UID != uint32(os.Getuid()) || pc.cred.GID != uint32(os.Getgid()) || pc.cred.PID != int32(os.Getpid()) {
 		t.Fatalf("cred %+v, want uid %d gid %d pid %d", pc.cred, os.Getuid(), os.Getgid(), os.Getpid())
 	}
-	select {
-	case <-accepted:
-		t.Fatal("a third connection was accepted past the limit of 2")
-	case <-time.After(200 * time.Millisecond):
+	// A third one is over the limit: accepted and closed at once.
+	third := dial()
+	third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err == nil {
+		t.Fatal("a connection past the limit was kept")
 	}
+	if n := pl.turnedAway.Load(); n != 1 {
+		t.Fatalf("turned away %d, want 1", n)
+	}
+	// Closing one frees its place.
 	first.Close()
+	dial()
 	select {
 	case c := <-accepted:
 		c.Close()
 	case <-time.After(10 * time.Second):
-		t.Fatal("closing a connection did not free a slot")
+		t.Fatal("closing a connection did not free a place")
+	}
+}
+
+func TestStrangersCappedPerUIDAndClientsKeepAReserve(t *testing.T) {
+	t.Parallel()
+	l := &peerListener{limits: limitsFor(16), perUID: map[uint32]int{}}
+	for i := 0; i < 4; i++ {
+		if !l.admit(1000, false) {
+			t.Fatalf("stranger connection %d refused", i)
+		}
+	}
+	if l.admit(1000, false) {
+		t.Fatal("a fifth connection from one stranger uid admitted")
+	}
+	// Strangers of many uids fill what is not reserved...
+	for uid := uint32(2000); l.admit(uid, false); uid++ {
+	}
+	if l.strangers != 16-4 {
+		t.Fatalf("%d stranger connections, want %d", l.strangers, 12)
+	}
+	// ...and registered clients still get the reserve.
+	for i := 0; i < 4; i++ {
+		if !l.admit(33, true) {
+			t.Fatalf("client connection %d refused with the reserve free", i)
+		}
+	}
+	if l.admit(33, true) {
+		t.Fatal("admitted past the total")
+	}
+	l.leave(1000, false)
+	if !l.admit(33, true) {
+		t.Fatal("a freed place not given to a client")
 	}
 }
 

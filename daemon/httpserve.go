@@ -41,6 +41,9 @@ type connServer struct {
 	// closeAfter says whether a request's connection ends with it (the
 	// admin socket: every request may carry a password).
 	closeAfter bool
+	// closeOnStatus, if set, ends the connection after an answer with this
+	// status (the service socket: a refused peer).
+	closeOnStatus int
 
 	mu     sync.Mutex
 	conns  map[*peerConn]bool // true while a request is in flight
@@ -229,6 +232,9 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 		}()
 	}
 	s.handler.ServeHTTP(w, req.WithContext(rctx))
+	if s.closeOnStatus != 0 && w.status == s.closeOnStatus {
+		w.closeConn = true
+	}
 	keep := w.finish() == nil && !w.closeConn && !req.Close && w.proto11
 	if watching {
 		// Stop the watcher: a read deadline in the past ends its Peek.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -86,24 +87,49 @@ func listenUnix(path string, mode os.FileMode) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// peerListener captures SO_PEERCRED at accept and caps open connections.
+// peerListener captures SO_PEERCRED at accept and caps open connections:
+// in all, per uid, and for peers that are not registered clients. A peer
+// over its cap is closed at once, at the cost of one accept; registered
+// clients keep a reserve of the table that no one else can take.
 type peerListener struct {
 	*net.UnixListener
-	slots chan struct{}
+	limits connLimits
+	// isClient says whether a peer matches a registered Active client (nil:
+	// every peer counts as one, as on the admin socket).
+	isClient func(PeerCred) bool
+
+	mu        sync.Mutex
+	total     int
+	strangers int
+	perUID    map[uint32]int
+	turnedAway atomic.Uint64
 }
 
-func newPeerListener(l *net.UnixListener, maxConns int) *peerListener {
-	return &peerListener{UnixListener: l, slots: make(chan struct{}, maxConns)}
+// connLimits are a listener's caps.
+type connLimits struct {
+	max         int // open connections in all
+	reserve     int // of max, kept for registered clients
+	perStranger int // per uid that is not a registered client
+	perClient   int // per uid that is
 }
 
-// Accept blocks while maxConns connections are open: further clients wait in
-// the kernel's backlog instead of costing the daemon memory.
+// limitsFor keeps a quarter of the table for registered clients, and lets
+// a peer that is not one hold at most four connections: enough to be
+// answered, too few to matter.
+func limitsFor(maxConns int) connLimits {
+	return connLimits{max: maxConns, reserve: max(maxConns/4, 1), perStranger: 4, perClient: maxConns}
+}
+
+func newPeerListener(l *net.UnixListener, maxConns int, isClient func(PeerCred) bool) *peerListener {
+	return &peerListener{UnixListener: l, limits: limitsFor(maxConns), isClient: isClient, perUID: map[uint32]int{}}
+}
+
+// Accept returns the next connection within the caps; one over them is
+// closed right away and counted in turnedAway.
 func (l *peerListener) Accept() (net.Conn, error) {
-	l.slots <- struct{}{}
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
-			<-l.slots
 			return nil, err
 		}
 		cred, err := peerCred(c)
@@ -111,7 +137,47 @@ func (l *peerListener) Accept() (net.Conn, error) {
 			c.Close() // no identity, no service
 			continue
 		}
-		return &peerConn{UnixConn: c, cred: cred, release: func() { <-l.slots }}, nil
+		client := l.isClient == nil || l.isClient(cred)
+		if !l.admit(cred.UID, client) {
+			l.turnedAway.Add(1)
+			c.Close()
+			continue
+		}
+		return &peerConn{UnixConn: c, cred: cred, release: func() { l.leave(cred.UID, client) }}, nil
+	}
+}
+
+func (l *peerListener) admit(uid uint32, client bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim := l.limits
+	if l.total >= lim.max {
+		return false
+	}
+	if client {
+		if l.perUID[uid] >= lim.perClient {
+			return false
+		}
+	} else if l.strangers >= lim.max-lim.reserve || l.perUID[uid] >= lim.perStranger {
+		return false
+	}
+	l.total++
+	l.perUID[uid]++
+	if !client {
+		l.strangers++
+	}
+	return true
+}
+
+func (l *peerListener) leave(uid uint32, client bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.perUID[uid]--; l.perUID[uid] <= 0 {
+		delete(l.perUID, uid)
+	}
+	if !client {
+		l.strangers--
 	}
 }
 

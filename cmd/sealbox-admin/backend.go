@@ -33,7 +33,7 @@ type backend interface {
 	Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error)
 	Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error)
 	Backup(ctx context.Context, w io.Writer) (int64, error)
-	CheckPassword(ctx context.Context, actor string, pw []byte) error
+	CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error
 	Close() error
 }
 

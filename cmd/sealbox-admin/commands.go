@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -238,7 +239,7 @@ func (c *cli) add(o *opts) error {
 	return c.asActor(o, func(b backend, apw []byte) error {
 		// The acting admin's password is checked before a new one is asked
 		// for: a typo there should not cost typing the new one twice.
-		if err := b.CheckPassword(c.ctx, o.as, apw); err != nil {
+		if err := b.CheckPassword(c.ctx, audit.KindAdminAdd, o.as, apw); err != nil {
 			return err
 		}
 		npw, err := c.pw.NewPassword(name + "'s new password")
@@ -283,7 +284,7 @@ func (c *cli) passwd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(cur)
-	if err := b.CheckPassword(c.ctx, name, cur); err != nil {
+	if err := b.CheckPassword(c.ctx, audit.KindAdminPasswd, name, cur); err != nil {
 		return err
 	}
 	npw, err := c.pw.NewPassword(name + "'s new password")

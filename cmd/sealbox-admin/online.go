@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -55,9 +56,9 @@ func (o *online) Rekey(ctx context.Context, actor string, apw []byte, keepInvite
 	return o.AdminClient.Rekey(ctx, actor, apw, keepInvites)
 }
 
-func (o *online) CheckPassword(ctx context.Context, actor string, pw []byte) error {
+func (o *online) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {
 	o.deriving(actor)
-	return o.AdminClient.CheckPassword(ctx, actor, pw)
+	return o.AdminClient.CheckPassword(ctx, before, actor, pw)
 }
 
 func (o *online) Enroll(ctx context.Context, name string, code, pw []byte) error {
