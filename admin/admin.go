@@ -24,6 +24,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -271,16 +272,21 @@ func Log(tx *keyring.Tx, logKeys []byte, w *unseal.Watermark, s keyring.Stream, 
 		return 0, err
 	}
 	root, rerr := readRootChecked(tx, logKeys, h, w)
+	if rerr == nil {
+		// A keyed record is appended only after the stream as it stands
+		// matches the root: otherwise moving the root to it would vouch
+		// for a truncation or a rollback.
+		if p := unseal.CheckAuditState(tx, s, *auditStateOf(root, s)); p != "" {
+			rerr = fmt.Errorf("%w: the %s log: %s", unseal.ErrIntegrity, s, p)
+		}
+	}
 	if rerr != nil {
 		if _, err := audit.Append(tx, nil, s, anchorOf(tx, s), events...); err != nil {
 			return 0, err
 		}
 		return 0, fmt.Errorf("records written unkeyed: %w", rerr)
 	}
-	st := &root.Events
-	if s == keyring.Reads {
-		st = &root.Reads
-	}
+	st := auditStateOf(root, s)
 	head, err := audit.Append(tx, auditKey(logKeys), s, st, events...)
 	if err != nil {
 		return 0, err
@@ -293,12 +299,22 @@ func Log(tx *keyring.Tx, logKeys []byte, w *unseal.Watermark, s keyring.Stream, 
 			return 0, err
 		}
 	}
+	if root.Generation == math.MaxUint64 {
+		return 0, fmt.Errorf("%w: the generation counter is at its end", unseal.ErrIntegrity)
+	}
 	root.Generation++
 	if err := unseal.PutRoot(tx, rootKey(logKeys), h.ID, root); err != nil {
 		return 0, err
 	}
 	w.Wrote(tx, root.Generation)
 	return pruned, nil
+}
+
+func auditStateOf(r *keyring.Root, s keyring.Stream) *keyring.AuditState {
+	if s == keyring.Reads {
+		return &r.Reads
+	}
+	return &r.Events
 }
 
 // readRootChecked reads the state root under the log keys' root key and

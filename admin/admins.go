@@ -173,7 +173,7 @@ func (m *Manager) MaxSlotParams() (keyring.Params, error) {
 		if err != nil {
 			return err
 		}
-		most = decoyParams(h)
+		most = decoyParams(h, mostExpensiveAdmin(tx))
 		slots, err := tx.Slots()
 		for _, s := range slots {
 			if s.Kind == keyring.KindAdmin && unseal.CheckParams(s.Params) == nil {

@@ -119,7 +119,7 @@ func parseFlight(b []byte) (flight, bool) {
 
 // live reports whether an attempt in flight still counts.
 func (f flight) live(now time.Time) bool {
-	if now.Sub(time.Unix(0, f.start)) > inflightTTL {
+	if age := now.Sub(time.Unix(0, f.start)); age > inflightTTL || age < -time.Minute {
 		return false
 	}
 	return syscall.Kill(int(f.pid), 0) != syscall.ESRCH
@@ -200,6 +200,12 @@ func load(tx *keyring.Tx, k string, now time.Time) backoffState {
 	s := parseBackoff(tx.Backoff(k))
 	if k == backoffGlobal && now.Sub(time.Unix(0, s.last)) > globalDecay {
 		s = backoffState{}
+	}
+	// No wait is longer than the cap from now: an entry written to say
+	// otherwise (the counters are not authenticated) cannot lock anyone out
+	// for longer.
+	if _, limit := limits(k); s.until > now.Add(limit).UnixNano() {
+		s.until = now.Add(limit).UnixNano()
 	}
 	return s
 }

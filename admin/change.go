@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -72,16 +73,35 @@ func (m *Manager) bringUpToDate(ctx context.Context, s *session, secret []byte) 
 	return nil
 }
 
-// decoyParams are what an unknown name costs: the keyring's policy, raised
-// to the floor. The policy is verified only once a key is at hand, so a file
-// writer who lowers it can make unknown names cheaper; they can read the
-// names from the file anyway (see FORMAT.md).
-func decoyParams(h *keyring.Header) keyring.Params {
-	p := newSlotParams(h.Policy)
+// decoyParams are what an unknown name costs: the keyring's policy, but no
+// more in any dimension than the most expensive admin slot (most, the zero
+// value when there is none), raised to the floor. Neither is verified
+// before a key is at hand, so someone who can write the file can move the
+// cost of unknown names between the floor and that slot's; they can read
+// the names from the file anyway (see FORMAT.md).
+func decoyParams(h *keyring.Header, most keyring.Params) keyring.Params {
+	p := h.Policy
+	if most != (keyring.Params{}) {
+		p.Time, p.MemoryKiB, p.Threads = min(p.Time, most.Time), min(p.MemoryKiB, most.MemoryKiB), min(p.Threads, most.Threads)
+	}
+	p = newSlotParams(p)
 	if unseal.CheckParams(p) != nil {
 		p = unseal.Floor()
 	}
 	return p
+}
+
+// mostExpensiveAdmin returns the per-dimension maximum of the admin slots'
+// parameters that are within the caps.
+func mostExpensiveAdmin(tx *keyring.Tx) keyring.Params {
+	var most keyring.Params
+	slots, _ := tx.Slots()
+	for _, s := range slots {
+		if s.Kind == keyring.KindAdmin && unseal.CheckParams(s.Params) == nil {
+			most.Time, most.MemoryKiB, most.Threads = max(most.Time, s.Params.Time), max(most.MemoryKiB, s.Params.MemoryKiB), max(most.Threads, s.Params.Threads)
+		}
+	}
+	return most
 }
 
 // authenticateKind opens the slot called name, which must be of kind, with
@@ -95,6 +115,7 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 	var h *keyring.Header
 	var slot *keyring.Slot
 	var raw []byte
+	var most keyring.Params
 	now := m.opts.clock()
 	src := sourceOf(ctx)
 	var token string
@@ -112,6 +133,8 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 		}
 		if slot != nil {
 			raw = append([]byte(nil), tx.RawSlot(name)...)
+		} else if kind == keyring.KindAdmin {
+			most = mostExpensiveAdmin(tx)
 		}
 		return err
 	})
@@ -129,7 +152,7 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 		_ = settle(neutral)
 		return nil, fmt.Errorf("%w: the invite for %s expired at %s; ask an admin for a new one", ErrInvite, name, time.Unix(slot.Expires, 0).UTC().Format(time.RFC3339))
 	}
-	params := decoyParams(h)
+	params := decoyParams(h, most)
 	if kind != keyring.KindAdmin {
 		params = unseal.CodeParams
 	}
@@ -438,12 +461,23 @@ func (m *Manager) record(ctx context.Context, s *session, o op, accept func(rep 
 			return err
 		}
 		ev := audit.Event{Kind: o.kind, Actor: s.slot.Name, Target: o.target, Peer: audit.PeerFrom(ctx), Outcome: audit.OK, Detail: joinDetail(o.detail, t.detail)}
+		if t.rep.Has("audit") || t.rep.Has("audit-keys") {
+			// The log does not match the root: a keyed record would vouch
+			// for that. Recorded unkeyed; the root is left as it is.
+			ev.Outcome = audit.Failed
+			ev.Detail = joinDetail(ev.Detail, []string{"the audit log does not verify"})
+			_, err := audit.Append(tx, nil, keyring.Events, &t.root.Events, ev)
+			return err
+		}
 		h, err := audit.Append(tx, s.auditKey(), keyring.Events, &t.root.Events, ev)
 		if err != nil {
 			return fmt.Errorf("writing the audit record: %w", err)
 		}
 		root := *t.root
 		root.Events.KeyedSeq, root.Events.KeyedMAC = h.Seq, h.MAC
+		if root.Generation == math.MaxUint64 {
+			return fmt.Errorf("%w: the generation counter is at its end", unseal.ErrIntegrity)
+		}
 		root.Generation++
 		if err := unseal.PutRoot(tx, s.key.RootKey(), s.header.ID, &root); err != nil {
 			return err

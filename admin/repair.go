@@ -160,7 +160,21 @@ func (m *Manager) planRepair(tx *keyring.Tx, s *session) (*RepairPlan, error) {
 		}
 	}
 	if rep.Untrusted {
+		// Nothing in the file is vouched for: not the header's policy and
+		// not the secret record, whatever the findings say about them.
 		plan.reanchor = true
+		if plan.policy == nil {
+			p := s.slot.Params
+			plan.policy = &p
+			plan.Actions = append(plan.Actions, RepairAction{What: "header", Action: fmt.Sprintf("keep the ID and commitment (the DataKey opened), reset the KDF policy to %v (the parameters of %s's slot): the stored one cannot be verified", p, s.slot.Name)})
+		}
+		if !rep.Has("secret") {
+			sec, err := tx.Secret()
+			if err != nil {
+				return nil, err
+			}
+			plan.Actions = append(plan.Actions, RepairAction{What: "secret", Action: fmt.Sprintf("keep the secret record as it is (version %d decrypts under the DataKey, but cannot be checked against a signed state); if the secret was rotated after version %d, rotate it again", sec.Version, sec.Version)})
+		}
 	}
 	slots, err := tx.Slots()
 	if err != nil {
@@ -218,13 +232,12 @@ func (m *Manager) applyRepair(ctx context.Context, tx *keyring.Tx, s *session, p
 			return nil, err
 		}
 	} else {
-		if root, err := tx.Root(); err == nil {
-			prev = root // the generation goes on; the rest is recomputed
+		prev = &keyring.Root{Generation: m.wm.Seen()}
+		if root, err := unseal.ReadRoot(tx, s.key.RootKey(), s.header.ID); err == nil {
+			prev = root // verified: its generation and audit state go on
+			prev.Generation = max(prev.Generation, m.wm.Seen())
 		} else {
-			prev = &keyring.Root{}
-		}
-		if g := m.wm.Seen(); g > prev.Generation {
-			prev.Generation = g
+			plan.reanchor = true // the stored audit state is not vouched for
 		}
 		if plan.reanchor {
 			var err error

@@ -39,7 +39,13 @@ func (m *Manager) upgrade(ctx context.Context, s *session, _ []byte) error {
 		if stale, err = convert(tx, s.key, nil); err != nil {
 			return err
 		}
-		return m.signUpgrade(ctx, tx, s, prev, audit.KindUpgrade, upgradeDetail(stale))
+		d := upgradeDetail(stale)
+		if p, clamped, err := clampLegacyPolicy(tx, s.slot.Params); err != nil {
+			return err
+		} else if clamped {
+			d += "; kdf policy set to " + p.String() + " (format 1 did not authenticate it)"
+		}
+		return m.signUpgrade(ctx, tx, s, prev, audit.KindUpgrade, d)
 	})
 	if err != nil {
 		return err
@@ -113,6 +119,26 @@ func convert(tx *keyring.Tx, key *unseal.Key, drop func(kind byte, name string) 
 		}
 	}
 	return stale, nil
+}
+
+// clampLegacyPolicy lowers a format-1 header's policy, which format 1 did
+// not authenticate, to the upgrading admin's own slot parameters (which
+// their password just proved) wherever it is above them, and never below
+// the floor: a policy raised by someone who could write the file is not
+// signed into the first state root.
+func clampLegacyPolicy(tx *keyring.Tx, mine keyring.Params) (keyring.Params, bool, error) {
+	h, err := tx.Header()
+	if err != nil {
+		return keyring.Params{}, false, err
+	}
+	p := h.Policy
+	p.Time, p.MemoryKiB, p.Threads = min(p.Time, mine.Time), min(p.MemoryKiB, mine.MemoryKiB), min(p.Threads, mine.Threads)
+	p = newSlotParams(p)
+	if unseal.CheckParams(p) != nil || p == h.Policy {
+		return h.Policy, false, nil
+	}
+	h.Policy = p
+	return p, true, tx.PutHeader(h)
 }
 
 // legacyState reads what format 1 vouched for, before the conversion: the

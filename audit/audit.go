@@ -350,6 +350,17 @@ func verifyStream(tx *keyring.Tx, s keyring.Stream, key []byte, epochs epochs, s
 			_, ferr = r.fail(s, seq, "its MAC does not match its contents (edited)")
 			return false
 		}
+		// The body must be exactly the canonical encoding of a known kind
+		// and outcome: no duplicate, case-variant or unknown field, no
+		// look-alike value that a reader could take for another.
+		if !rec.Kind.Known() || !rec.Outcome.Known() {
+			_, ferr = r.fail(s, seq, "unknown kind %q or outcome %q", rec.Kind, rec.Outcome)
+			return false
+		}
+		if !bytes.Equal(appendEvent(nil, &rec.Event), body) {
+			_, ferr = r.fail(s, seq, "its body is not in the canonical encoding (duplicate, unknown or reformatted fields)")
+			return false
+		}
 		if !rec.Keyed && rec.Kind.keyedOnly(rec.Outcome) {
 			_, ferr = r.fail(s, seq, "a %s %s record, which is only ever written keyed, is unkeyed (forged or rewritten)", rec.Kind, rec.Outcome)
 			return false

@@ -222,7 +222,7 @@ func TestKeyedRecordsCannotBeDowngraded(t *testing.T) {
 		prev := r2.MAC
 		for seq := uint64(3); seq <= 4; seq++ {
 			_, body, _ := decode(recs[seq])
-			body = []byte(strings.Replace(string(body), "served", "forged", 1))
+			body = []byte(strings.Replace(string(body), "served", "sealed", 1))
 			mac := chainMAC(keyring.Reads, nil, seq, prev, false, body)
 			tx.PutAudit(keyring.Reads, seq, encode(seq, prev, false, mac, body))
 			prev = mac
@@ -375,5 +375,27 @@ func TestChainVerifiesAcrossRekeys(t *testing.T) {
 	})
 	if _, err := f.verify(k3); !errors.Is(err, ErrBroken) {
 		t.Fatalf("a record signed with the wrong epoch's key: %v", err)
+	}
+}
+
+func TestLookalikeRecordsRefused(t *testing.T) {
+	t.Parallel()
+	for name, body := range map[string]string{
+		"outcome with a NUL": `{"time":"2026-01-01T00:00:00Z","kind":"admin.add","actor":"mallory","outcome":"ok\u0000"}`,
+		"duplicate outcome":  `{"time":"2026-01-01T00:00:00Z","kind":"admin.add","actor":"mallory","outcome":"ok","OUTCOME":"refused"}`,
+		"unknown field":      `{"time":"2026-01-01T00:00:00Z","kind":"seal","outcome":"ok","note":"x"}`,
+		"reordered fields":   `{"kind":"seal","time":"2026-01-01T00:00:00Z","outcome":"ok"}`,
+		"unknown kind":       `{"time":"2026-01-01T00:00:00Z","kind":"admin.addd","outcome":"ok"}`,
+	} {
+		f := newFixture(t)
+		f.add(t, keyring.Events, key, 1, KindAdminAdd, OK)
+		f.mutate(t, keyring.Events, func(tx *keyring.Tx, recs map[uint64][]byte) error {
+			r1, _, _ := decode(recs[1])
+			mac := chainMAC(keyring.Events, nil, 2, r1.MAC, false, []byte(body))
+			return tx.PutAudit(keyring.Events, 2, encode(2, r1.MAC, false, mac, []byte(body)))
+		})
+		if _, err := f.verify(key); !errors.Is(err, ErrBroken) {
+			t.Errorf("%s: verified: %v", name, err)
+		}
 	}
 }

@@ -75,3 +75,9 @@ func (k Kind) keyedOnly(o Outcome) bool { return o == OK && kinds[k].keyed }
 
 // Known reports whether this build writes records of kind k.
 func (k Kind) Known() bool { _, ok := kinds[k]; return ok }
+
+var outcomes = map[Outcome]bool{OK: true, Refused: true, WrongPassword: true, Failed: true, Backoff: true,
+	Served: true, SealedOutcome: true, WriteFailed: true, TimedOut: true, AlreadyDone: true}
+
+// Known reports whether o is an outcome this build writes.
+func (o Outcome) Known() bool { return outcomes[o] }

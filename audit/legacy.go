@@ -96,6 +96,11 @@ func legacyState(tx *keyring.Tx, key []byte) (keyring.AuditState, epochs, error)
 	if err != nil {
 		return st, nil, err
 	}
+	if tx.AuditMeta(keyring.AuditHead) == nil {
+		if _, last := tx.AuditBounds(keyring.Events); last != 0 || tx.AuditMeta(keyring.AuditAnchor) != nil {
+			return st, nil, fmt.Errorf("%w: the audit log has records but no head: it was replaced", ErrBroken)
+		}
+	}
 	if h.keyedSeq != 0 {
 		_, k := hist.keyFor(keyring.Events, h.keyedSeq, key)
 		if want := legacyMAC(k, labelHead, h.keyedSeq, h.keyedMAC); !hmac.Equal(want[:], h.attest[:]) {

@@ -78,11 +78,12 @@ func (k *Keyring) Path() string { return k.path }
 func (k *Keyring) Close() error { return k.db.Close() }
 
 func openDB(path string, ro bool) (*bolt.DB, error) {
-	// The freelist is a hash map rebuilt on open rather than written at every
-	// commit: commits (audit batches) stay cheap as the file grows. NoSync
-	// stays false: every commit is on disk when it returns.
+	// The freelist is written at every commit, so that opening reads it
+	// instead of walking every page (which is slow on a large file, and
+	// panics on a damaged page). NoSync stays false: every commit is on disk
+	// when it returns.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro,
-		FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+		FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("%w: %s (is sealboxd running? then use --admin-socket instead of --keyring)", ErrLocked, path)

@@ -225,6 +225,9 @@ func ParseSlot(name string, b []byte) (*Slot, error) {
 	if s.Kind == 0 {
 		return nil, fmt.Errorf("%w: slot %q has kind 0", ErrCorrupt, name)
 	}
+	if s.Flags&^slotFlagsKnown != 0 {
+		return nil, fmt.Errorf("%w: slot %q has unknown flags %#x", ErrCorrupt, name, s.Flags)
+	}
 	if s.Opaque() {
 		// A kind of a later version (an unattended slot): kept as it is.
 		s.Body = append([]byte(nil), b[slotHdrSize:]...)

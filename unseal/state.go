@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 
@@ -239,7 +240,7 @@ func (k *Key) VerifyState(tx *keyring.Tx, w *Watermark) (*Report, error) {
 		rep.add("audit-keys", "", "the audit key history was changed outside sealbox")
 	}
 	for _, st := range []keyring.Stream{keyring.Events, keyring.Reads} {
-		if p := checkAuditState(tx, st, auditState(root, st)); p != "" {
+		if p := CheckAuditState(tx, st, auditState(root, st)); p != "" {
 			rep.add("audit", st.String(), p)
 		}
 	}
@@ -280,11 +281,20 @@ func auditState(r *keyring.Root, s keyring.Stream) keyring.AuditState {
 	return r.Events
 }
 
-// checkAuditState checks, in O(log n), that stream s still holds the keyed
-// record the root names with the MAC it names, and that it starts right
-// after the anchor. The whole chain is audit.Verify's job.
-func checkAuditState(tx *keyring.Tx, s keyring.Stream, st keyring.AuditState) string {
+// CheckAuditState checks, in O(log n), that stream s still holds the keyed
+// record the root names with the MAC it names, that no keyed record follows
+// it (the root would be older than the log), and that the stream starts
+// right after the anchor. It returns what is wrong, or "". The whole chain
+// is audit.Verify's job. Every keyed append must pass it first: a keyed
+// record appended after a truncation would otherwise move the root past the
+// gap and vouch for it.
+func CheckAuditState(tx *keyring.Tx, s keyring.Stream, st keyring.AuditState) string {
 	first, last := tx.AuditBounds(s)
+	if last > st.KeyedSeq {
+		if raw := tx.AuditRecord(s, last); len(raw) > auditKeyedFlag && raw[auditKeyedFlag] == 1 {
+			return fmt.Sprintf("keyed record %d follows record %d, the last the state root signed: the root is older than the log (rolled back)", last, st.KeyedSeq)
+		}
+	}
 	if st.KeyedSeq != 0 {
 		raw := tx.AuditRecord(s, st.KeyedSeq)
 		if raw == nil {
@@ -302,6 +312,9 @@ func checkAuditState(tx *keyring.Tx, s keyring.Stream, st keyring.AuditState) st
 	}
 	return ""
 }
+
+// auditKeyedFlag is the offset of a stored audit record's keyed flag.
+const auditKeyedFlag = 1 + 8 + keyring.MACSize
 
 // auditRecordMAC returns a stored audit record's own MAC (the layout is the
 // audit package's: version, seq, prev, keyed flag, mac, body).
@@ -328,6 +341,9 @@ func (k *Key) Sign(tx *keyring.Tx, prev *keyring.Root, events, reads *keyring.Au
 	r := &keyring.Root{}
 	if prev != nil {
 		*r = *prev
+	}
+	if r.Generation == math.MaxUint64 {
+		return nil, fmt.Errorf("%w: the generation counter is at its end", ErrIntegrity)
 	}
 	r.Generation++
 	r.Header = hashOf(tx.RawHeader())
