@@ -425,6 +425,7 @@ func TestVaultMatch(t *testing.T) {
 		{PeerCred{UID: 99, Unit: "db.service"}, "", false},
 	}
 	for _, c := range cases {
+		c.cred.UnitKnown = true
 		got, ok := v.match(c.cred)
 		name := ""
 		if got != nil {
@@ -436,6 +437,25 @@ func TestVaultMatch(t *testing.T) {
 	}
 	if v.total != 9 || v.active != 5 {
 		t.Errorf("counts %d/%d", v.total, v.active)
+	}
+	// Where the unit could not be attested (a kernel without pidfds), a
+	// uid that a client by unit could be is refused rather than matched
+	// by a broader client; with "web" taking any uid, that is every uid.
+	for _, cred := range []PeerCred{{UID: 15}, {UID: 10, GID: 99}} {
+		if c, ok := v.match(cred); ok {
+			t.Errorf("unit unknown, %+v matched %s", cred, c.Name)
+		}
+	}
+	v.setClients([]*keyring.Client{
+		{Name: "any-gid", UID: 10, HasUID: true, Status: keyring.ClientActive},
+		{Name: "web-as-15", Unit: "web.service", UID: 15, HasUID: true, Status: keyring.ClientDisabled},
+		{Name: "uid-15", UID: 15, HasUID: true, Status: keyring.ClientActive},
+	})
+	if _, ok := v.match(PeerCred{UID: 15}); ok {
+		t.Error("unit unknown, uid 15 (bound to a client by unit) matched")
+	}
+	if c, ok := v.match(PeerCred{UID: 10}); !ok || c.Name != "any-gid" {
+		t.Error("unit unknown, uid 10 (no client by unit) refused")
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealbox/sealbox/internal/peer"
 )
 
 // umaskMu serializes the umask changes of listenUnix.
@@ -26,9 +28,12 @@ type PeerCred struct {
 	PID int32
 	UID uint32
 	GID uint32
-	// Unit is the peer's systemd unit, when it was read race-free through
-	// a pidfd; empty otherwise.
-	Unit string
+	// Unit is the peer's systemd unit, read race-free through a pidfd
+	// (internal/peer); UnitKnown says whether it could be. A peer whose
+	// unit is not known never matches a client by unit, and is refused
+	// where a client by unit could have been it.
+	Unit      string
+	UnitKnown bool
 }
 
 type credKey struct{}
@@ -97,6 +102,8 @@ type peerListener struct {
 	// isClient says whether a peer matches a registered Active client (nil:
 	// every peer counts as one, as on the admin socket).
 	isClient func(PeerCred) bool
+	// units says whether to attest each peer's systemd unit.
+	units bool
 
 	mu        sync.Mutex
 	total     int
@@ -132,7 +139,7 @@ func (l *peerListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		cred, err := peerCred(c)
+		cred, err := l.identify(c)
 		if err != nil {
 			c.Close() // no identity, no service
 			continue
@@ -179,6 +186,26 @@ func (l *peerListener) leave(uid uint32, client bool) {
 	if !client {
 		l.strangers--
 	}
+}
+
+// identify returns what the kernel attests of c's peer: SO_PEERCRED, and,
+// where units matter, the peer's systemd unit through a pidfd. A peer that
+// exited before its unit was proven has no identity.
+func (l *peerListener) identify(c *net.UnixConn) (PeerCred, error) {
+	if !l.units {
+		return peerCred(c)
+	}
+	id, err := peer.Resolve(c)
+	cred := PeerCred{PID: id.PID, UID: id.UID, GID: id.GID}
+	switch {
+	case err == nil:
+		cred.Unit, cred.UnitKnown = id.Unit, true
+	case errors.Is(err, peer.ErrNoPidfd), errors.Is(err, peer.ErrNoCgroup2):
+		// No unit on this kernel: the uid and gid still hold.
+	default:
+		return PeerCred{}, err
+	}
+	return cred, nil
 }
 
 func peerCred(c *net.UnixConn) (PeerCred, error) {

@@ -32,6 +32,11 @@ type vault struct {
 	// only records that verified.
 	byUID  map[uint32][]*keyring.Client
 	byUnit map[string][]*keyring.Client
+	// unitUIDs holds the uids that some client by unit is bound to, and
+	// unitAnyUID whether a client by unit takes any uid: a peer whose unit
+	// is unknown is refused where one of those could have been it.
+	unitUIDs   map[uint32]bool
+	unitAnyUID bool
 	total  int
 	active int
 	// unsealed is closed when the vault is unsealed, and replaced on seal;
@@ -47,10 +52,18 @@ func newVault() *vault {
 func (v *vault) setClients(cs []*keyring.Client) {
 	byUID := make(map[uint32][]*keyring.Client, len(cs))
 	byUnit := map[string][]*keyring.Client{}
+	unitUIDs, unitAnyUID := map[uint32]bool{}, false
 	active := 0
 	for _, c := range cs {
 		if c.Status == keyring.ClientRetired {
 			continue // a retired client matches no one
+		}
+		if c.Unit != "" {
+			if c.HasUID {
+				unitUIDs[c.UID] = true
+			} else {
+				unitAnyUID = true
+			}
 		}
 		if c.HasUID {
 			byUID[c.UID] = append(byUID[c.UID], c)
@@ -62,6 +75,7 @@ func (v *vault) setClients(cs []*keyring.Client) {
 		}
 	}
 	v.byUID, v.byUnit, v.total, v.active = byUID, byUnit, len(cs), active
+	v.unitUIDs, v.unitAnyUID = unitUIDs, unitAnyUID
 }
 
 // replaceClients swaps in a new client index (after a change).
@@ -82,6 +96,11 @@ func (v *vault) match(cred PeerCred) (c *keyring.Client, ok bool) {
 }
 
 func (v *vault) matchLocked(cred PeerCred) (*keyring.Client, bool) {
+	if !cred.UnitKnown && (v.unitAnyUID || v.unitUIDs[cred.UID]) {
+		// Which unit the peer runs in decides here, and it is not known:
+		// a broader client must not stand in for one by unit.
+		return nil, false
+	}
 	var best *keyring.Client
 	consider := func(list []*keyring.Client) {
 		for _, c := range list {
