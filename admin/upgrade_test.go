@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -243,4 +244,31 @@ func TestRollbackBelowTheWatermarkRefused(t *testing.T) {
 	}
 	// A fresh process cannot tell: that is what FORMAT.md says.
 	mustUnseal(t, New(kr, opts()), "alice", pwAlice)
+}
+
+// TestNoOneButRootCanLockEveryoneOut: failures from a caller other than
+// root, across many names, put such callers in the global backoff; root's
+// attempts are counted apart and an admin with sudo still gets in.
+func TestNoOneButRootCanLockEveryoneOut(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	user := audit.WithPeer(ctx, audit.Peer{UID: 1000})
+	root := audit.WithPeer(ctx, audit.Peer{UID: 0})
+	var locked bool
+	for i := 0; i < 40 && !locked; i++ {
+		_, err := m.Unseal(user, "name"+strconv.Itoa(i), []byte("a wrong password"))
+		var be *BackoffError
+		locked = errors.As(err, &be)
+	}
+	if !locked {
+		t.Fatal("40 failures across names did not reach the global backoff")
+	}
+	if _, err := m.Unseal(user, "alice", []byte(pwAlice)); !errors.Is(err, ErrBackoff) {
+		t.Fatalf("alice's right password from the same kind of caller: %v", err)
+	}
+	u, err := m.Unseal(root, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatalf("root, with alice's password, during the global backoff: %v", err)
+	}
+	u.Destroy()
 }

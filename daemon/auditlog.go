@@ -26,7 +26,27 @@ const (
 	maxBatch   = 2048
 	readQueue  = 16384
 	pruneEvery = 4096 // records between retention checks
+	// aggWindow: refusals of one peer (uid, gid, unit, what it asked) are
+	// written as one record per window, with a count and the first and last
+	// times: a flood costs at most one record per peer per window.
+	aggWindow = 10 * time.Second
 )
+
+type aggKey struct {
+	stream   keyring.Stream
+	kind     audit.Kind
+	outcome  audit.Outcome
+	client   string
+	uid, gid uint32
+	unit     string
+	detail   string
+}
+
+type aggregate struct {
+	ev    audit.Event // the last one, with its peer
+	first time.Time
+	count int64
+}
 
 type auditor struct {
 	kr   *keyring.Keyring
@@ -39,7 +59,8 @@ type auditor struct {
 	mu      sync.Mutex
 	space   *sync.Cond
 	pending []pendingEvent
-	kick    chan struct{}   // a full batch is waiting
+	aggs    map[aggKey]*aggregate // refusals being counted
+	kick    chan struct{}         // a full batch is waiting
 	flushes chan chan error // Flush requests
 	done    chan struct{}
 
@@ -63,7 +84,7 @@ type pendingEvent struct {
 
 func newAuditor(kr *keyring.Keyring, log *slog.Logger, keepEvents, keepReads int, wm *unseal.Watermark) *auditor {
 	a := &auditor{kr: kr, log: log, keep: [2]int{keepEvents, keepReads}, wm: wm, kick: make(chan struct{}, 1),
-		flushes: make(chan chan error), done: make(chan struct{})}
+		flushes: make(chan chan error), done: make(chan struct{}), aggs: map[aggKey]*aggregate{}}
 	a.space = sync.NewCond(&a.mu)
 	return a
 }
@@ -104,6 +125,10 @@ func (a *auditor) Read(s keyring.Stream, ev audit.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
+	if ev.Outcome == audit.Refused && ev.Peer != nil {
+		a.refused(s, ev)
+		return
+	}
 	a.mu.Lock()
 	for len(a.pending) >= readQueue {
 		a.space.Wait()
@@ -116,6 +141,40 @@ func (a *auditor) Read(s keyring.Stream, ev audit.Event) {
 		case a.kick <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// refused counts a refusal into its peer's aggregate for the window.
+func (a *auditor) refused(s keyring.Stream, ev audit.Event) {
+	k := aggKey{stream: s, kind: ev.Kind, outcome: ev.Outcome, client: ev.Client, uid: ev.Peer.UID, gid: ev.Peer.GID, unit: ev.Peer.Unit, detail: ev.Detail}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if g := a.aggs[k]; g != nil {
+		g.count++
+		g.ev = ev
+		return
+	}
+	if len(a.aggs) >= readQueue {
+		// Too many peers at once: the oldest aggregates go out early.
+		a.drainAggs(time.Time{})
+	}
+	a.aggs[k] = &aggregate{ev: ev, first: ev.Time, count: 1}
+}
+
+// drainAggs moves the aggregates whose window began before cutoff (all,
+// with the zero time) to the pending records. The caller holds mu.
+func (a *auditor) drainAggs(cutoff time.Time) {
+	for k, g := range a.aggs {
+		if !cutoff.IsZero() && g.first.After(cutoff) {
+			continue
+		}
+		ev := g.ev
+		if g.count > 1 {
+			first := g.first
+			ev.Count, ev.First = g.count, &first
+		}
+		a.pending = append(a.pending, pendingEvent{k.stream, ev})
+		delete(a.aggs, k)
 	}
 }
 
@@ -137,9 +196,15 @@ func (a *auditor) Flush() error {
 	}
 }
 
-// take swaps out the pending records and wakes readers waiting for space.
-func (a *auditor) take() []pendingEvent {
+// take swaps out the pending records, with the aggregates whose window is
+// over (all of them when all is set), and wakes readers waiting for space.
+func (a *auditor) take(all bool) []pendingEvent {
 	a.mu.Lock()
+	cutoff := time.Now().Add(-aggWindow)
+	if all {
+		cutoff = time.Time{}
+	}
+	a.drainAggs(cutoff)
 	batch := a.pending
 	a.pending = nil
 	a.space.Broadcast()
@@ -155,13 +220,13 @@ func (a *auditor) run(ctx context.Context) {
 	for {
 		select {
 		case <-t.C:
-			a.write(a.take())
+			a.write(a.take(false))
 		case <-a.kick:
-			a.write(a.take())
+			a.write(a.take(false))
 		case c := <-a.flushes:
-			c <- a.write(a.take())
+			c <- a.write(a.take(true))
 		case <-ctx.Done():
-			a.write(a.take())
+			a.write(a.take(true))
 			return
 		}
 	}

@@ -73,7 +73,10 @@ func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outc
 	if c != nil {
 		name = c.Name
 	}
-	d.log.LogAttrs(r.Context(), slog.LevelInfo, "read", slog.String("path", r.URL.Path), slog.String("client", name),
+	// The audit log has every read and (aggregated) refusal; the daemon's
+	// own log has them at debug level only, so that a flood of refusals
+	// cannot flood it either.
+	d.log.LogAttrs(r.Context(), slog.LevelDebug, "read", slog.String("path", r.URL.Path), slog.String("client", name),
 		slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID)), slog.Int64("pid", int64(cred.PID)), slog.String("outcome", string(outcome)))
 	if !d.noReadAudit {
 		d.audit.Read(keyring.Reads, audit.Event{Kind: audit.KindRead, Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID, Unit: cred.Unit}, Outcome: outcome, Detail: r.URL.Path})
