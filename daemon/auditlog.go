@@ -61,7 +61,7 @@ type auditor struct {
 	pending []pendingEvent
 	aggs    map[aggKey]*aggregate // refusals being counted
 	kick    chan struct{}         // a full batch is waiting
-	flushes chan chan error // Flush requests
+	flushes chan chan error       // Flush requests
 	done    chan struct{}
 
 	keyMu sync.Mutex

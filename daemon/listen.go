@@ -105,10 +105,10 @@ type peerListener struct {
 	// units says whether to attest each peer's systemd unit.
 	units bool
 
-	mu        sync.Mutex
-	total     int
-	strangers int
-	perUID    map[uint32]int
+	mu         sync.Mutex
+	total      int
+	strangers  int
+	perUID     map[uint32]int
 	turnedAway atomic.Uint64
 }
 

@@ -37,8 +37,8 @@ type vault struct {
 	// is unknown is refused where one of those could have been it.
 	unitUIDs   map[uint32]bool
 	unitAnyUID bool
-	total  int
-	active int
+	total      int
+	active     int
 	// unsealed is closed when the vault is unsealed, and replaced on seal;
 	// long-polling readers wait on it.
 	unsealed chan struct{}
