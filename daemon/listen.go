@@ -196,16 +196,13 @@ func (l *peerListener) identify(c *net.UnixConn) (PeerCred, error) {
 		return peerCred(c)
 	}
 	id, err := peer.Resolve(c)
-	cred := PeerCred{PID: id.PID, UID: id.UID, GID: id.GID}
-	switch {
-	case err == nil:
-		cred.Unit, cred.UnitKnown = id.Unit, true
-	case errors.Is(err, peer.ErrNoPidfd), errors.Is(err, peer.ErrNoCgroup2):
-		// No unit on this kernel: the uid and gid still hold.
-	default:
-		return PeerCred{}, err
+	if err == nil {
+		return PeerCred{PID: id.PID, UID: id.UID, GID: id.GID, Unit: id.Unit, UnitKnown: true}, nil
 	}
-	return cred, nil
+	// No unit (an old kernel, no cgroup v2, a peer that exited, /proc
+	// hidden): the uid and gid SO_PEERCRED attests still hold, and the unit
+	// counts as unknown, which refuses every match that depends on it.
+	return peerCred(c)
 }
 
 func peerCred(c *net.UnixConn) (PeerCred, error) {

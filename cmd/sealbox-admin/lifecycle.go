@@ -182,7 +182,7 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) err
 		c.stdout.Write(res.RecoveryCode)
 		fmt.Fprintln(c.stdout)
 	}
-	fmt.Fprintln(c.stderr, "sealbox-admin: hint: until every other admin has logged in once, their slots can still be redirected by someone who knew the old DataKey and can write the file (keyring/FORMAT.md, Rekey); to also change what an old copy reveals, rotate the master secret")
+	fmt.Fprintln(c.stderr, "sealbox-admin: hint: to finish offboarding, every other admin changes their password (sealbox-admin passwd NAME): until then, someone who kept an old copy of the file and can write it could redirect their slots (keyring/FORMAT.md, Rekey); to also change what an old copy reveals, rotate the master secret")
 	return nil
 }
 

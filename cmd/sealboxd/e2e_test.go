@@ -410,8 +410,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 			t.Fatalf("daemon log contains %q", needle)
 		}
 	}
-	if !strings.Contains(logs, "outcome=served") || !strings.Contains(logs, "outcome=refused") {
-		t.Fatalf("reads are not logged:\n%s", logs)
+	// Reads and refusals are in the audit log (checked above); the daemon's
+	// log at info has none of them, so that a flood of refusals cannot flood
+	// it.
+	if strings.Contains(logs, "outcome=served") || strings.Contains(logs, "outcome=refused") {
+		t.Fatalf("reads are logged at info:\n%s", logs)
 	}
 }
 
