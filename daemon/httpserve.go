@@ -147,7 +147,12 @@ type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
-const connBufSize = 4096
+const (
+	connBufSize = 4096
+	// maxDrain is how much of a refused body is read before the
+	// connection closes.
+	maxDrain = 256 << 10
+)
 
 func (s *connServer) serveConn(c *peerConn) {
 	defer s.wg.Done()
@@ -209,6 +214,11 @@ func (s *connServer) serveConn(c *peerConn) {
 func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader, lim *limitedReader, req *http.Request) bool {
 	if req.ContentLength > s.maxBodyBytes {
 		writeRaw(c, http.StatusRequestEntityTooLarge, "request body too large")
+		// Read (and drop) some of what the peer is still sending, briefly,
+		// so that it gets to read the answer instead of a broken pipe.
+		lim.n = maxDrain
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.CopyN(io.Discard, br, min(req.ContentLength, maxDrain))
 		return false
 	}
 	lim.n = s.maxBodyBytes + 1 // the body (chunked bodies are bounded here)
