@@ -169,7 +169,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.svcLn = newPeerListener(ln, cfg.MaxConnections, func(c PeerCred) bool { _, ok := d.vault.match(c); return ok })
-	d.svcLn.units = true
+	d.svcLn.units = d.vault.hasUnitClients
 	ln, err = listenUnix(cfg.AdminSocket, AdminSocketMode)
 	if err != nil {
 		d.svcLn.Close()

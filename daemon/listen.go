@@ -102,8 +102,10 @@ type peerListener struct {
 	// isClient says whether a peer matches a registered Active client (nil:
 	// every peer counts as one, as on the admin socket).
 	isClient func(PeerCred) bool
-	// units says whether to attest each peer's systemd unit.
-	units bool
+	// units says whether to attest each peer's systemd unit: only while
+	// some client is registered by unit (it costs a pidfd and a read of
+	// /proc per connection).
+	units func() bool
 
 	mu         sync.Mutex
 	total      int
@@ -192,7 +194,7 @@ func (l *peerListener) leave(uid uint32, client bool) {
 // where units matter, the peer's systemd unit through a pidfd. A peer that
 // exited before its unit was proven has no identity.
 func (l *peerListener) identify(c *net.UnixConn) (PeerCred, error) {
-	if !l.units {
+	if l.units == nil || !l.units() {
 		return peerCred(c)
 	}
 	id, err := peer.Resolve(c)

@@ -85,6 +85,14 @@ func (v *vault) replaceClients(cs []*keyring.Client) {
 	v.setClients(cs)
 }
 
+// hasUnitClients reports whether some client that is not retired is
+// registered by unit.
+func (v *vault) hasUnitClients() bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return v.unitAnyUID || len(v.unitUIDs) > 0
+}
+
 // match returns the client a peer is, and whether it may read: of the
 // clients whose uid, gid and unit constraints the peer meets, the most
 // specific one (admin.Specificity), which must be Active. A less specific
