@@ -78,6 +78,11 @@ type Options struct {
 	Now func() time.Time
 	// Progress, if set, is told before each Argon2id derivation.
 	Progress func(what string, p keyring.Params)
+	// Refusal, if set, takes the records of attempts refused before any
+	// derivation (the backoff said wait), so that the caller can aggregate
+	// a flood of them (sealboxd writes one record per peer and window).
+	// Nil writes each one.
+	Refusal func(ev audit.Event)
 	// OnCommit, if set, is called after every committed change with what the
 	// daemon needs to follow it: the client records as they now stand (all
 	// verified), and, after a rekey, the new log keys, which it then owns.
@@ -89,6 +94,7 @@ type Commit struct {
 	Op         audit.Kind
 	Clients    []*keyring.Client
 	Generation uint64
+	Root       [keyring.MACSize]byte // the new state root's MAC
 	// LogKeys is set by a rekey: the new audit and root keys (the receiver
 	// owns the buffer).
 	LogKeys *memlock.Buffer

@@ -141,7 +141,12 @@ func (m *Manager) authenticateKind(ctx context.Context, op audit.Kind, name stri
 	if err != nil {
 		var be *BackoffError
 		if errors.As(err, &be) {
-			m.logFailure(ctx, op, name, audit.Backoff, err)
+			ev := audit.Event{Kind: op, Actor: name, Peer: audit.PeerFrom(ctx), Outcome: audit.Backoff}
+			if m.opts.Refusal != nil && ev.Peer != nil {
+				m.opts.Refusal(ev)
+			} else {
+				m.logFailure(ctx, op, name, audit.Backoff, err)
+			}
 		}
 		return nil, err
 	}
@@ -391,7 +396,7 @@ func (m *Manager) finish(ctx context.Context, t *txn, o op) (*keyring.Root, *Com
 	if err != nil {
 		return nil, nil, err
 	}
-	return root, &Commit{Op: o.kind, Clients: clients, Generation: root.Generation, LogKeys: t.logKeys}, nil
+	return root, &Commit{Op: o.kind, Clients: clients, Generation: root.Generation, Root: root.MAC, LogKeys: t.logKeys}, nil
 }
 
 func joinDetail(first string, rest []string) string {

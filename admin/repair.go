@@ -301,7 +301,7 @@ func (m *Manager) applyRepair(ctx context.Context, tx *keyring.Tx, s *session, p
 	if err != nil {
 		return nil, err
 	}
-	return &Commit{Op: audit.KindRepair, Clients: clients, Generation: root.Generation}, nil
+	return &Commit{Op: audit.KindRepair, Clients: clients, Generation: root.Generation, Root: root.MAC}, nil
 }
 
 func truncate(s string, n int) string {

@@ -125,7 +125,7 @@ func (a *auditor) Read(s keyring.Stream, ev audit.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	if ev.Outcome == audit.Refused && ev.Peer != nil {
+	if (ev.Outcome == audit.Refused || ev.Outcome == audit.Backoff) && ev.Peer != nil {
 		a.refused(s, ev)
 		return
 	}

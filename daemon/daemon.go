@@ -19,6 +19,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -152,6 +153,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		LogKeys:   d.audit.keyBytes,
 		Watermark: d.wm,
 		OnCommit:  d.onCommit,
+		Refusal:   func(ev audit.Event) { d.audit.Read(keyring.Events, ev) },
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.
@@ -358,7 +360,7 @@ func (d *Daemon) onCommit(c *admin.Commit) {
 	if c.LogKeys != nil {
 		d.audit.replaceKeys(c.LogKeys)
 	}
-	d.log.Info("keyring changed", "op", string(c.Op), "generation", c.Generation)
+	d.log.Info("keyring changed", "op", string(c.Op), "generation", c.Generation, "root", hex.EncodeToString(c.Root[:8]))
 }
 
 // Seal wipes the secret (for the admin socket, a signal, shutdown or a fatal
