@@ -238,10 +238,3 @@ func (c *peerConn) Close() error {
 	return err
 }
 
-// connContext puts the peer credentials into every request's context.
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	if pc, ok := c.(*peerConn); ok {
-		return context.WithValue(ctx, credKey{}, pc.cred)
-	}
-	return ctx
-}
