@@ -66,9 +66,11 @@ install: build
 	else \
 		install -m 0644 config/sealboxd.toml $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml; \
 	fi
-	sed -e 's|/usr/local/bin/sealboxd|$(BINDIR)/sealboxd|' -e 's|/etc/sealbox/|$(SYSCONFDIR)/sealbox/|' \
-		-e 's|file:///usr/share/doc/sealbox/|file://$(DOCDIR)/|' sealboxd.service > $(DESTDIR)$(UNITDIR)/sealboxd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/sealboxd.service
+	for u in sealboxd.service sealbox-askpass.service; do \
+		sed -e 's|/usr/local/bin/|$(BINDIR)/|' -e 's|/etc/sealbox/|$(SYSCONFDIR)/sealbox/|' \
+			-e 's|file:///usr/share/doc/sealbox/|file://$(DOCDIR)/|' $$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+	done
 	printf 'u sealbox - "sealbox daemon" /var/lib/sealbox /usr/sbin/nologin\n' > $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
 	install -m 0644 README.md docs/operations.md docs/threat-model.md keyring/FORMAT.md $(DESTDIR)$(DOCDIR)/
 	@# On a live system (no DESTDIR): create the user now and tell systemd.
@@ -80,7 +82,7 @@ install: build
 	fi
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(UNITDIR)/sealbox-askpass.service $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/sealbox and /var/lib/sealbox (the keyring): remove them yourself once you are sure"
 

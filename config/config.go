@@ -25,6 +25,8 @@ const (
 	DefaultKeyring     = "/var/lib/sealbox/keyring.db"
 	DefaultSocket      = "/run/sealbox/sealbox.sock"
 	DefaultAdminSocket = "/run/sealbox/admin.sock"
+	// DefaultCredentialSocket serves systemd's LoadCredential=.
+	DefaultCredentialSocket = "/run/sealbox/credentials.sock"
 )
 
 // Config is sealboxd's configuration.
@@ -32,6 +34,13 @@ type Config struct {
 	Keyring     string `toml:"keyring"`
 	Socket      string `toml:"socket"`
 	AdminSocket string `toml:"admin_socket"`
+	// CredentialSocket serves LoadCredential=NAME:PATH to units registered
+	// as clients by unit. Empty: credentials.sock beside the admin socket;
+	// "off" turns it off.
+	CredentialSocket string `toml:"credential_socket"`
+	// CredentialWait is how long a credential request waits for an unseal
+	// while sealed, before its unit fails. Reloaded on SIGHUP.
+	CredentialWait time.Duration `toml:"credential_wait"`
 
 	// AllowUnlockedMemory lets unseal proceed when mlock fails; status then
 	// reports memory_locked=false. Off by default.
@@ -67,6 +76,7 @@ func Default() Config {
 		Keyring:         DefaultKeyring,
 		Socket:          DefaultSocket,
 		AdminSocket:     DefaultAdminSocket,
+		CredentialWait:  60 * time.Second,
 		KDFTime:         time.Second,
 		KDFMaxMemoryMiB: 1024,
 		AuditMaxRecords: 1_000_000,
@@ -74,6 +84,19 @@ func Default() Config {
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
 	}
+}
+
+// CredentialSocketPath returns the credential socket's path: the one
+// configured, credentials.sock beside the admin socket when none is, or ""
+// when it is "off".
+func (c *Config) CredentialSocketPath() string {
+	switch c.CredentialSocket {
+	case "off":
+		return ""
+	case "":
+		return filepath.Join(filepath.Dir(c.AdminSocket), "credentials.sock")
+	}
+	return c.CredentialSocket
 }
 
 // Level returns LogLevel as a slog level.
@@ -119,6 +142,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > 65536 {
 		errs = append(errs, fmt.Errorf("max_connections: %d out of range (1 to 65536)", c.MaxConnections))
+	}
+	if c.CredentialWait < 0 || c.CredentialWait > time.Hour {
+		errs = append(errs, fmt.Errorf("credential_wait: %v out of range (0 to 1h)", c.CredentialWait))
+	}
+	if cs := c.CredentialSocketPath(); cs != "" && (cs == c.Socket || cs == c.AdminSocket || len(cs) > 107 || !filepath.IsAbs(cs)) {
+		errs = append(errs, errors.New("credential_socket: must differ from the other sockets and fit in 107 bytes"))
 	}
 	if c.MaxWait < 0 || c.MaxWait > time.Hour {
 		errs = append(errs, fmt.Errorf("max_wait: %v out of range (0 to 1h)", c.MaxWait))

@@ -95,6 +95,8 @@ type Daemon struct {
 
 	svcLn, admLn   *peerListener
 	svcSrv, admSrv *connServer
+	credSrv        *credentialServer // nil when credential_socket is ""
+	credWait       atomic.Int64      // time.Duration
 }
 
 // Options are what New needs beyond the configuration.
@@ -179,6 +181,19 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.admLn = newPeerListener(ln, cfg.MaxConnections, nil)
+	d.credWait.Store(int64(cfg.CredentialWait))
+	if path := cfg.CredentialSocketPath(); path != "" {
+		// Mode 0600: systemd's helper connects as root; nobody else has
+		// anything to ask there.
+		cl, err := listenUnix(path, AdminSocketMode)
+		if err != nil {
+			d.svcLn.Close()
+			d.admLn.Close()
+			kr.Close()
+			return nil, err
+		}
+		d.credSrv = d.newCredentialServer(cl)
+	}
 	logDebug := func(msg string, args ...any) { d.log.Debug(msg, args...) }
 	d.svcSrv = &connServer{
 		handler:        d.counted(d.serviceRouter()),
@@ -268,9 +283,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.log.Info("stopped")
 	}()
 	go d.releaseWhenIdle(actx)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- d.svcSrv.Serve(d.svcLn) }()
 	go func() { errc <- d.admSrv.Serve(d.admLn) }()
+	if d.credSrv != nil {
+		go func() { errc <- d.credSrv.Serve() }()
+	}
 	policy := keyring.Params{}
 	d.kr.View(func(tx *keyring.Tx) error {
 		h, err := tx.Header()
@@ -332,6 +350,9 @@ func (d *Daemon) close() {
 		d.admSrv.Shutdown(sctx)
 		d.svcLn.Close()
 		d.admLn.Close()
+		if d.credSrv != nil {
+			d.credSrv.Close()
+		}
 	})
 }
 
@@ -393,12 +414,13 @@ func (d *Daemon) Reload(cfg config.Config) {
 		d.level.Set(cfg.Level())
 	}
 	d.maxWait.Store(int64(cfg.MaxWait))
+	d.credWait.Store(int64(cfg.CredentialWait))
 	if cfg.Keyring != d.cfg.Keyring || cfg.Socket != d.cfg.Socket || cfg.AdminSocket != d.cfg.AdminSocket ||
 		cfg.MaxConnections != d.cfg.MaxConnections || cfg.AllowUnlockedMemory != d.cfg.AllowUnlockedMemory ||
 		cfg.AuditMaxRecords != d.cfg.AuditMaxRecords || cfg.AuditMaxEvents != d.cfg.AuditMaxEvents {
 		d.log.Warn("reload: paths, max_connections, allow_unlocked_memory and the audit caps take effect at the next restart")
 	}
-	d.log.Info("reloaded", "log_level", cfg.LogLevel, "max_wait", cfg.MaxWait.String())
+	d.log.Info("reloaded", "log_level", cfg.LogLevel, "max_wait", cfg.MaxWait.String(), "credential_wait", cfg.CredentialWait.String())
 }
 
 // Notify sends a state to systemd's notify socket ($NOTIFY_SOCKET), if any:

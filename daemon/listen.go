@@ -237,4 +237,3 @@ func (c *peerConn) Close() error {
 	c.once.Do(c.release)
 	return err
 }
-

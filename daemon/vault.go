@@ -127,6 +127,34 @@ func (v *vault) matchLocked(cred PeerCred) (*keyring.Client, bool) {
 	return best, best != nil && best.Status == keyring.ClientActive
 }
 
+// matchCredential returns the client a LoadCredential= request for unit is
+// (systemd's helper asks as root, in the unit's cgroup): a client of that
+// unit that takes any uid, or uid 0. It must be Active.
+func (v *vault) matchCredential(unit string) (*keyring.Client, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c, ok := v.matchLocked(PeerCred{UID: 0, GID: 0, Unit: unit, UnitKnown: true})
+	if c != nil && c.Unit == "" {
+		return nil, false // a client by uid 0 alone is not a unit's
+	}
+	return c, ok
+}
+
+// serveCredential is serve for a credential request: the secret, if unit's
+// client is still Active and the vault unsealed.
+func (v *vault) serveCredential(unit string, write func(secret []byte) error) (audit.Outcome, *keyring.Client, error) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	c, ok := v.matchLocked(PeerCred{UID: 0, GID: 0, Unit: unit, UnitKnown: true})
+	if !ok || c.Unit == "" {
+		return audit.Refused, c, nil
+	}
+	if v.secret == nil {
+		return audit.SealedOutcome, c, nil
+	}
+	return audit.Served, c, write(v.secret.Bytes())
+}
+
 // sealEpoch returns the current seal epoch, for unseal to check against.
 func (v *vault) sealEpoch() uint64 {
 	v.mu.RLock()

@@ -1494,6 +1494,7 @@ func TestSystemdNspawn(t *testing.T) {
 	}
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	copyFile(t, filepath.Join(root, "sealboxd.service"), filepath.Join(stage, "sealboxd.service"), 0o644)
+	copyFile(t, filepath.Join(root, "sealbox-askpass.service"), filepath.Join(stage, "sealbox-askpass.service"), 0o644)
 	copyFile(t, filepath.Join(root, "config", "sealboxd.toml"), filepath.Join(stage, "sealboxd.toml"), 0o644)
 	copyFile(t, filepath.Join("testdata", "nspawn", "run.sh"), filepath.Join(stage, "run.sh"), 0o755)
 	copyFile(t, filepath.Join("testdata", "nspawn", "sealbox-test.service"), filepath.Join(stage, "sealbox-test.service"), 0o644)

@@ -32,7 +32,7 @@ starts sealed, and listens on two Unix sockets:
                   sealbox-admin (mode 0600)
 
 Signals: SIGTERM/SIGINT seal (wipe the secret), close the sockets and exit 0;
-SIGHUP reloads log_level and max_wait from --config.
+SIGHUP reloads log_level, max_wait and credential_wait from --config.
 
 Flags override the config file. Defaults: keyring /var/lib/sealbox/keyring.db,
 socket /run/sealbox/sealbox.sock, admin socket /run/sealbox/admin.sock.

@@ -9,6 +9,7 @@ t=/sealbox-test
 install -m 0755 "$t"/bin/sealboxd "$t"/bin/sealbox-admin "$t"/bin/sealbox /usr/local/bin/
 install -d /etc/sealbox && install -m 0644 "$t"/sealboxd.toml /etc/sealbox/sealboxd.toml
 install -m 0644 "$t"/sealboxd.service /etc/systemd/system/sealboxd.service
+install -m 0644 "$t"/sealbox-askpass.service /etc/systemd/system/sealbox-askpass.service
 useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox
 useradd --system --shell /usr/sbin/nologin svc
 install -d -o sealbox -g sealbox -m 0700 /var/lib/sealbox
@@ -44,7 +45,85 @@ grep -Eq '^CapBnd:\s+0+$' "$st" || fail "bounding set: $(grep CapBnd "$st")"
 [ "$(stat -c %u /proc/$pid/environ)" = 0 ] || fail "dumpable"
 systemctl show -p StatusText --value sealboxd | grep -q unsealed || fail "STATUS= not unsealed: $(systemctl show -p StatusText --value sealboxd)"
 lck=$(awk '/^VmLck/{print $2}' "$st")
+
+# --- LoadCredential= from the credential socket, and the password agents ---
+secret=$(setpriv --reuid svc --regid svc --clear-groups -- sealbox --socket /run/sealbox/sealbox.sock get | od -An -tx1 | tr -d ' \n')
+online() { as_sealbox sealbox-admin "$@"; }
+for u in cred-a cred-b cred-d cred-e; do
+  printf '%s\n' "$pw" | online client add "$u" --unit "$u.service" --as alice >/dev/null || fail "client add $u"
+done
+printf '%s\n' "$pw" | online client disable cred-b --as alice >/dev/null || fail "client disable"
+for u in cred-a cred-b cred-c cred-d cred-e; do
+  cat > /etc/systemd/system/$u.service <<UNIT
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+TimeoutStartSec=120
+LoadCredential=secret:/run/sealbox/credentials.sock
+ExecStart=/bin/sh -c 'od -An -tx1 "\$CREDENTIALS_DIRECTORY/secret" | tr -d " \\n" > /run/$u.out'
+UNIT
+done
+systemctl daemon-reload
+online seal >/dev/null || fail seal
+# Refused at once, even sealed: a disabled client's unit, an unregistered
+# one. Neither starts, and neither gets an empty credential.
+systemctl start cred-b.service 2>/dev/null && fail "a disabled client's unit started"
+systemctl start cred-c.service 2>/dev/null && fail "an unregistered unit started"
+[ -e /run/cred-b.out ] || [ -e /run/cred-c.out ] && fail "a refused unit ran"
+for u in cred-b cred-c; do
+  [ "$(systemctl show -p ExecMainStatus --value $u.service)" = 243 ] || fail "$u: not 243/CREDENTIALS: $(systemctl show -p Result -p ExecMainStatus $u.service)"
+done
+# A registered unit whose wait times out fails; it never starts empty.
+sed -i 's/^credential_wait.*/credential_wait = "2s"/' /etc/sealbox/sealboxd.toml
+reload_to() {
+  systemctl reload sealboxd || fail "reload"
+  for i in $(seq 1 50); do journalctl -u sealboxd --no-pager | grep -q "msg=reloaded.*credential_wait=$1" && return; sleep 0.1; done
+  fail "credential_wait not reloaded to $1: $(grep credential_wait /etc/sealbox/sealboxd.toml)"
+}
+reload_to 2s
+systemctl start cred-d.service 2>/dev/null && fail "a unit started after its credential wait timed out"
+[ -e /run/cred-d.out ] && fail "a timed-out unit ran"
+[ "$(systemctl show -p ExecMainStatus --value cred-d.service)" = 243 ] || fail "cred-d: not 243/CREDENTIALS"
+sed -i 's/^credential_wait.*/credential_wait = "60s"/' /etc/sealbox/sealboxd.toml
+reload_to 1m0s
+# A root process outside the unit forging systemd's address gets nothing.
+got=$(perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; bind($s, pack_sockaddr_un("\0deadbeef/unit/cred-a.service/secret")) or die "bind: $!"; connect($s, pack_sockaddr_un("/run/sealbox/credentials.sock")) or die "connect: $!"; shutdown($s, 1); my $n = 0; while (my $r = sysread($s, my $b, 65536)) { $n += $r } print $n')
+[ "$got" -gt 1048576 ] || fail "a forged credential request got $got bytes"
+# A registered unit started while sealed waits; an admin unseals through
+# the password agents (as at the console); then the unit starts with the
+# exact secret.
+systemctl start --no-block cred-a.service cred-e.service
+sleep 2
+[ "$(systemctl is-active cred-a.service)" = activating ] || fail "cred-a did not wait: $(systemctl is-active cred-a.service)"
+systemctl start --no-block sealbox-askpass.service
+# An admin at the console: the tty agent shows each question and reads the
+# answer typed after it (it flushes what was typed before its prompt).
+mkfifo /run/agent.in
+timeout 90 script -qec "systemd-tty-ask-password-agent --watch" /dev/null < /run/agent.in >/dev/null 2>&1 &
+agent=$!
+exec 3>/run/agent.in
+asked() { for i in $(seq 1 100); do grep -qs "^Id=$1\$" /run/systemd/ask-password/ask.* && return; sleep 0.1; done; fail "no question $1 for the agents"; }
+asked sealbox:unseal; sleep 0.5; printf 'alice\n' >&3
+asked sealbox:unseal:alice; sleep 0.5; printf '%s\n' "$pw" >&3
+for i in $(seq 1 300); do systemctl is-active -q cred-a.service && break; sleep 0.2; done
+exec 3>&-
+kill $agent 2>/dev/null
+systemctl is-active -q cred-a.service || fail "cred-a did not start after the unseal: $(systemctl is-active cred-a.service); $(journalctl -u sealbox-askpass --no-pager | tail -5)"
+[ "$(cat /run/cred-a.out)" = "$secret" ] || fail "cred-a got other bytes than the secret"
+# Two units under the same uid (root) are told apart.
+for i in $(seq 1 50); do systemctl is-active -q cred-e.service && break; sleep 0.2; done
+[ "$(cat /run/cred-e.out)" = "$secret" ] || fail "cred-e"
+[ -e /run/cred-c.out ] && fail "cred-c ran"
+for i in $(seq 1 50); do systemctl is-active -q sealbox-askpass.service || break; sleep 0.2; done
+[ "$(systemctl show -p Result --value sealbox-askpass.service)" = success ] || fail "the agent did not end after the unseal"
+# Every credential request is in the audit log, with its unit.
+audit=$(online audit --reads --json)
+for want in 'cred-a.service' 'credential secret for cred-c.service' 'credential secret for cred-d.service'; do
+  echo "$audit" | grep -q "$want" || fail "no audit record with $want"
+done
+online audit --json | grep -q '"actor": "alice"' || fail "no unseal record"
+
 systemctl stop sealboxd || fail stop
 [ -e /run/sealbox/sealbox.sock ] && fail "socket left after stop"
-echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0)"
+echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request)"
 exit 0
