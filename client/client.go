@@ -7,9 +7,10 @@
 //	secret, err := c.WaitSecret(ctx, time.Minute) // blocks until an admin unseals
 //	defer clear(secret)
 //
-// The daemon decides who may read from the kernel-attested uid (and gid) of
-// the connecting process: register the program's user with
-// sealbox-admin client add. Nothing else is needed here.
+// The daemon decides who may read from what the kernel attests of the
+// connecting process: its uid (and gid) or its systemd unit. Register the
+// program's user or unit with sealbox-admin client add. Nothing else is
+// needed here. Waits ride out a daemon that is not up yet or restarts.
 //
 // Errors wrap ErrSealed (an admin has not unsealed yet), ErrRefused (this
 // process is not an Active registered client), ErrUnreachable (no daemon on
@@ -29,6 +30,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/sealbox/sealbox/internal/unixhttp"
@@ -54,8 +56,9 @@ var (
 // Client talks to sealboxd's service socket. It is safe for concurrent use
 // and keeps connections alive between calls.
 type Client struct {
-	socket string
-	hc     *http.Client
+	socket        string
+	hc            *http.Client
+	onUnreachable func(error)
 }
 
 // New returns a client for the service socket at path; "" means
@@ -89,15 +92,17 @@ func (c *Client) Secret(ctx context.Context) ([]byte, error) {
 
 // WaitSecret returns the master secret, waiting up to wait for an unseal. It
 // returns ErrTimeout if none came. The daemon caps one long poll (max_wait,
-// default 5 minutes); longer waits poll again.
+// default 5 minutes); longer waits poll again. A daemon that is not up yet,
+// restarts or drops the connection is retried until wait runs out: the
+// ErrTimeout then also wraps ErrUnreachable.
 func (c *Client) WaitSecret(ctx context.Context, wait time.Duration) ([]byte, error) {
-	deadline := time.Now().Add(wait)
+	r := c.newRetry(wait)
 	for {
-		secret, err := c.secret(ctx, max(time.Until(deadline), 0))
-		if errors.Is(err, ErrTimeout) && time.Now().Before(deadline) {
+		secret, err := c.secret(ctx, r.left())
+		if r.again(ctx, err) {
 			continue
 		}
-		return secret, err
+		return secret, r.final(err)
 	}
 }
 
@@ -108,21 +113,79 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // WaitUnsealed returns once the daemon is unsealed, or ErrTimeout after
 // timeout. The daemon caps one long poll (max_wait, default 5 minutes);
-// longer waits poll again.
+// longer waits poll again. Like WaitSecret, it retries a daemon that is not
+// up yet or restarts until timeout.
 func (c *Client) WaitUnsealed(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	r := c.newRetry(timeout)
 	for {
-		st, err := c.status(ctx, max(time.Until(deadline), 0))
-		if err != nil {
-			return err
+		st, err := c.status(ctx, r.left())
+		if err == nil && st.Sealed {
+			err = ErrTimeout // this poll ended sealed
 		}
-		if !st.Sealed {
-			return nil
+		if r.again(ctx, err) {
+			continue
 		}
-		if time.Now().After(deadline) {
-			return ErrTimeout
-		}
+		return r.final(err)
 	}
+}
+
+// OnUnreachable sets a function called once each time a wait finds the
+// daemon unreachable after reaching it (or at the start), with the error;
+// the wait goes on retrying. The sealbox command uses it to say so on
+// stderr. Set it before the client is shared.
+func (c *Client) OnUnreachable(f func(error)) { c.onUnreachable = f }
+
+// retry paces a wait: it polls again while the deadline allows, after a
+// timed-out long poll at once and after an unreachable daemon with a
+// backoff from 50 ms to 1 s.
+type retry struct {
+	c        *Client
+	deadline time.Time
+	backoff  time.Duration
+	down     error // the last unreachable error, while the daemon is down
+}
+
+func (c *Client) newRetry(wait time.Duration) *retry {
+	return &retry{c: c, deadline: time.Now().Add(wait)}
+}
+
+func (r *retry) left() time.Duration { return max(time.Until(r.deadline), 0) }
+
+// again reports whether to poll again after err, sleeping first when the
+// daemon was unreachable.
+func (r *retry) again(ctx context.Context, err error) bool {
+	switch {
+	case err == nil, ctx.Err() != nil, r.left() == 0:
+		return false
+	case errors.Is(err, ErrTimeout):
+		r.down, r.backoff = nil, 0
+		return true
+	case !errors.Is(err, ErrUnreachable) || errors.Is(err, syscall.EACCES):
+		// Refused, a protocol error, or a socket this user may not
+		// open: waiting does not change those.
+		return false
+	}
+	if r.down == nil && r.c.onUnreachable != nil {
+		r.c.onUnreachable(err)
+	}
+	r.down = err
+	r.backoff = min(max(2*r.backoff, 50*time.Millisecond), time.Second)
+	t := time.NewTimer(min(r.backoff, r.left()))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return ctx.Err() == nil
+}
+
+// final is the error a wait returns: a deadline reached while the daemon
+// was down is a timeout that also says why.
+func (r *retry) final(err error) error {
+	if r.down != nil && r.left() == 0 && errors.Is(err, ErrUnreachable) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
 }
 
 func (c *Client) get(ctx context.Context, path string, wait time.Duration) (*http.Response, error) {

@@ -40,11 +40,27 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		ctx := context.Background()
-		opts := admin.Options{Policy: &cheap, Memory: memlock.Options{AllowUnlocked: true}}
-		cfg := config.Default()
-		cfg.Keyring, cfg.Socket, cfg.AdminSocket = filepath.Join(dir, "k.db"), filepath.Join(dir, "s.sock"), filepath.Join(dir, "a.sock")
-		cfg.MaxWait = 2 * time.Second // short, so tests see waits span several polls
+		cfg, stop := startDaemon(dir)
+		defer stop()
+		sock = cfg.Socket
+		os.Setenv(client.SocketEnv, sock)
+		adm = daemon.NewAdminClient(cfg.AdminSocket)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// startDaemon makes a keyring in dir whose client "tests" is this process's
+// uid and serves it in this process until stop.
+func startDaemon(dir string) (cfg config.Config, stop func()) {
+	ctx := context.Background()
+	cheap := keyring.Params{Time: 1, MemoryKiB: 64, Threads: 1}
+	opts := admin.Options{Policy: &cheap, Memory: memlock.Options{AllowUnlocked: true}}
+	cfg = config.Default()
+	cfg.Keyring, cfg.Socket, cfg.AdminSocket = filepath.Join(dir, "k.db"), filepath.Join(dir, "s.sock"), filepath.Join(dir, "a.sock")
+	cfg.CredentialSocket = "off"
+	cfg.MaxWait = 2 * time.Second // short, so tests see waits span several polls
+	if _, err := os.Stat(cfg.Keyring); err != nil {
 		if err := admin.Init(ctx, cfg.Keyring, "alice", []byte(pwAlice), secret, opts); err != nil {
 			panic(err)
 		}
@@ -54,20 +70,15 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		kr.Close()
-		d, err := daemon.New(cfg, daemon.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			panic(err)
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { d.Serve(sctx); close(done) }()
-		defer func() { cancel(); <-done }()
-		sock = cfg.Socket
-		os.Setenv(client.SocketEnv, sock)
-		adm = daemon.NewAdminClient(cfg.AdminSocket)
-		return m.Run()
-	}()
-	os.Exit(code)
+	}
+	d, err := daemon.New(cfg, daemon.Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		panic(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { d.Serve(sctx); close(done) }()
+	return cfg, func() { cancel(); <-done }
 }
 
 func unsealNow(t testing.TB) {
@@ -178,5 +189,65 @@ func TestRefusedWhenDisabled(t *testing.T) {
 	defer adm.SetClientStatus(ctx, "alice", []byte(pwAlice), "tests", keyring.ClientActive)
 	if _, err := client.New("").Secret(ctx); !errors.Is(err, client.ErrRefused) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// A wait started before the daemon is up, across its restart, returns the
+// secret once the restarted daemon is unsealed.
+func TestWaitSurvivesDaemonRestart(t *testing.T) {
+	dir := t.TempDir()
+	c := client.New(filepath.Join(dir, "s.sock")) // nothing there yet
+	defer c.Close()
+	var downs int
+	c.OnUnreachable(func(error) { downs++ })
+	type got struct {
+		secret []byte
+		err    error
+	}
+	res := make(chan got, 1)
+	go func() {
+		s, err := c.WaitSecret(context.Background(), time.Minute)
+		res <- got{s, err}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	_, stop := startDaemon(dir) // up, sealed: the wait now long-polls it
+	time.Sleep(300 * time.Millisecond)
+	stop() // a restart: the long poll's connection drops
+	time.Sleep(300 * time.Millisecond)
+	cfg, stop := startDaemon(dir)
+	defer stop()
+	select {
+	case r := <-res:
+		t.Fatalf("the wait ended before any unseal: %v", r.err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	a := daemon.NewAdminClient(cfg.AdminSocket)
+	if _, err := a.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	r := <-res
+	if r.err != nil || !bytes.Equal(r.secret, secret) {
+		t.Fatalf("after the restart and unseal: %q, %v", r.secret, r.err)
+	}
+	if downs != 2 {
+		t.Fatalf("OnUnreachable called %d times, want 2 (before start, during restart)", downs)
+	}
+}
+
+// A wait on a daemon that never comes ends at its timeout, saying both.
+func TestWaitOnAbsentDaemonTimesOut(t *testing.T) {
+	c := client.New(filepath.Join(t.TempDir(), "none.sock"))
+	defer c.Close()
+	start := time.Now()
+	err := c.WaitUnsealed(context.Background(), 400*time.Millisecond)
+	if !errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("got %v, want a timeout wrapping unreachable", err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("gave up after %v, before its timeout", d)
+	}
+	// No wait: unreachable at once.
+	if _, err := c.WaitSecret(context.Background(), 0); errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("zero wait: %v", err)
 	}
 }

@@ -174,6 +174,9 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	}
 	d.svcLn = newPeerListener(ln, cfg.MaxConnections, func(c PeerCred) bool { _, ok := d.vault.match(c); return ok })
 	d.svcLn.units = d.vault.hasUnitClients
+	d.svcLn.noPidfd = func(err error) {
+		d.log.Warn("clients registered by unit are refused on this kernel; uid clients still work", "err", err)
+	}
 	ln, err = listenUnix(cfg.AdminSocket, AdminSocketMode)
 	if err != nil {
 		d.svcLn.Close()

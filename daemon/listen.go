@@ -106,6 +106,9 @@ type peerListener struct {
 	// some client is registered by unit (it costs a pidfd and a read of
 	// /proc per connection).
 	units func() bool
+	// noPidfd is told, once, that this kernel cannot attest units.
+	noPidfd  func(error)
+	warnOnce sync.Once
 
 	mu         sync.Mutex
 	total      int
@@ -200,6 +203,9 @@ func (l *peerListener) identify(c *net.UnixConn) (PeerCred, error) {
 	id, err := peer.Resolve(c)
 	if err == nil {
 		return PeerCred{PID: id.PID, UID: id.UID, GID: id.GID, Unit: id.Unit, UnitKnown: true}, nil
+	}
+	if errors.Is(err, peer.ErrNoPidfd) && l.noPidfd != nil {
+		l.warnOnce.Do(func() { l.noPidfd(err) })
 	}
 	// No unit (an old kernel, no cgroup v2, a peer that exited, /proc
 	// hidden): the uid and gid SO_PEERCRED attests still hold, and the unit

@@ -37,7 +37,8 @@ Commands:
         write the secret to stdout, or to FILE (created 0600, atomically);
         refuses a terminal without --force
   wait [--timeout D]
-        block until the daemon is unsealed (for ExecStartPre=)
+        block until the daemon is unsealed (for ExecStartPre=). Waits
+        (here and --wait) ride out a daemon that is not up yet or restarts
   exec [--env NAME | --fd N] [--wait D] -- CMD [ARGS...]
         run CMD with the secret on an inherited file descriptor (default:
         fd 3, path in $SEALBOX_SECRET_FILE, and any argument "{secret-file}"
@@ -93,6 +94,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c := client.New(*socket)
 	defer c.Close()
+	c.OnUnreachable(func(err error) {
+		fmt.Fprintf(stderr, "sealbox: %v; retrying until the wait runs out\n", err)
+	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, rest := fs.Arg(0), fs.Args()[1:]

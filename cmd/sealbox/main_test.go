@@ -104,21 +104,37 @@ func newWorldWith(t *testing.T, secret []byte) *world {
 		}
 	}
 	os.Remove(sf)
+	w.start()
+	t.Cleanup(func() { w.stop() })
+	return w
+}
+
+// start runs sealboxd on the world's keyring and waits for its sockets.
+func (w *world) start() {
+	w.t.Helper()
+	os.Remove(w.adm) // a socket left by a killed daemon is not a started one
 	w.daemon = exec.Command(daemonBin, "--keyring", w.kr, "--socket", w.sock, "--admin-socket", w.adm)
 	var log bytes.Buffer
 	w.daemon.Stderr = &log
 	if err := w.daemon.Start(); err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
-	t.Cleanup(func() { w.daemon.Process.Signal(syscall.SIGTERM); w.daemon.Wait() })
 	for i := 0; i < 300; i++ {
 		if _, err := os.Stat(w.adm); err == nil {
-			return w
+			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("daemon did not start: %s", log.String())
-	return nil
+	w.t.Fatalf("daemon did not start: %s", log.String())
+}
+
+// stop ends sealboxd as systemd would, with SIGTERM; its sockets go.
+func (w *world) stop() {
+	if w.daemon != nil {
+		w.daemon.Process.Signal(syscall.SIGTERM)
+		w.daemon.Wait()
+		w.daemon = nil
+	}
 }
 
 func (w *world) sealbox(args ...string) result {
@@ -148,6 +164,10 @@ func TestSealedTimeoutUnreachable(t *testing.T) {
 	expectCode(t, w.sealbox("wait", "--timeout", "300ms"), 6, "timed out")
 	expectCode(t, w.sealbox("get", "--wait", "300ms"), 6, "timed out")
 	expectCode(t, runBin(t, nil, sealboxBin, "--socket", filepath.Join(w.dir, "none.sock"), "get"), 5, "cannot reach sealboxd")
+	// A wait on a daemon that never comes up runs out its time, and says why.
+	r := runBin(t, nil, sealboxBin, "--socket", filepath.Join(w.dir, "none.sock"), "get", "--wait", "400ms")
+	expectCode(t, r, 6, "timed out")
+	expectCode(t, r, 6, "cannot reach sealboxd")
 	expectCode(t, w.sealbox("frobnicate"), 2, "unknown command")
 	expectCode(t, w.sealbox("exec"), 2, "name a command")
 	expectCode(t, w.sealbox("exec", "--fd", "1", "--", "true"), 2, "--fd must be")
@@ -168,6 +188,28 @@ func TestWaitReturnsAfterUnseal(t *testing.T) {
 	r := <-done
 	expectCode(t, r, 0, "")
 	t.Logf("wait returned %v after the unseal command", time.Since(unsealed).Round(time.Millisecond))
+}
+
+// The documented ExecStartPre=sealbox wait: a daemon restart (systemctl
+// restart sealboxd, a crash and Restart=) while a unit waits does not end
+// the wait; the restarted daemon's unseal does.
+func TestWaitSurvivesDaemonRestart(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	done := make(chan result, 1)
+	go func() { done <- w.sealbox("wait", "--timeout", "60s") }()
+	time.Sleep(300 * time.Millisecond)
+	w.stop()
+	time.Sleep(500 * time.Millisecond) // down for a while: several retries
+	w.start()
+	select {
+	case r := <-done:
+		t.Fatalf("wait ended across the restart, before any unseal: %d %s", r.code, r.stderr)
+	case <-time.After(500 * time.Millisecond):
+	}
+	w.unseal()
+	r := <-done
+	expectCode(t, r, 0, "retrying until the wait runs out")
 }
 
 func TestGetAndExecDeliverExactBytes(t *testing.T) {
