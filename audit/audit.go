@@ -103,6 +103,7 @@ type chainer struct {
 	plain  hash.Hash
 	kl, ul string // the stream's keyed and unkeyed labels
 	buf    [8 + macSize + 1]byte
+	sum    [macSize]byte // the last mac's result
 }
 
 func newChainer(s keyring.Stream, key []byte) *chainer {
@@ -131,9 +132,8 @@ func (c *chainer) mac(seq uint64, prev [macSize]byte, keyed bool, body []byte) [
 	}
 	h.Write(c.buf[:])
 	h.Write(body)
-	var out [macSize]byte
-	h.Sum(out[:0])
-	return out
+	h.Sum(c.sum[:0])
+	return c.sum
 }
 
 func encode(seq uint64, prev [macSize]byte, keyed bool, mac [macSize]byte, body []byte) []byte {
@@ -229,25 +229,50 @@ func Append(tx *keyring.Tx, key []byte, s keyring.Stream, anchor *keyring.AuditS
 		return nil, err
 	}
 	keyed := key != nil
-	var ch *chainer
-	memlock.Do(func() { ch = newChainer(s, key) })
-	var body []byte
-	for _, ev := range events {
+	// The records, laid out in one buffer: header, then body. Bodies are
+	// public; only the MACs need the key.
+	recs := make([][]byte, len(events))
+	ends := make([]int, len(events))
+	var hdr [hdrSize]byte
+	var buf []byte
+	for i, ev := range events {
 		if ev.Time.IsZero() {
 			ev.Time = time.Now()
 		}
 		ev.Time = ev.Time.UTC()
-		body = appendEvent(body[:0], &ev)
-		if len(body) > MaxBody {
-			return nil, fmt.Errorf("audit: event body %d bytes exceeds %d", len(body), MaxBody)
+		buf = append(buf, hdr[:]...)
+		start := len(buf)
+		buf = appendEvent(buf, &ev)
+		if n := len(buf) - start; n > MaxBody {
+			return nil, fmt.Errorf("audit: event body %d bytes exceeds %d", n, MaxBody)
 		}
-		seq++
-		var mac [macSize]byte
-		memlock.Do(func() { mac = ch.mac(seq, prev, keyed, body) })
-		if err := tx.PutAudit(s, seq, encode(seq, prev, keyed, mac, body)); err != nil {
-			return nil, err
+		ends[i] = len(buf)
+	}
+	for i, start := 0, 0; i < len(recs); i++ {
+		recs[i] = buf[start:ends[i]:ends[i]]
+		start = ends[i]
+	}
+	// Chain them: one memlock.Do for the whole batch, and nothing allocated
+	// inside it but the HMAC state.
+	first := seq + 1
+	memlock.Do(func() {
+		ch := newChainer(s, key)
+		for _, rec := range recs {
+			seq++
+			rec[0] = recVersion
+			binary.BigEndian.PutUint64(rec[1:], seq)
+			copy(rec[9:], prev[:])
+			if keyed {
+				rec[1+8+macSize] = 1
+			}
+			ch.mac(seq, prev, keyed, rec[hdrSize:])
+			copy(rec[hdrSize-macSize:hdrSize], ch.sum[:])
+			prev = ch.sum
 		}
-		prev = mac
+		clear(ch.sum[:])
+	})
+	if err := tx.PutAuditBatch(s, first, recs); err != nil {
+		return nil, err
 	}
 	if tx.Format() == 1 {
 		return nil, writeLegacyHead(tx, seq, prev)

@@ -73,13 +73,14 @@ const (
 
 // Daemon is a running sealboxd.
 type Daemon struct {
-	cfg   config.Config
-	log   *slog.Logger
-	level *slog.LevelVar
-	kr    *keyring.Keyring
-	mgr   *admin.Manager
-	vault *vault
-	audit *auditor
+	cfg    config.Config
+	log    *slog.Logger
+	level  *slog.LevelVar
+	kr     *keyring.Keyring
+	verHdr atomic.Pointer[versionValue] // the last X-Sealbox-Secret-Version value
+	mgr    *admin.Manager
+	vault  *vault
+	audit  *auditor
 	// noReadAudit skips read records; only the in-package benchmark sets
 	// it, to measure what auditing costs. No configuration reaches it.
 	noReadAudit bool
@@ -209,6 +210,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		// A peer that is not an Active client costs one answer: its
 		// connection ends with the refusal.
 		closeOnStatus: http.StatusForbidden,
+		fastGET:       true,
 	}
 	d.admSrv = &connServer{
 		handler:        d.counted(d.adminRouter()),

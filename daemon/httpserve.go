@@ -2,14 +2,17 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"sort"
+	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +47,9 @@ type connServer struct {
 	// closeOnStatus, if set, ends the connection after an answer with this
 	// status (the service socket: a refused peer).
 	closeOnStatus int
+	// fastGET parses a plain GET without net/http (parseGET): the service
+	// socket's reads.
+	fastGET bool
 
 	mu     sync.Mutex
 	conns  map[*peerConn]bool // true while a request is in flight
@@ -173,6 +179,9 @@ func (s *connServer) serveConn(c *peerConn) {
 	}
 	defer wipe()
 	ctx := context.WithValue(context.Background(), credKey{}, c.cred)
+	w := &connWriter{c: c, header: http.Header{}}
+	var fast http.Request // the fast path's request and URL, reused
+	var fastURL url.URL
 	for first := true; ; first = false {
 		// Wait for the next request's first byte (idle), then its header.
 		idle := s.idleTimeout
@@ -189,17 +198,20 @@ func (s *connServer) serveConn(c *peerConn) {
 		if !s.setBusy(c, true) {
 			return
 		}
-		_ = c.SetReadDeadline(time.Now().Add(s.headerTimeout))
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			if errors.Is(err, errTooLarge) {
-				writeRaw(c, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
-			} else if !errors.Is(err, io.EOF) {
-				writeRaw(c, http.StatusBadRequest, "malformed request")
+		req := &fast
+		if !s.fastGET || !parseGET(br, s.maxHeaderBytes, req, &fastURL) {
+			_ = c.SetReadDeadline(time.Now().Add(s.headerTimeout))
+			var err error
+			if req, err = http.ReadRequest(br); err != nil {
+				if errors.Is(err, errTooLarge) {
+					writeRaw(c, http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+				} else if !errors.Is(err, io.EOF) {
+					writeRaw(c, http.StatusBadRequest, "malformed request")
+				}
+				return
 			}
-			return
 		}
-		keep := s.serveOne(ctx, c, br, lim, req)
+		keep := s.serveOne(ctx, c, br, lim, req, w)
 		if s.closeAfter {
 			keep = false
 		}
@@ -211,7 +223,7 @@ func (s *connServer) serveConn(c *peerConn) {
 
 // serveOne runs the handler for req and reports whether the connection may
 // carry another request.
-func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader, lim *limitedReader, req *http.Request) bool {
+func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader, lim *limitedReader, req *http.Request, w *connWriter) bool {
 	if req.ContentLength > s.maxBodyBytes {
 		writeRaw(c, http.StatusRequestEntityTooLarge, "request body too large")
 		// Read (and drop) some of what the peer is still sending, briefly,
@@ -222,17 +234,30 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 		return false
 	}
 	lim.n = s.maxBodyBytes + 1 // the body (chunked bodies are bounded here)
-	_ = c.SetReadDeadline(time.Now().Add(s.headerTimeout + s.writeTimeout))
+	if req.ContentLength != 0 || len(req.TransferEncoding) > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(s.headerTimeout + s.writeTimeout))
+	}
 	_ = c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	req.RemoteAddr = "@"
-	w := &connWriter{c: c, header: http.Header{}, proto11: req.ProtoAtLeast(1, 1), closeConn: s.closeAfter || req.Close}
+	w.reset(req.ProtoAtLeast(1, 1), s.closeAfter || req.Close)
 	defer w.wipe()
 	// A long poll watches the connection: a peer that hangs up cancels it.
 	var watch sync.WaitGroup
-	watching := req.URL.Query().Has("wait") && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
+	watching := req.URL.RawQuery != "" && req.URL.Query().Has("wait") && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
+	// The request's context carries the peer's credentials and, for a long
+	// poll, the hang-up. A service read without one needs neither: its
+	// handler takes the peer from the writer (peerOf), and the request is
+	// not copied.
+	rctx, cancel := ctx, context.CancelFunc(func() {})
+	if watching || s.closeAfter {
+		rctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		req = req.WithContext(rctx)
+	}
 	if watching {
+		// The watcher waits as long as the poll does: no read deadline
+		// until it is stopped.
+		_ = c.SetReadDeadline(time.Time{})
 		watch.Add(1)
 		go func() {
 			defer watch.Done()
@@ -241,7 +266,7 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 			}
 		}()
 	}
-	s.handler.ServeHTTP(w, req.WithContext(rctx))
+	s.handler.ServeHTTP(w, req)
 	if s.closeOnStatus != 0 && w.status == s.closeOnStatus {
 		w.closeConn = true
 	}
@@ -261,8 +286,111 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 		keep = false
 	}
 	req.Body.Close()
-	_ = c.SetWriteDeadline(time.Time{})
 	return keep
+}
+
+// parseGET parses the next request from br if it is a plain GET whose whole
+// header is already buffered: "GET /path[?query] HTTP/1.x", then header
+// lines of which only Connection matters; no body, no percent-escapes.
+// Anything else (another method, a Content-Length other than 0, a
+// Transfer-Encoding or Expect header, an escaped or unusual target, a header
+// split across reads, a bare LF, a folded line) returns false with nothing
+// consumed, for http.ReadRequest to parse. On success it fills req and u,
+// which the connection reuses, and consumes the header.
+func parseGET(br *bufio.Reader, maxHeader int, req *http.Request, u *url.URL) bool {
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, crlfcrlf)
+	if end < 0 || end+4 > maxHeader {
+		return false
+	}
+	line, rest, _ := bytes.Cut(buf[:end+2], crlf)
+	target, ok := bytes.CutPrefix(line, []byte("GET "))
+	if !ok {
+		return false
+	}
+	sp := bytes.IndexByte(target, ' ')
+	if sp < 1 || target[0] != '/' {
+		return false
+	}
+	proto := target[sp+1:]
+	target = target[:sp]
+	var minor int
+	switch string(proto) {
+	case "HTTP/1.1":
+		minor = 1
+	case "HTTP/1.0":
+	default:
+		return false
+	}
+	protos := [2]string{"HTTP/1.0", "HTTP/1.1"}
+	for _, b := range target {
+		if b <= ' ' || b >= 0x7f || b == '%' || b == '#' {
+			return false
+		}
+	}
+	closeConn, keepAlive := false, false
+	for len(rest) > 0 {
+		var h []byte
+		h, rest, _ = bytes.Cut(rest, crlf)
+		colon := bytes.IndexByte(h, ':')
+		if colon < 1 || bytes.IndexByte(h, '\n') >= 0 || bytes.IndexByte(h, '\r') >= 0 {
+			return false
+		}
+		name, value := h[:colon], bytes.Trim(h[colon+1:], " \t")
+		for _, b := range name {
+			if !isTokenByte(b) {
+				return false
+			}
+		}
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if string(value) != "0" {
+				return false
+			}
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")), bytes.EqualFold(name, []byte("Expect")):
+			return false
+		case bytes.EqualFold(name, []byte("Connection")):
+			for _, tok := range bytes.Split(value, []byte(",")) {
+				tok = bytes.Trim(tok, " \t")
+				closeConn = closeConn || bytes.EqualFold(tok, []byte("close"))
+				keepAlive = keepAlive || bytes.EqualFold(tok, []byte("keep-alive"))
+			}
+		}
+	}
+	path, query, _ := bytes.Cut(target, []byte("?"))
+	*u = url.URL{Path: internPath(path)}
+	if len(query) > 0 {
+		u.RawQuery = string(query)
+	}
+	*req = http.Request{Method: http.MethodGet, URL: u, Proto: protos[minor], ProtoMajor: 1, ProtoMinor: minor,
+		Body: http.NoBody, Close: closeConn || (minor == 0 && !keepAlive), RequestURI: internPath(target)}
+	_, _ = br.Discard(end + 4)
+	return true
+}
+
+var (
+	crlf     = []byte("\r\n")
+	crlfcrlf = []byte("\r\n\r\n")
+)
+
+// internPath returns the service's paths without allocating.
+func internPath(p []byte) string {
+	switch string(p) {
+	case "/v1/secret":
+		return "/v1/secret"
+	case "/v1/status":
+		return "/v1/status"
+	}
+	return string(p)
+}
+
+// isTokenByte reports whether b may appear in a header name (RFC 9110 token).
+func isTokenByte(b byte) bool {
+	switch {
+	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
 }
 
 // writeRaw answers a request that never reached a handler.
@@ -287,11 +415,24 @@ type connWriter struct {
 	closeConn bool
 	proto11   bool
 	err       error
+	// Reused from request to request: the header being built, its sorted
+	// keys, and the writev list.
+	hdr  []byte
+	keys []string
+	bufs net.Buffers
 }
 
 const maxBuffered = 64 << 10
 
 func (w *connWriter) Header() http.Header { return w.header }
+
+// reset readies the connection's writer for its next request.
+func (w *connWriter) reset(proto11, closeConn bool) {
+	clear(w.header)
+	w.status, w.buf = 0, w.buf[:0]
+	w.streaming, w.sent, w.err = false, false, nil
+	w.proto11, w.closeConn = proto11, closeConn
+}
 
 func (w *connWriter) WriteHeader(status int) {
 	if w.status == 0 {
@@ -354,19 +495,18 @@ func (w *connWriter) finish() error {
 // Content-Length (-1: none, the connection closes after the body).
 func (w *connWriter) send(n int, bodies ...[]byte) error {
 	w.sent = true
-	hdr := make([]byte, 0, 256)
-	hdr = append(hdr, "HTTP/1.1 "...)
+	hdr := append(w.hdr[:0], "HTTP/1.1 "...)
 	hdr = strconv.AppendInt(hdr, int64(w.status), 10)
 	hdr = append(hdr, ' ')
 	hdr = append(hdr, http.StatusText(w.status)...)
 	hdr = append(hdr, "\r\n"...)
-	keys := make([]string, 0, len(w.header))
+	keys := w.keys[:0]
 	for k := range w.header {
 		if k != "Content-Length" && k != "Connection" {
 			keys = append(keys, k)
 		}
 	}
-	sort.Strings(keys)
+	slices.Sort(keys)
 	for _, k := range keys {
 		for _, v := range w.header[k] {
 			hdr = append(hdr, k...)
@@ -385,13 +525,16 @@ func (w *connWriter) send(n int, bodies ...[]byte) error {
 		w.closeConn = true
 	}
 	hdr = append(hdr, "\r\n"...)
-	bufs := net.Buffers{hdr}
+	w.hdr, w.keys = hdr, keys
+	bufs := append(w.bufs[:0], hdr)
 	for _, b := range bodies {
 		if len(b) > 0 {
 			bufs = append(bufs, b)
 		}
 	}
+	w.bufs = bufs
 	_, err := bufs.WriteTo(w.c.UnixConn)
+	clear(w.bufs[:cap(w.bufs)]) // drop the references to what was sent
 	return err
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -37,6 +38,15 @@ type PeerCred struct {
 }
 
 type credKey struct{}
+
+// peerOf returns the credentials of the peer whose request r is: from the
+// connection's writer where connServer serves it, else from the context.
+func peerOf(w http.ResponseWriter, r *http.Request) (PeerCred, bool) {
+	if cw, ok := w.(*connWriter); ok {
+		return cw.c.cred, true
+	}
+	return credFrom(r.Context())
+}
 
 // credFrom returns the connection's peer credentials from a request context.
 func credFrom(ctx context.Context) (PeerCred, bool) {

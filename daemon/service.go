@@ -1,13 +1,10 @@
 package daemon
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/gorilla/mux"
 
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
@@ -15,14 +12,27 @@ import (
 
 // serviceRouter is the whole service API: what local clients may ask. Admin
 // operations do not exist here. Every request passes identify first, so an
-// unknown peer learns nothing, not even which paths exist.
+// unknown peer learns nothing, not even which paths exist. Two routes need
+// no router: the path is matched exactly (no cleaning, no redirects: an
+// unclean path is just not found), then the method.
 func (d *Daemon) serviceRouter() http.Handler {
-	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
-	r.HandleFunc("/v1/secret", d.getSecret).Methods(http.MethodGet)
-	r.HandleFunc("/v1/status", d.getServiceStatus).Methods(http.MethodGet)
-	r.NotFoundHandler = http.HandlerFunc(notFound)
-	r.MethodNotAllowedHandler = http.HandlerFunc(methodNotAllowed)
-	return d.identify(r)
+	return d.identify(func(w http.ResponseWriter, r *http.Request, cred PeerCred, c *keyring.Client) {
+		var h func(http.ResponseWriter, *http.Request, PeerCred, *keyring.Client)
+		switch r.URL.Path {
+		case "/v1/secret":
+			h = d.getSecret
+		case "/v1/status":
+			h = d.getServiceStatus
+		default:
+			notFound(w, r)
+			return
+		}
+		if r.Method != http.MethodGet {
+			methodNotAllowed(w, r)
+			return
+		}
+		h(w, r, cred, c)
+	})
 }
 
 func notFound(w http.ResponseWriter, _ *http.Request) {
@@ -32,8 +42,6 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
 	writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: codeBadRequest, Message: "method not allowed"})
 }
-
-type clientKey struct{}
 
 // secretWriter is what connServer's writer offers: the secret goes from its
 // locked buffer to the socket without a copy.
@@ -47,10 +55,11 @@ var (
 )
 
 // identify admits only peers that are an Active registered client, by the
-// credentials the kernel attested at accept. Root is not special.
-func (d *Daemon) identify(next http.Handler) http.Handler {
+// credentials the kernel attested at accept, and hands next the peer and its
+// client. Root is not special.
+func (d *Daemon) identify(next func(http.ResponseWriter, *http.Request, PeerCred, *keyring.Client)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cred, ok := credFrom(r.Context())
+		cred, ok := peerOf(w, r)
 		if !ok {
 			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "no peer credentials"})
 			return
@@ -62,7 +71,7 @@ func (d *Daemon) identify(next http.Handler) http.Handler {
 				Message: "not a registered active client (uid " + strconv.FormatUint(uint64(cred.UID), 10) + ")"})
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), clientKey{}, c)))
+		next(w, r, cred, c)
 	})
 }
 
@@ -131,8 +140,7 @@ func sealedError() *APIError {
 	return &APIError{Status: http.StatusServiceUnavailable, Code: codeSealed, Message: "sealed: an admin must run sealbox-admin unseal"}
 }
 
-func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
-	cred, _ := credFrom(r.Context())
+func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request, cred PeerCred, _ *keyring.Client) {
 	wait, aerr := d.waitParam(r)
 	if aerr != nil {
 		writeError(w, aerr)
@@ -144,7 +152,7 @@ func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h["Content-Type"] = octetStream
 		h["Cache-Control"] = noStore
-		h["X-Sealbox-Secret-Version"] = []string{strconv.FormatUint(version, 10)}
+		h["X-Sealbox-Secret-Version"] = d.versionHeader(version)
 		if sw, ok := w.(secretWriter); ok {
 			return sw.WriteSecret(secret) // from locked memory to the socket
 		}
@@ -165,13 +173,28 @@ func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (d *Daemon) getServiceStatus(w http.ResponseWriter, r *http.Request) {
+// versionHeader returns the X-Sealbox-Secret-Version value for version,
+// made once per version rather than per read (header values are only read).
+func (d *Daemon) versionHeader(version uint64) []string {
+	if v := d.verHdr.Load(); v != nil && v.version == version {
+		return v.value
+	}
+	v := &versionValue{version: version, value: []string{strconv.FormatUint(version, 10)}}
+	d.verHdr.Store(v)
+	return v.value
+}
+
+type versionValue struct {
+	version uint64
+	value   []string
+}
+
+func (d *Daemon) getServiceStatus(w http.ResponseWriter, r *http.Request, _ PeerCred, c *keyring.Client) {
 	wait, aerr := d.waitParam(r)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
 	unsealed := d.awaitUnseal(w, r, wait)
-	c, _ := r.Context().Value(clientKey{}).(*keyring.Client)
 	writeJSON(w, ServiceStatus{Sealed: !unsealed, Client: c.Name})
 }

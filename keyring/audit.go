@@ -92,6 +92,25 @@ func (tx *Tx) PutAudit(s Stream, seq uint64, rec []byte) error {
 	return tx.put(b, seqKey(seq), rec)
 }
 
+// PutAuditBatch stores recs under consecutive sequence numbers from first
+// in stream s: PutAudit for many records, with one bucket lookup and one
+// allocation for their keys.
+func (tx *Tx) PutAuditBatch(s Stream, first uint64, recs [][]byte) error {
+	b, err := tx.auditBucket(s, true)
+	if err != nil {
+		return err
+	}
+	keys := make([]byte, 8*len(recs))
+	for i, rec := range recs {
+		k := keys[8*i : 8*i+8 : 8*i+8]
+		binary.BigEndian.PutUint64(k, first+uint64(i))
+		if err := tx.put(b, k, rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // AuditRecords calls fn for every stored record of stream s from seq on, in
 // order, until fn returns false. The slice is valid only during the call.
 // A key that is not 8 bytes is passed with seq 0, for the chain check to

@@ -118,13 +118,24 @@ type arenaPool struct {
 	mu   sync.Mutex
 	kept *argon2id.Arena // ready, unused; nil when none
 	want keyring.Params  // the size to keep; zero: keep none
+	// preparing is closed when the arena KeepArena is faulting in is
+	// kept; nil when none is being prepared.
+	preparing chan struct{}
+	prepFor   keyring.Params
 }
 
 // get returns an arena for p (nil: Derive maps one for the call) and what to
-// do with it after.
+// do with it after. An arena being faulted in for p is waited for: it is
+// ready sooner than a new one, and two would double the peak memory.
 func (ap *arenaPool) get(p keyring.Params) (*argon2id.Arena, func()) {
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
+	for ap.kept == nil && ap.preparing != nil && fits(ap.prepFor, p) {
+		ch := ap.preparing
+		ap.mu.Unlock()
+		<-ch
+		ap.mu.Lock()
+	}
 	if a := ap.kept; a != nil && fits(ap.want, p) {
 		ap.kept = nil
 		return a, func() { ap.put(a) }
@@ -154,18 +165,34 @@ func KeepArena(p keyring.Params) error {
 	if err := CheckParams(p); err != nil {
 		return err
 	}
-	a, err := argon2id.NewArena(p.MemoryKiB, p.Threads)
-	if err != nil {
-		return err
-	}
-	if err := a.Prefault(); err != nil {
-		a.Release()
-		return err
-	}
+	ready := make(chan struct{})
 	arenas.mu.Lock()
-	old := arenas.kept
-	arenas.kept, arenas.want = a, p
+	arenas.preparing, arenas.prepFor = ready, p
 	arenas.mu.Unlock()
+	done := func(a *argon2id.Arena) (old *argon2id.Arena) {
+		arenas.mu.Lock()
+		defer arenas.mu.Unlock()
+		if arenas.preparing == ready {
+			arenas.preparing = nil
+		}
+		close(ready)
+		if a != nil {
+			old = arenas.kept
+			arenas.kept, arenas.want = a, p
+		}
+		return old
+	}
+	a, err := argon2id.NewArena(p.MemoryKiB, p.Threads)
+	if err == nil {
+		if err = a.Prefault(); err != nil {
+			a.Release()
+		}
+	}
+	if err != nil {
+		done(nil)
+		return err
+	}
+	old := done(a)
 	if old != nil {
 		old.Release()
 	}
