@@ -7,8 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +109,46 @@ func Example() {
 	defer c.Close()
 	secret, err := c.WaitSecret(context.Background(), time.Minute)
 	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	defer clear(secret)
+	fmt.Printf("read %d bytes of master secret\n", len(secret))
+	// Output: read 21 bytes of master secret
+}
+
+// ExampleClient_WaitSecret bounds a wait with a context deadline, as a
+// service that must be up within a minute would. The wait rides out a
+// daemon that is not up yet or restarts; a refusal ends it at once. Here a
+// second sealboxd starts, sealed, only after the wait began, and is unsealed
+// then.
+func ExampleClient_WaitSecret() {
+	dir, _ := os.MkdirTemp("", "sbe")
+	defer os.RemoveAll(dir)
+	daemonDone := make(chan func())
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		cfg, stop := startDaemon(dir)
+		daemon.NewAdminClient(cfg.AdminSocket).Unseal(context.Background(), "alice", []byte(pwAlice))
+		daemonDone <- stop
+	}()
+	defer func() { (<-daemonDone)() }()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := client.New(filepath.Join(dir, "s.sock"))
+	defer c.Close()
+	secret, err := c.WaitSecret(ctx, time.Hour) // the context's minute ends it first
+	switch {
+	case errors.Is(err, client.ErrRefused):
+		fmt.Println("register this program's user or unit with sealbox-admin client add:", err)
+		return
+	case errors.Is(err, client.ErrTimeout):
+		// Also wraps ErrUnreachable if sealboxd was down when time ran out,
+		// and context.DeadlineExceeded.
+		fmt.Println("no unseal within the minute:", err)
+		return
+	case err != nil:
 		fmt.Println("error:", err)
 		return
 	}
@@ -211,7 +256,9 @@ func TestWaitSurvivesDaemonRestart(t *testing.T) {
 	}()
 	time.Sleep(300 * time.Millisecond)
 	_, stop := startDaemon(dir) // up, sealed: the wait now long-polls it
-	time.Sleep(300 * time.Millisecond)
+	// The wait's pause between retries is at most a second: longer than
+	// that, and it has reached the daemon.
+	time.Sleep(1500 * time.Millisecond)
 	stop() // a restart: the long poll's connection drops
 	time.Sleep(300 * time.Millisecond)
 	cfg, stop := startDaemon(dir)
@@ -249,5 +296,185 @@ func TestWaitOnAbsentDaemonTimesOut(t *testing.T) {
 	// No wait: unreachable at once.
 	if _, err := c.WaitSecret(context.Background(), 0); errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnreachable) {
 		t.Fatalf("zero wait: %v", err)
+	}
+}
+
+// A refusal (403: not an Active client) ends a wait at once: waiting does
+// not register anyone.
+func TestWaitRefusedIsNotRetried(t *testing.T) {
+	sealNow(t)
+	ctx := context.Background()
+	if err := adm.SetClientStatus(ctx, "alice", []byte(pwAlice), "tests", keyring.ClientDisabled); err != nil {
+		t.Fatal(err)
+	}
+	defer adm.SetClientStatus(ctx, "alice", []byte(pwAlice), "tests", keyring.ClientActive)
+	c := client.New("")
+	defer c.Close()
+	c.OnUnreachable(func(err error) { t.Errorf("a refusal taken for an unreachable daemon: %v", err) })
+	start := time.Now()
+	if _, err := c.WaitSecret(ctx, time.Minute); !errors.Is(err, client.ErrRefused) || errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("WaitSecret: %v", err)
+	}
+	if err := c.WaitUnsealed(ctx, time.Minute); !errors.Is(err, client.ErrRefused) || errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("WaitUnsealed: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("refused after %v: retried", d)
+	}
+}
+
+// A context deadline bounds a wait like its own timeout: ErrTimeout, which
+// also says the daemon was down and that the context's deadline passed.
+func TestWaitEndsAtContextDeadline(t *testing.T) {
+	c := client.New(filepath.Join(t.TempDir(), "none.sock"))
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := c.WaitUnsealed(ctx, time.Hour)
+	d := time.Since(start)
+	for _, want := range []error{client.ErrTimeout, client.ErrUnreachable, context.DeadlineExceeded} {
+		if !errors.Is(err, want) {
+			t.Fatalf("got %v, want it to wrap %v", err, want)
+		}
+	}
+	if d < 300*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("ended after %v, want the context's 300ms", d)
+	}
+
+	// The same on the running, sealed daemon, within one long poll.
+	sealNow(t)
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := client.New("").WaitSecret(ctx, time.Hour); !errors.Is(err, client.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("sealed daemon: %v", err)
+	}
+	// Cancelling is not a timeout.
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if err := c.WaitUnsealed(ctx, time.Hour); !errors.Is(err, context.Canceled) || errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("cancelled: %v", err)
+	}
+}
+
+// serveFake answers on a new socket with h, counting requests.
+func serveFake(t *testing.T, h http.HandlerFunc) (sock string, requests *atomic.Int32) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "fake.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests = new(atomic.Int32)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		h(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return sock, requests
+}
+
+// A daemon that answers a long poll at once (one shutting down, or with
+// max_wait = 0) is polled with the same pauses as an unreachable one, not
+// in a busy loop.
+func TestWaitPacesQuickAnswers(t *testing.T) {
+	sock, requests := serveFake(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"sealed":true,"client":"tests"}`)
+	})
+	c := client.New(sock)
+	defer c.Close()
+	err := c.WaitUnsealed(context.Background(), 1500*time.Millisecond)
+	if !errors.Is(err, client.ErrTimeout) || errors.Is(err, client.ErrUnreachable) {
+		t.Fatalf("got %v, want a plain timeout", err)
+	}
+	// Pauses of 25-50, 50-100, ... 500-1000 ms: at most 7 polls in 1.5 s.
+	if n := requests.Load(); n < 3 || n > 10 {
+		t.Fatalf("%d polls in 1.5s", n)
+	}
+}
+
+// A connection that breaks in the middle of an answer (a daemon killed
+// while it answered) is retried like an unreachable daemon.
+func TestWaitRetriesABrokenAnswer(t *testing.T) {
+	var n atomic.Int32
+	sock, _ := serveFake(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 2 {
+			conn, buf, _ := http.NewResponseController(w).Hijack()
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 21\r\n\r\nclient pa")
+			buf.Flush()
+			conn.Close()
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(secret)))
+		w.Write(secret)
+	})
+	c := client.New(sock)
+	defer c.Close()
+	var downs int
+	c.OnUnreachable(func(error) { downs++ })
+	got, err := c.WaitSecret(context.Background(), 10*time.Second)
+	if err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if downs != 1 {
+		t.Fatalf("OnUnreachable called %d times for one outage", downs)
+	}
+	if _, err := client.New(sock).Secret(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A daemon that takes the request and never answers cannot hold a wait
+// much past its end.
+func TestWaitOnHungDaemonEnds(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "hung.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	c := client.New(sock)
+	defer c.Close()
+	start := time.Now()
+	err = c.WaitUnsealed(context.Background(), 300*time.Millisecond)
+	if !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("ended after %v", d)
+	}
+}
+
+// A socket this user may not open is a setup error: not retried.
+func TestWaitOnForbiddenSocketIsNotRetried(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root opens any socket")
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := os.Chmod(sock, 0); err != nil {
+		t.Fatal(err)
+	}
+	c := client.New(sock)
+	defer c.Close()
+	start := time.Now()
+	err = c.WaitUnsealed(context.Background(), time.Minute)
+	if !errors.Is(err, syscall.EACCES) || errors.Is(err, client.ErrTimeout) || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %v: %v", time.Since(start), err)
 	}
 }

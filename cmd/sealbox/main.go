@@ -37,8 +37,10 @@ Commands:
         write the secret to stdout, or to FILE (created 0600, atomically);
         refuses a terminal without --force
   wait [--timeout D]
-        block until the daemon is unsealed (for ExecStartPre=). Waits
-        (here and --wait) ride out a daemon that is not up yet or restarts
+        block until the daemon is unsealed (for ExecStartPre=; give the
+        unit a TimeoutStartSec= above D). Waits, here and with --wait,
+        ride out a daemon that is not up yet or restarts until D runs out
+        (exit 6); a refusal (exit 4) ends them at once
   exec [--env NAME | --fd N] [--wait D] -- CMD [ARGS...]
         run CMD with the secret on an inherited file descriptor (default:
         fd 3, path in $SEALBOX_SECRET_FILE, and any argument "{secret-file}"
@@ -51,7 +53,8 @@ Commands:
 
 Exit codes:
   0 success   1 failure   2 usage   3 sealed   4 refused (not a registered
-  active client)   5 daemon unreachable   6 timed out waiting
+  active client)   5 daemon unreachable   6 timed out waiting (a wait
+  retries an unreachable daemon, and so ends with 6, not 5)
 `
 
 const (
@@ -94,8 +97,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	c := client.New(*socket)
 	defer c.Close()
+	// Once per outage, not per retry: a wait that rides out a restart
+	// says so once in the journal.
 	c.OnUnreachable(func(err error) {
-		fmt.Fprintf(stderr, "sealbox: %v; retrying until the wait runs out\n", err)
+		fmt.Fprintf(stderr, "sealbox: sealboxd is not reachable yet (%v); retrying until the wait runs out\n", err)
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -142,6 +147,9 @@ func fail(stderr io.Writer, err error) int {
 	case errors.Is(err, client.ErrRefused):
 		fmt.Fprintf(stderr, "sealbox: hint: register this user: sealbox-admin client add NAME --uid %d --as ADMIN\n", os.Getuid())
 		return exitRefused
+	case errors.Is(err, syscall.EACCES):
+		fmt.Fprintln(stderr, "sealbox: hint: this user may not open the socket: check its mode (sealboxd makes it 0666) and its directories'")
+		return exitUnreachable
 	case errors.Is(err, client.ErrUnreachable):
 		fmt.Fprintln(stderr, "sealbox: hint: is sealboxd running? (systemctl status sealboxd); --socket or $SEALBOX_SOCKET name another socket")
 		return exitUnreachable

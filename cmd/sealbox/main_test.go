@@ -87,6 +87,14 @@ func newWorld(t *testing.T) *world {
 
 func newWorldWith(t *testing.T, secret []byte) *world {
 	t.Helper()
+	w := newStoppedWorld(t, secret)
+	w.start()
+	return w
+}
+
+// newStoppedWorld makes the keyring of newWorld, with no daemon yet.
+func newStoppedWorld(t *testing.T, secret []byte) *world {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "sbx")
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +112,6 @@ func newWorldWith(t *testing.T, secret []byte) *world {
 		}
 	}
 	os.Remove(sf)
-	w.start()
 	t.Cleanup(func() { w.stop() })
 	return w
 }
@@ -190,6 +197,48 @@ func TestWaitReturnsAfterUnseal(t *testing.T) {
 	t.Logf("wait returned %v after the unseal command", time.Since(unsealed).Round(time.Millisecond))
 }
 
+const notReachable = "sealboxd is not reachable yet"
+
+// expectOnce fails unless r's stderr says s exactly once.
+func expectOnce(t *testing.T, r result, s string) {
+	t.Helper()
+	if n := strings.Count(r.stderr, s); n != 1 {
+		t.Fatalf("%q said %d times, want once:\n%s", s, n, r.stderr)
+	}
+}
+
+// The documented ExecStartPre=sealbox wait, for a unit that starts before
+// sealboxd (no ordering, or a daemon slow to come up): the wait retries the
+// missing socket, says so once, and returns once the daemon is up and
+// unsealed. get --wait rides it out the same way.
+func TestWaitBeforeDaemonStarts(t *testing.T) {
+	t.Parallel()
+	w := newStoppedWorld(t, secret)
+	waited, got := make(chan result, 1), make(chan result, 1)
+	go func() { waited <- w.sealbox("wait", "--timeout", "60s") }()
+	go func() { got <- w.sealbox("get", "--wait", "60s") }()
+	time.Sleep(700 * time.Millisecond) // no socket for a while: several retries
+	w.start()
+	for _, ch := range []chan result{waited, got} {
+		select {
+		case r := <-ch:
+			t.Fatalf("a wait ended before the daemon was unsealed: %d %s", r.code, r.stderr)
+		default:
+		}
+	}
+	w.unseal()
+	unsealed := time.Now()
+	r := <-waited
+	t.Logf("wait returned %v after the unseal command", time.Since(unsealed).Round(time.Millisecond))
+	expectCode(t, r, 0, notReachable)
+	expectOnce(t, r, notReachable)
+	r = <-got
+	expectCode(t, r, 0, notReachable)
+	if r.stdout != string(secret) {
+		t.Fatalf("get --wait: %q", r.stdout)
+	}
+}
+
 // The documented ExecStartPre=sealbox wait: a daemon restart (systemctl
 // restart sealboxd, a crash and Restart=) while a unit waits does not end
 // the wait; the restarted daemon's unseal does.
@@ -198,18 +247,46 @@ func TestWaitSurvivesDaemonRestart(t *testing.T) {
 	w := newWorld(t)
 	done := make(chan result, 1)
 	go func() { done <- w.sealbox("wait", "--timeout", "60s") }()
-	time.Sleep(300 * time.Millisecond)
-	w.stop()
-	time.Sleep(500 * time.Millisecond) // down for a while: several retries
+	time.Sleep(300 * time.Millisecond) // long-polling the sealed daemon
+	w.stop()                           // SIGTERM, as systemctl restart sends
+	time.Sleep(700 * time.Millisecond) // down for a while: several retries
 	w.start()
+	started := time.Now()
 	select {
 	case r := <-done:
 		t.Fatalf("wait ended across the restart, before any unseal: %d %s", r.code, r.stderr)
-	case <-time.After(500 * time.Millisecond):
+	default:
 	}
 	w.unseal()
+	unsealed := time.Now()
 	r := <-done
-	expectCode(t, r, 0, "retrying until the wait runs out")
+	t.Logf("wait returned %v after the restarted daemon's socket appeared, %v after the unseal command returned",
+		time.Since(started).Round(time.Millisecond), time.Since(unsealed).Round(time.Millisecond))
+	expectCode(t, r, 0, notReachable)
+	expectOnce(t, r, notReachable)
+}
+
+// A refusal (403: this user is not an Active client) is not something a
+// wait rides out: wait, get --wait and exec --wait fail at once with exit
+// 4 and the hint, without retrying.
+func TestWaitRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	if r := runBin(t, nil, adminBin, "--admin-socket", w.adm, "client", "disable", "me", "--as", "alice"); r.code != 0 {
+		t.Fatalf("client disable: %s", r.stderr)
+	}
+	for _, args := range [][]string{
+		{"wait", "--timeout", "60s"},
+		{"get", "--wait", "60s"},
+		{"exec", "--wait", "60s", "--", "true"},
+	} {
+		start := time.Now()
+		r := w.sealbox(args...)
+		expectCode(t, r, 4, "hint: register this user")
+		if d := time.Since(start); d > 10*time.Second || strings.Contains(r.stderr, notReachable) {
+			t.Fatalf("%v: refused after %v, stderr:\n%s", args, d, r.stderr)
+		}
+	}
 }
 
 func TestGetAndExecDeliverExactBytes(t *testing.T) {
