@@ -342,6 +342,11 @@ func parseGET(br *bufio.Reader, maxHeader int, req *http.Request, u *url.URL) bo
 				return false
 			}
 		}
+		for _, b := range value {
+			if b < ' ' && b != '\t' || b == 0x7f {
+				return false
+			}
+		}
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
 			if string(value) != "0" {
