@@ -48,9 +48,12 @@ fmt-check:
 
 # Benchmarks report same-run ratios against a baseline (docs/BENCHMARKS.md):
 # the process-level harness, then the in-package benchmarks.
+# ARGON2_OPT= names the reference Argon2 built with OPTTARGET=native to
+# compare with (scripts/kdf-compare.sh builds one); run as root to measure
+# start-up after dropping the page cache.
 bench: build
 	$(GO) build -o $(BIN)/ ./cmd/sealbox-bench
-	$(BIN)/sealbox-bench --daemon $(BIN)/sealboxd --json $(BIN)/bench.json
+	$(BIN)/sealbox-bench --daemon $(BIN)/sealboxd --json $(BIN)/bench.json $(if $(ARGON2_OPT),--argon2-opt $(ARGON2_OPT))
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./unseal ./admin ./daemon
 
 # End to end on local defaults: everything under ./.sealbox-demo, no root.

@@ -3,6 +3,7 @@ package unseal
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync"
@@ -119,19 +120,29 @@ type arenaPool struct {
 	kept *argon2id.Arena // ready, unused; nil when none
 	want keyring.Params  // the size to keep; zero: keep none
 	// preparing is closed when the arena KeepArena is faulting in is
-	// kept; nil when none is being prepared.
+	// kept; nil when none is being prepared. Closing hurry stops the
+	// faulting early.
 	preparing chan struct{}
+	hurry     chan struct{}
 	prepFor   keyring.Params
 }
 
 // get returns an arena for p (nil: Derive maps one for the call) and what to
-// do with it after. An arena being faulted in for p is waited for: it is
-// ready sooner than a new one, and two would double the peak memory.
+// do with it after. An arena being faulted in for p is taken over: its
+// faulting stops at the next chunk, and the derivation faults in the rest
+// itself, in parallel, as with a fresh arena. So an unseal that comes right
+// after sealboxd started costs what a cold derivation costs, and two arenas
+// never double the peak memory.
 func (ap *arenaPool) get(p keyring.Params) (*argon2id.Arena, func()) {
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
 	for ap.kept == nil && ap.preparing != nil && fits(ap.prepFor, p) {
 		ch := ap.preparing
+		select {
+		case <-ap.hurry:
+		default:
+			close(ap.hurry)
+		}
 		ap.mu.Unlock()
 		<-ch
 		ap.mu.Lock()
@@ -140,8 +151,12 @@ func (ap *arenaPool) get(p keyring.Params) (*argon2id.Arena, func()) {
 		ap.kept = nil
 		return a, func() { ap.put(a) }
 	}
+	ownArenas.Add(1)
 	return nil, func() {}
 }
+
+// ownArenas counts derivations that mapped an arena of their own.
+var ownArenas atomic.Uint64
 
 func fits(have, p keyring.Params) bool {
 	return p.MemoryKiB <= have.MemoryKiB && p.Threads <= have.Threads
@@ -165,9 +180,9 @@ func KeepArena(p keyring.Params) error {
 	if err := CheckParams(p); err != nil {
 		return err
 	}
-	ready := make(chan struct{})
+	ready, hurry := make(chan struct{}), make(chan struct{})
 	arenas.mu.Lock()
-	arenas.preparing, arenas.prepFor = ready, p
+	arenas.preparing, arenas.hurry, arenas.prepFor = ready, hurry, p
 	arenas.mu.Unlock()
 	done := func(a *argon2id.Arena) (old *argon2id.Arena) {
 		arenas.mu.Lock()
@@ -184,7 +199,7 @@ func KeepArena(p keyring.Params) error {
 	}
 	a, err := argon2id.NewArena(p.MemoryKiB, p.Threads)
 	if err == nil {
-		if err = a.Prefault(); err != nil {
+		if err = a.PrefaultUntil(hurry); err != nil {
 			a.Release()
 		}
 	}
@@ -199,17 +214,22 @@ func KeepArena(p keyring.Params) error {
 	return nil
 }
 
-// DropArena releases the kept arena (wiped, unmapped) and keeps none from
-// then on.
+// DropArena keeps no arena from then on and releases the kept one (it holds
+// only zeros between derivations) a second later: unmapping up to a GiB
+// takes milliseconds and holds the process's memory map, which the unseal
+// calling this and its answer need not wait for.
 func DropArena() {
 	arenas.mu.Lock()
 	a := arenas.kept
 	arenas.kept, arenas.want = nil, keyring.Params{}
 	arenas.mu.Unlock()
 	if a != nil {
-		a.Release()
+		time.AfterFunc(releaseDelay, func() { a.Release() })
 	}
 }
+
+// releaseDelay is how long a dropped arena stays mapped.
+const releaseDelay = time.Second
 
 // ArenaKept reports the parameters of the arena kept ready (zero if none).
 func ArenaKept() keyring.Params {
@@ -260,14 +280,15 @@ func scaleTo(p keyring.Params, f float64, maxMemKiB uint32) keyring.Params {
 	m := cost / float64(floor.Time)
 	t := float64(floor.Time)
 	if m > float64(maxMemKiB) {
-		m = float64(maxMemKiB)
-		t = cost / m
+		// As few passes as fit the cost within the memory allowed, and
+		// then the memory that makes up the cost with them: rounding the
+		// passes alone would miss the target by up to a pass's worth.
+		t = min(max(math.Ceil(cost/float64(maxMemKiB)), float64(floor.Time)), float64(MaxTime))
+		m = min(cost/t, float64(maxMemKiB))
 	}
 	out := p
 	out.MemoryKiB = max(uint32(m)/1024*1024, floor.MemoryKiB)
-	out.Time = uint32(t + 0.5)
-	out.Time = max(out.Time, floor.Time)
-	out.Time = min(out.Time, MaxTime)
+	out.Time = max(uint32(t), floor.Time)
 	return out
 }
 

@@ -399,3 +399,66 @@ func BenchmarkCalibration(b *testing.B) {
 		})
 	}
 }
+
+// A derivation that comes while KeepArena is still faulting memory in takes
+// that arena over instead of mapping a second one (which would double the
+// peak memory), and derives the right key from it.
+func TestDerivationTakesOverTheArenaBeingPrepared(t *testing.T) {
+	p := keyring.Params{Time: 1, MemoryKiB: 512 << 10, Threads: 4}
+	defer DropArena()
+	kept := make(chan error, 1)
+	go func() { kept <- KeepArena(p) }()
+	for {
+		arenas.mu.Lock()
+		preparing := arenas.preparing != nil
+		arenas.mu.Unlock()
+		if preparing {
+			break
+		}
+		select {
+		case err := <-kept:
+			t.Skipf("KeepArena finished (%v) before a derivation could come during it", err)
+		default:
+		}
+		time.Sleep(time.Millisecond)
+	}
+	own := ownArenas.Load()
+	salt := []byte("sixteen byte salt")
+	start := time.Now()
+	k, err := derive([]byte("pw"), salt, p)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Destroy()
+	if err := <-kept; err != nil {
+		t.Fatal(err)
+	}
+	if n := ownArenas.Load() - own; n != 0 {
+		t.Fatalf("%d derivations mapped an arena of their own while one was being prepared", n)
+	}
+	if want := argon2.IDKey([]byte("pw"), salt, p.Time, p.MemoryKiB, p.Threads, 32); !bytes.Equal(k.Bytes(), want) {
+		t.Fatal("wrong key from the taken-over arena")
+	}
+	if ArenaKept() != p {
+		t.Fatal("the arena is not kept for the next derivation")
+	}
+	t.Logf("derivation with a half-prepared arena: %v", took)
+}
+
+// Past the memory cap, calibration adds whole passes and then trims the
+// memory so that the cost is what was asked, not a pass's worth off.
+func TestScaleToHitsTheCostPastTheMemoryCap(t *testing.T) {
+	p := keyring.Params{Time: 1, MemoryKiB: 1024, Threads: 1}
+	for _, f := range []float64{2, 3.5, 5.9, 6.1, 11.2} {
+		got := scaleTo(p, f, 4096)
+		want := 1024 * f
+		cost := float64(got.MemoryKiB) * float64(got.Time)
+		if got.MemoryKiB > 4096 || cost > want || cost < want-1024*float64(got.Time) {
+			t.Errorf("x%.1f: %v costs %.0f, want %.0f within a MiB per pass, m <= 4096 KiB", f, got, cost, want)
+		}
+	}
+	if got := scaleTo(p, 3, 4096); got.Time != 1 || got.MemoryKiB != 3072 {
+		t.Errorf("under the cap: %v, want memory first (t=1 m=3072)", got)
+	}
+}

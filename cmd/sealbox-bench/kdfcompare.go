@@ -200,23 +200,12 @@ func kdfCompare(args []string) {
 	defer tw.Flush()
 	fmt.Fprintf(tw, "Argon2id, one hash per fresh process, wall time from start to exit; %d alternated rounds, median [min..max]\n", *rounds)
 	fmt.Fprintf(tw, "PARAMS\tIMPLEMENTATION\tWALL\tCPU\tPEAK RSS\tCOMMAND\n")
-	busyRounds := 0
+	busyRounds = 0
 	for _, k := range sets {
 		fmt.Fprintf(os.Stderr, "cold, %v: ", k)
-		runs := make([][]sample, len(impls))
-		for r := range *rounds {
-			if *idle && !waitIdle(time.Minute) {
-				busyRounds++
-			}
-			for j := range impls {
-				i := (j + r) % len(impls)
-				s, err := impls[i].run(k)
-				if err != nil {
-					fail(err)
-				}
-				runs[i] = append(runs[i], s)
-			}
-			fmt.Fprint(os.Stderr, ".")
+		runs, err := coldRuns(impls, k, *rounds, *idle)
+		if err != nil {
+			fail(err)
 		}
 		fmt.Fprintln(os.Stderr)
 		med := make([]time.Duration, len(impls))
@@ -299,6 +288,31 @@ func kdfCompare(args []string) {
 		fmt.Fprintf(tw, "warning: %d rounds ran while the machine was busy\n", busyRounds)
 	}
 }
+
+// coldRuns runs each implementation rounds times on k, one hash per fresh
+// process, alternating them (rotating which goes first); with idle it first
+// waits for the machine to be idle each round. runs[i] are impls[i]'s.
+func coldRuns(impls []kdfImpl, k kdfParams, rounds int, idle bool) ([][]sample, error) {
+	runs := make([][]sample, len(impls))
+	for r := range rounds {
+		if idle && !waitIdle(time.Minute) {
+			busyRounds++
+		}
+		for j := range impls {
+			i := (j + r) % len(impls)
+			s, err := impls[i].run(k)
+			if err != nil {
+				return nil, err
+			}
+			runs[i] = append(runs[i], s)
+		}
+		fmt.Fprint(os.Stderr, ".")
+	}
+	return runs, nil
+}
+
+// busyRounds counts rounds that ran while the machine was busy.
+var busyRounds int
 
 // waitIdle waits until the machine's CPUs were at least 90% idle over one
 // second, for at most limit; it reports whether they were.

@@ -140,6 +140,31 @@ func (a *Arena) Prefault() error {
 	return nil
 }
 
+// PrefaultUntil is Prefault done a chunk at a time on one CPU, so that it
+// leaves the others to whatever else runs (a daemon answering its first
+// requests), and that stops early once stop is closed: a derivation that
+// wants the arena then gets it at once, partly faulted in, and asks for the
+// rest itself, in parallel, as a fresh arena's first derivation does.
+func (a *Arena) PrefaultUntil(stop <-chan struct{}) error {
+	if err := a.acquire(); err != nil {
+		return err
+	}
+	defer a.idle()
+	const chunk = 8 << 20
+	for off := 0; off < len(a.mem); off += chunk {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		if err := populate(a.mem[off:min(off+chunk, len(a.mem))]); err != nil {
+			return fmt.Errorf("argon2id: prefault: %w", err)
+		}
+	}
+	a.populated = true
+	return nil
+}
+
 // populate backs b (whole pages, all zero) with memory.
 func populate(b []byte) error {
 	err := unix.Madvise(b, unix.MADV_POPULATE_WRITE)

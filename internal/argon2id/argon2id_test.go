@@ -250,6 +250,40 @@ func TestPrefaultAndDiscard(t *testing.T) {
 	}
 }
 
+// PrefaultUntil faults in everything when not stopped, stops early when
+// asked, and either way leaves an arena that derives the right hash.
+func TestPrefaultUntil(t *testing.T) {
+	want := argon2.IDKey([]byte("pw"), []byte("saltsalt"), 2, 65536, 4, 32)
+	got := make([]byte, 32)
+	for _, stopAtOnce := range []bool{false, true} {
+		a, err := NewArena(65536, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		if stopAtOnce {
+			close(stop)
+		}
+		if err := a.PrefaultUntil(stop); err != nil {
+			t.Fatal(err)
+		}
+		in, total := resident(t, a)
+		switch {
+		case !stopAtOnce && in != total:
+			t.Errorf("%d of %d pages resident after a whole PrefaultUntil", in, total)
+		case stopAtOnce && in != 0:
+			t.Errorf("%d of %d pages resident after a PrefaultUntil stopped before it began", in, total)
+		}
+		if err := Derive(got, []byte("pw"), []byte("saltsalt"), 2, 65536, 4, a, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("stopped %v: %x, want %x", stopAtOnce, got, want)
+		}
+		a.Release()
+	}
+}
+
 // TestArenaNotDumped checks the mapping's flags in /proc/self/smaps.
 func TestArenaNotDumped(t *testing.T) {
 	a, err := NewArena(4096, 1)
