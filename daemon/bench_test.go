@@ -76,7 +76,7 @@ func BenchmarkClientLookup(b *testing.B) {
 	v := newVault()
 	var cs []*keyring.Client
 	for i := 0; i < 10000; i++ {
-		cs = append(cs, &keyring.Client{Name: fmt.Sprintf("svc%05d", i), UID: uint32(10000 + i), Status: keyring.ClientActive})
+		cs = append(cs, &keyring.Client{Name: fmt.Sprintf("svc%05d", i), UID: uint32(10000 + i), HasUID: true, Status: keyring.ClientActive})
 	}
 	v.setClients(cs)
 	b.ResetTimer()

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -62,6 +63,16 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sealboxd: error: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	// The daemon's live heap is a few MiB and a read allocates about a KiB,
+	// so at Go's default (GOGC=100) it collects several times a second under
+	// load: a fifth of what a read costs beyond a bare HTTP server
+	// (docs/BENCHMARKS.md). Four times the live heap between collections
+	// costs a few MiB; freed memory still goes back to the kernel when idle,
+	// and admin requests still collect at once. GOGC in the environment
+	// overrides it.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
 	}
 	// Before anything secret exists: no core dumps, no ptrace by others.
 	if err := memlock.HardenProcess(); err != nil {
