@@ -109,6 +109,9 @@ func main() {
 		case "--argon2id-warm", "--argon2-warm":
 			kdfWarm(os.Args[1] == "--argon2id-warm", os.Args[2:])
 			return
+		case "--load":
+			loadChild(os.Args[2:])
+			return
 		case "--kdf-compare":
 			kdfCompare(os.Args[2:])
 			return
@@ -440,6 +443,53 @@ func load(sock string, conns, total int, keepAlive bool) (float64, []time.Durati
 	return float64(len(all)) / elapsed.Seconds(), all, firstErr
 }
 
+// loadProc is load run in a child process, as real clients are: the
+// bench's own heap and goroutines then weigh on neither side.
+func loadProc(sock string, conns, total int, keepAlive bool) (float64, []time.Duration, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, nil, err
+	}
+	var errb strings.Builder
+	cmd := exec.Command(self, "--load", sock, strconv.Itoa(conns), strconv.Itoa(total), strconv.FormatBool(keepAlive))
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, nil, fmt.Errorf("load child: %v: %s", err, errb.String())
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		return 0, nil, errors.New("load child: no output")
+	}
+	rate, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return 0, nil, fmt.Errorf("load child: %q: %v", f[0], err)
+	}
+	lat := make([]time.Duration, 0, len(f)-1)
+	for _, v := range f[1:] {
+		ns, _ := strconv.ParseInt(v, 10, 64)
+		lat = append(lat, time.Duration(ns))
+	}
+	return rate, lat, nil
+}
+
+// loadChild is the --load child: load, then the rate and each latency in
+// ns on stdout.
+func loadChild(args []string) {
+	conns, _ := strconv.Atoi(args[1])
+	total, _ := strconv.Atoi(args[2])
+	rate, lat, err := load(args[0], conns, total, args[3] == "true")
+	if err != nil {
+		fail(err)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	fmt.Fprintf(w, "%f\n", rate)
+	for _, l := range lat {
+		fmt.Fprintln(w, l.Nanoseconds())
+	}
+	w.Flush()
+}
+
 func pct(l []time.Duration, p float64) time.Duration {
 	if len(l) == 0 {
 		return 0
@@ -482,18 +532,18 @@ func (b *bench) readPath(pid int) error {
 		var sLat, bLat []time.Duration
 		var sCPU, bCPU time.Duration
 		var sN, bN int
-		load(b.sock, m.conns, m.total/10, m.keepAlive) // warm up
-		load(bare, m.conns, m.total/10, m.keepAlive)
+		loadProc(b.sock, m.conns, m.total/10, m.keepAlive) // warm up
+		loadProc(bare, m.conns, m.total/10, m.keepAlive)
 		for r := 0; r < rounds; r++ { // A B A B
 			c0 := procCPU(pid)
-			rate, lat, err := load(b.sock, m.conns, m.total, m.keepAlive)
+			rate, lat, err := loadProc(b.sock, m.conns, m.total, m.keepAlive)
 			if err != nil {
 				return fmt.Errorf("sealbox reads: %w", err)
 			}
 			sCPU, sN = sCPU+procCPU(pid)-c0, sN+len(lat)
 			sRate, sLat = append(sRate, rate), append(sLat, lat...)
 			c0 = procCPU(bs.Process.Pid)
-			rate, lat, err = load(bare, m.conns, m.total, m.keepAlive)
+			rate, lat, err = loadProc(bare, m.conns, m.total, m.keepAlive)
 			if err != nil {
 				return fmt.Errorf("bare reads: %w", err)
 			}

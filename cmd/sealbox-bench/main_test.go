@@ -8,6 +8,15 @@ import (
 	"time"
 )
 
+// TestMain lets the test binary be its own --load child, as sealbox-bench is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "--load" {
+		loadChild(os.Args[2:])
+		return
+	}
+	os.Exit(m.Run())
+}
+
 func TestLoadAgainstTheBareServer(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "bare.sock")
 	go serveBare(sock, "32")
@@ -58,5 +67,20 @@ func TestKDFCompareHelpers(t *testing.T) {
 	s, err := c.run(k)
 	if err != nil || s.hash != "64" || s.wall <= 0 || s.rss <= 0 {
 		t.Fatalf("run: %+v, %v", s, err)
+	}
+}
+
+func TestLoadInAChildProcess(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "bare.sock")
+	go serveBare(sock, "32")
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rate, lat, err := loadProc(sock, 2, 100, true)
+	if err != nil || rate <= 0 || len(lat) != 100 {
+		t.Fatalf("rate %v, %d latencies, %v", rate, len(lat), err)
 	}
 }

@@ -327,16 +327,16 @@ func (b *bench) auditAtCap() error {
 	if b.quick {
 		total, rounds = 10000, 1
 	}
-	load(full.sock, 16, total/10, true)
-	load(fresh.sock, 16, total/10, true)
+	loadProc(full.sock, 16, total/10, true)
+	loadProc(fresh.sock, 16, total/10, true)
 	var rf, rn []float64
 	for range rounds {
-		r, _, err := load(full.sock, 16, total, true)
+		r, _, err := loadProc(full.sock, 16, total, true)
 		if err != nil {
 			return err
 		}
 		rf = append(rf, r)
-		if r, _, err = load(fresh.sock, 16, total, true); err != nil {
+		if r, _, err = loadProc(fresh.sock, 16, total, true); err != nil {
 			return err
 		}
 		rn = append(rn, r)
