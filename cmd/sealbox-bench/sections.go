@@ -268,6 +268,49 @@ func (b *bench) auditAtCap() error {
 	}
 	count := fmt.Sprintf("%d records, file %s", n, fileMiB(full.keyring))
 
+	// Reads: the full keyring against a fresh one, alternated, with the file
+	// as writing it left it, in the page cache. (After a reboot, pruning
+	// first reads the oldest pages from disk: docs/BENCHMARKS.md.)
+	df, err := b.start(full, cfg)
+	if err != nil {
+		return err
+	}
+	defer df.stop()
+	dn, err := b.start(fresh, cfg)
+	if err != nil {
+		return err
+	}
+	defer dn.stop()
+	for _, w := range []*world{full, fresh} {
+		ac := daemon.NewAdminClient(w.adm)
+		_, err := ac.Unseal(context.Background(), "alice", []byte(pw))
+		ac.Close()
+		if err != nil {
+			return err
+		}
+	}
+	total, rounds := 60000, 5
+	if b.quick {
+		total, rounds = 10000, 1
+	}
+	loadProc(full.sock, 16, total/10, true)
+	loadProc(fresh.sock, 16, total/10, true)
+	var rf, rn []float64
+	for range rounds {
+		r, _, err := loadProc(full.sock, 16, total, true)
+		if err != nil {
+			return err
+		}
+		rf = append(rf, r)
+		if r, _, err = loadProc(fresh.sock, 16, total, true); err != nil {
+			return err
+		}
+		rn = append(rn, r)
+	}
+	df.stop() // before the start-up figures below
+	dn.stop()
+	ratio := median(rf) / median(rn)
+	b.add(row{Section: "audit", Metric: "req/s, 16 keep-alive connections, full log vs a fresh keyring (file cached)", Sealbox: fmt.Sprintf("%.0f", median(rf)), Baseline: fmt.Sprintf("%.0f", median(rn)), Ratio: ratio, Goal: ">= 0.95", Met: met(ratio >= 0.95)})
 	var cached, cold []time.Duration
 	var sealedRSS, arena, rssFile int
 	for i := range 3 {
@@ -304,45 +347,6 @@ func (b *bench) auditAtCap() error {
 	own := sealedRSS - arena
 	b.add(row{Section: "audit", Metric: fmt.Sprintf("RSS sealed, besides the Argon2id memory kept ready (%s)", mib(arena)), Sealbox: mib(own), Baseline: "of which file " + mib(rssFile), Goal: "<= 32 MiB", Met: met(own <= 32<<10)})
 
-	// Reads: the full keyring against a fresh one, alternated.
-	df, err := b.start(full, cfg)
-	if err != nil {
-		return err
-	}
-	defer df.stop()
-	dn, err := b.start(fresh, cfg)
-	if err != nil {
-		return err
-	}
-	defer dn.stop()
-	for _, w := range []*world{full, fresh} {
-		ac := daemon.NewAdminClient(w.adm)
-		_, err := ac.Unseal(context.Background(), "alice", []byte(pw))
-		ac.Close()
-		if err != nil {
-			return err
-		}
-	}
-	total, rounds := 40000, 3
-	if b.quick {
-		total, rounds = 10000, 1
-	}
-	loadProc(full.sock, 16, total/10, true)
-	loadProc(fresh.sock, 16, total/10, true)
-	var rf, rn []float64
-	for range rounds {
-		r, _, err := loadProc(full.sock, 16, total, true)
-		if err != nil {
-			return err
-		}
-		rf = append(rf, r)
-		if r, _, err = loadProc(fresh.sock, 16, total, true); err != nil {
-			return err
-		}
-		rn = append(rn, r)
-	}
-	ratio := median(rf) / median(rn)
-	b.add(row{Section: "audit", Metric: "req/s, 16 keep-alive connections, full log vs a fresh keyring", Sealbox: fmt.Sprintf("%.0f", median(rf)), Baseline: fmt.Sprintf("%.0f", median(rn)), Ratio: ratio, Goal: ">= 0.95", Met: met(ratio >= 0.95)})
 	return nil
 }
 
