@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -37,17 +38,17 @@ import (
 // Errors callers test with errors.Is.
 var (
 	ErrWrongPassword   = unseal.ErrWrongPassword
-	ErrLastAdmin       = errors.New("refusing to remove the last admin: add another admin first")
-	ErrChanged         = errors.New("keyring changed while the password was being checked; try again")
-	ErrClientState     = errors.New("client is not in a state that allows this")
-	ErrNothingToRepair = errors.New("everything verifies; nothing to repair")
-	ErrInvite          = errors.New("no valid invite for that name and code (wrong, used or expired)")
-	ErrRecovery        = errors.New("wrong recovery code, or no recovery code is set")
-	ErrReservedName    = errors.New("that name is reserved")
-	ErrAmbiguous       = errors.New("another client already matches exactly these peers")
+	ErrLastAdmin       = errclass.New(errclass.Refused, "refusing to remove the last admin: add another admin first")
+	ErrChanged         = errclass.New(errclass.Refused, "keyring changed while the password was being checked; try again")
+	ErrClientState     = errclass.New(errclass.Refused, "client is not in a state that allows this")
+	ErrNothingToRepair = errclass.New(errclass.Refused, "everything verifies; nothing to repair")
+	ErrInvite          = errclass.New(errclass.Auth, "no valid invite for that name and code (wrong, used or expired)")
+	ErrRecovery        = errclass.New(errclass.Auth, "wrong recovery code, or no recovery code is set")
+	ErrReservedName    = errclass.New(errclass.Refused, "that name is reserved")
+	ErrAmbiguous       = errclass.New(errclass.Refused, "another client already matches exactly these peers")
 	// ErrInvalid is wrapped by errors about malformed input (sizes,
 	// durations, statuses); names have keyring.ErrInvalidName.
-	ErrInvalid = errors.New("invalid request")
+	ErrInvalid = errclass.New(errclass.Invalid, "invalid request")
 )
 
 // RecoveryName is the slot name of the recovery code.

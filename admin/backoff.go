@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -43,7 +43,7 @@ const (
 )
 
 // ErrBackoff is wrapped by *BackoffError.
-var ErrBackoff = errors.New("too many failed attempts")
+var ErrBackoff = errclass.New(errclass.Busy, "too many failed attempts")
 
 // BackoffError says when the next try is allowed.
 type BackoffError struct {

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
 	"unicode/utf8"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
@@ -19,7 +19,7 @@ const (
 )
 
 // ErrWeakPassword is wrapped when a new password is refused by policy.
-var ErrWeakPassword = errors.New("password refused")
+var ErrWeakPassword = errclass.New(errclass.Invalid, "password refused")
 
 //go:embed denylist.txt
 var denylistText []byte

@@ -8,13 +8,14 @@ import (
 	"strings"
 
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
 )
 
 // ErrNotConfirmed is returned by Repair when the caller declined the plan.
-var ErrNotConfirmed = errors.New("repair not confirmed; nothing was changed")
+var ErrNotConfirmed = errclass.New(errclass.Refused, "repair not confirmed; nothing was changed")
 
 // RepairAction is one thing Repair does.
 type RepairAction struct {

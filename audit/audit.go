@@ -40,6 +40,7 @@ import (
 	"hash"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -61,7 +62,7 @@ const (
 )
 
 // ErrBroken is wrapped by Verify's error when a chain does not hold.
-var ErrBroken = errors.New("audit chain broken")
+var ErrBroken = errclass.New(errclass.Integrity, "audit chain broken")
 
 // Peer is the process at the other end of a socket, as the kernel reported.
 type Peer struct {

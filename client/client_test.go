@@ -21,6 +21,7 @@ import (
 	"github.com/sealbox/sealbox/client"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -87,7 +88,7 @@ func startDaemon(dir string) (cfg config.Config, stop func()) {
 }
 
 func unsealNow(t testing.TB) {
-	if _, err := adm.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil && !errors.Is(err, daemon.ErrRefused) {
+	if _, err := adm.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil && !errors.Is(err, errclass.Refused) {
 		t.Fatal(err)
 	}
 }

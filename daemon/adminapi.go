@@ -19,6 +19,7 @@ import (
 
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -73,7 +74,7 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, ok := credFrom(r.Context())
 		if !ok {
-			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "no peer credentials"})
+			writeError(w, apiError(errclass.Forbidden, "no peer credentials"))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
@@ -223,7 +224,7 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 	if !d.vault.unseal(u, req.Admin, epoch) {
 		u.Destroy()
 		d.log.Warn("a seal arrived while the unseal was in progress; the seal wins", "admin", req.Admin)
-		return nil, &APIError{Status: http.StatusConflict, Code: codeRefused, Message: "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant"}
+		return nil, apiError(errclass.Refused, "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant")
 	}
 	unseal.DropArena()
 	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
@@ -393,15 +394,15 @@ func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
 func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
 	keys := d.audit.keyBytes()
 	if keys == nil {
-		return nil, &APIError{Status: http.StatusConflict, Code: codeSealed,
-			Message: "the daemon has not been unsealed since it started, so it holds no audit key; unseal first, or stop it and run: sealbox-admin --keyring PATH audit verify --as NAME"}
+		return nil, apiError(errclass.Sealed,
+			"the daemon has not been unsealed since it started, so it holds no audit key; unseal first, or stop it and run: sealbox-admin --keyring PATH audit verify --as NAME")
 	}
 	if err := d.audit.Flush(); err != nil {
 		return nil, err
 	}
 	rep, err := admin.VerifyAuditWith(d.kr, keys, d.wm)
 	if err != nil {
-		return nil, &APIError{Status: http.StatusConflict, Code: codeIntegrity, Message: err.Error()}
+		return nil, apiError(errclass.Integrity, err.Error())
 	}
 	return rep, nil
 }
@@ -532,7 +533,7 @@ func (wa *wipingAnswer) write(w http.ResponseWriter) {
 	defer memlock.Wipe(wa.code)
 	rest, err := json.Marshal(wa.rest)
 	if err != nil || len(rest) < 2 {
-		writeError(w, &APIError{Status: http.StatusInternalServerError, Code: codeInternal, Message: "encoding the answer"})
+		writeError(w, apiError(errclass.Internal, "encoding the answer"))
 		return
 	}
 	out := make([]byte, 0, len(wa.field)+base64.StdEncoding.EncodedLen(len(wa.code))+len(rest)+8)

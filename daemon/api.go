@@ -9,39 +9,26 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
-	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
-	"github.com/sealbox/sealbox/unseal"
 )
 
-// Errors the admin client returns, wrapped in *APIError; test with errors.Is.
-// ErrWrongPassword is unseal.ErrWrongPassword.
+// Errors of the daemon's own, each of its class (internal/errclass). The
+// admin client's errors are *APIError, which errors.Is matches against the
+// class the daemon sent: test them with errors.Is(err, errclass.Auth), or
+// errclass.Of(err).
 var (
-	ErrSealed        = errors.New("sealed")
-	ErrNotAuthorized = errors.New("not a registered active client")
-	ErrRefused       = errors.New("refused")
-	ErrIntegrity     = errors.New("integrity check failed")
-	ErrBusy          = errors.New("busy")
-	ErrUnreachable   = errors.New("cannot reach sealboxd")
+	ErrSealed        = errclass.New(errclass.Sealed, "sealed")
+	ErrNotAuthorized = errclass.New(errclass.Forbidden, "not a registered active client")
+	ErrRefused       = errclass.New(errclass.Refused, "refused")
+	ErrIntegrity     = errclass.New(errclass.Integrity, "integrity check failed")
+	ErrBusy          = errclass.New(errclass.Busy, "busy")
+	ErrUnreachable   = errclass.New(errclass.Unavailable, "cannot reach sealboxd")
 )
 
-// Error codes on the wire, in {"error": "...", "code": "..."}.
-const (
-	codeWrongPassword = "wrong_password"
-	codeSealed        = "sealed"
-	codeForbidden     = "forbidden"
-	codeRefused       = "refused"
-	codeNotFound      = "not_found"
-	codeBadRequest    = "bad_request"
-	codeIntegrity     = "integrity"
-	codeMemlock       = "memlock"
-	codeBusy          = "busy"
-	codeBackoff       = "backoff"
-	codeInternal      = "internal"
-)
-
-// APIError is an error answer from the daemon.
+// APIError is an error answer from the daemon: {"error": message, "code":
+// class}, and Retry-After with a busy answer.
 type APIError struct {
 	Status     int    `json:"-"`
 	Code       string `json:"code"`
@@ -51,68 +38,56 @@ type APIError struct {
 
 func (e *APIError) Error() string { return e.Message }
 
-// Unwrap maps the wire code back to the sentinel callers test for.
-func (e *APIError) Unwrap() error {
-	switch e.Code {
-	case codeWrongPassword:
-		return unseal.ErrWrongPassword
-	case codeSealed:
-		return ErrSealed
-	case codeForbidden:
-		return ErrNotAuthorized
-	case codeRefused, codeNotFound, codeBadRequest:
-		return ErrRefused
-	case codeIntegrity:
-		return ErrIntegrity
-	case codeBusy:
-		return ErrBusy
-	case codeBackoff:
-		return admin.ErrBackoff
+// Unwrap returns the error's class, from its code.
+func (e *APIError) Unwrap() error { return errclass.Parse(e.Code) }
+
+// statusOf is the HTTP status of an error of class c.
+func statusOf(c errclass.Class) int {
+	switch c {
+	case errclass.Auth:
+		return http.StatusUnauthorized
+	case errclass.Invalid:
+		return http.StatusBadRequest
+	case errclass.NotFound:
+		return http.StatusNotFound
+	case errclass.Refused:
+		return http.StatusConflict
+	case errclass.Busy, errclass.Sealed, errclass.Unavailable:
+		return http.StatusServiceUnavailable
+	case errclass.Forbidden:
+		return http.StatusForbidden
 	}
-	return nil
+	return http.StatusInternalServerError // Integrity, Internal
 }
 
-// errorFor maps an error from the layers below to an HTTP answer, in one
-// place. Messages are the errors' own: none of them carries a secret.
+// errorFor maps an error from the layers below to an HTTP answer: its class
+// decides the code and the status. Messages are the errors' own: none of
+// them carries a secret.
 func errorFor(err error) *APIError {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var be *admin.BackoffError
-	if errors.As(err, &be) {
-		return &APIError{Status: http.StatusTooManyRequests, Code: codeBackoff, Message: err.Error(), RetryAfter: int(be.RetryAfter.Seconds())}
+	c := errclass.Of(err)
+	e := &APIError{Status: statusOf(c), Code: string(c), Message: err.Error()}
+	if c == errclass.Busy {
+		e.RetryAfter = 1
+		var be *admin.BackoffError
+		if errors.As(err, &be) {
+			// The guessing defence: too many attempts, not a full queue.
+			e.Status, e.RetryAfter = http.StatusTooManyRequests, max(int(be.RetryAfter.Seconds()), 1)
+		}
 	}
-	if errors.Is(err, unseal.ErrBusy) || errors.Is(err, ErrBusy) {
-		return &APIError{Status: http.StatusServiceUnavailable, Code: codeBusy, Message: err.Error(), RetryAfter: 1}
-	}
-	status, code := http.StatusInternalServerError, codeInternal
-	switch {
-	case errors.Is(err, unseal.ErrWrongPassword):
-		status, code = http.StatusUnauthorized, codeWrongPassword
-	case errors.Is(err, keyring.ErrNoSlot), errors.Is(err, keyring.ErrNoClient):
-		status, code = http.StatusNotFound, codeNotFound
-	case errors.Is(err, admin.ErrInvite), errors.Is(err, admin.ErrRecovery):
-		status, code = http.StatusUnauthorized, codeWrongPassword
-	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, keyring.ErrSlotExists), errors.Is(err, admin.ErrReservedName), errors.Is(err, admin.ErrAmbiguous),
-		errors.Is(err, keyring.ErrClientExists), errors.Is(err, admin.ErrClientState),
-		errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrNothingToRepair):
-		status, code = http.StatusConflict, codeRefused
-	case errors.Is(err, admin.ErrWeakPassword), errors.Is(err, unseal.ErrParams):
-		status, code = http.StatusBadRequest, codeRefused
-	case errors.Is(err, keyring.ErrInvalidName), errors.Is(err, admin.ErrInvalid):
-		status, code = http.StatusBadRequest, codeBadRequest
-	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrIntegrity), errors.Is(err, unseal.ErrStale), errors.Is(err, unseal.ErrRolledBack),
-		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
-		status, code = http.StatusInternalServerError, codeIntegrity
-	case errors.Is(err, memlock.ErrLockFailed):
-		status, code = http.StatusInternalServerError, codeMemlock
-	}
-	return &APIError{Status: status, Code: code, Message: err.Error()}
+	return e
+}
+
+// apiError is an answer of class c with message msg.
+func apiError(c errclass.Class, msg string) *APIError {
+	return &APIError{Status: statusOf(c), Code: string(c), Message: msg}
 }
 
 func badRequest(format string, a ...any) *APIError {
-	return &APIError{Status: http.StatusBadRequest, Code: codeBadRequest, Message: fmt.Sprintf(format, a...)}
+	return &APIError{Status: http.StatusBadRequest, Code: string(errclass.Invalid), Message: fmt.Sprintf(format, a...)}
 }
 
 func writeError(w http.ResponseWriter, e *APIError) {

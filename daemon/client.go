@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/unixhttp"
 	"github.com/sealbox/sealbox/keyring"
@@ -67,9 +68,9 @@ func (c *AdminClient) do(ctx context.Context, method, path string, body, out any
 	if resp.StatusCode/100 != 2 {
 		ae := &APIError{Status: resp.StatusCode}
 		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
-			ae.Code, ae.Message = codeInternal, fmt.Sprintf("daemon answered %s", resp.Status)
+			ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
 		}
-		if ae.Code == codeBackoff {
+		if resp.StatusCode == http.StatusTooManyRequests {
 			return &backoffAPIError{ae}
 		}
 		return ae
@@ -111,10 +112,7 @@ func (c *AdminClient) AddAdmin(ctx context.Context, actor string, actorPw []byte
 
 // pathName checks a name before it becomes part of a URL path.
 func pathName(name string) error {
-	if err := keyring.ValidName(name); err != nil {
-		return fmt.Errorf("%w: %v", ErrRefused, err)
-	}
-	return nil
+	return keyring.ValidName(name)
 }
 
 // RemoveAdmin removes name, authorized by actor.

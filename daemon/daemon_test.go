@@ -20,6 +20,7 @@ import (
 
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/config"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -123,7 +124,7 @@ func TestSealedUnsealedStateMachine(t *testing.T) {
 	if code, _ := get(t, svc, "/v1/secret"); code != 503 {
 		t.Fatalf("sealed: %d", code)
 	}
-	if _, err := ac.Unseal(context.Background(), "alice", []byte("wrong password!")); !errors.Is(err, unseal.ErrWrongPassword) {
+	if _, err := ac.Unseal(context.Background(), "alice", []byte("wrong password!")); !errors.Is(err, errclass.Auth) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	if _, err := ac.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
@@ -251,7 +252,7 @@ func TestChangesUpdateTheClientIndex(t *testing.T) {
 	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
 		t.Fatalf("disabled: %d", code)
 	}
-	if err := ac.SetClientStatus(context.Background(), "alice", []byte("wrong password!"), "me", keyring.ClientActive); !errors.Is(err, unseal.ErrWrongPassword) {
+	if err := ac.SetClientStatus(context.Background(), "alice", []byte("wrong password!"), "me", keyring.ClientActive); !errors.Is(err, errclass.Auth) {
 		t.Fatalf("wrong actor password: %v", err)
 	}
 	if code, _ := get(t, svc, "/v1/secret"); code != 403 {
@@ -263,10 +264,10 @@ func TestChangesUpdateTheClientIndex(t *testing.T) {
 	if code, _ := get(t, svc, "/v1/secret"); code != 200 {
 		t.Fatalf("re-enabled: %d", code)
 	}
-	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "last admin") {
+	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "alice"); !errors.Is(err, errclass.Refused) || !strings.Contains(err.Error(), "last admin") {
 		t.Fatalf("last admin over the socket: %v", err)
 	}
-	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "../x"); !errors.Is(err, ErrRefused) {
+	if err := ac.RemoveAdmin(context.Background(), "alice", []byte(pwAlice), "../x"); !errors.Is(err, errclass.Invalid) {
 		t.Fatalf("path trick in a name: %v", err)
 	}
 }
@@ -479,8 +480,8 @@ func TestErrorForMapsInOnePlace(t *testing.T) {
 		}
 		// And back: the client's error unwraps to a sentinel.
 		back := &APIError{Status: e.Status, Code: e.Code, Message: e.Message}
-		if want == 401 && !errors.Is(back, unseal.ErrWrongPassword) {
-			t.Errorf("%v does not round-trip to ErrWrongPassword", err)
+		if errclass.Of(back) != errclass.Of(err) {
+			t.Errorf("%v: class %q on the wire, %q here", err, errclass.Of(back), errclass.Of(err))
 		}
 	}
 }

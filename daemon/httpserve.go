@@ -400,7 +400,7 @@ func isTokenByte(b byte) bool {
 
 // writeRaw answers a request that never reached a handler.
 func writeRaw(c net.Conn, status int, msg string) {
-	body := `{"error":"` + msg + `","code":"bad_request"}` + "\n"
+	body := `{"error":"` + msg + `","code":"invalid"}` + "\n"
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, http.StatusText(status), len(body), body)
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -36,11 +37,11 @@ func (d *Daemon) serviceRouter() http.Handler {
 }
 
 func notFound(w http.ResponseWriter, _ *http.Request) {
-	writeError(w, &APIError{Status: http.StatusNotFound, Code: codeNotFound, Message: "no such endpoint"})
+	writeError(w, apiError(errclass.NotFound, "no such endpoint"))
 }
 
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
-	writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: codeBadRequest, Message: "method not allowed"})
+	writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: string(errclass.Invalid), Message: "method not allowed"})
 }
 
 // secretWriter is what connServer's writer offers: the secret goes from its
@@ -61,14 +62,14 @@ func (d *Daemon) identify(next func(http.ResponseWriter, *http.Request, PeerCred
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred, ok := peerOf(w, r)
 		if !ok {
-			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "no peer credentials"})
+			writeError(w, apiError(errclass.Forbidden, "no peer credentials"))
 			return
 		}
 		c, ok := d.vault.match(cred)
 		if !ok {
 			d.logRead(r, cred, c, audit.Refused)
-			writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden,
-				Message: "not a registered active client (uid " + strconv.FormatUint(uint64(cred.UID), 10) + ")"})
+			writeError(w, apiError(errclass.Forbidden,
+				"not a registered active client (uid "+strconv.FormatUint(uint64(cred.UID), 10)+")"))
 			return
 		}
 		next(w, r, cred, c)
@@ -137,7 +138,7 @@ func (d *Daemon) awaitUnseal(w http.ResponseWriter, r *http.Request, wait time.D
 }
 
 func sealedError() *APIError {
-	return &APIError{Status: http.StatusServiceUnavailable, Code: codeSealed, Message: "sealed: an admin must run sealbox-admin unseal"}
+	return apiError(errclass.Sealed, "sealed: an admin must run sealbox-admin unseal")
 }
 
 func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request, cred PeerCred, _ *keyring.Client) {
@@ -169,7 +170,7 @@ func (d *Daemon) getSecret(w http.ResponseWriter, r *http.Request, cred PeerCred
 	case audit.SealedOutcome:
 		writeError(w, sealedError())
 	case audit.Refused:
-		writeError(w, &APIError{Status: http.StatusForbidden, Code: codeForbidden, Message: "not a registered active client"})
+		writeError(w, apiError(errclass.Forbidden, "not a registered active client"))
 	}
 }
 

@@ -24,6 +24,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/sealbox/sealbox/internal/errclass"
 )
 
 // FormatVersion is the keyring format this build writes. It also reads
@@ -33,14 +35,14 @@ const FormatVersion = 2
 // Errors callers test with errors.Is.
 var (
 	ErrNotFound        = errors.New("no keyring at that path")
-	ErrExists          = errors.New("a keyring already exists at that path")
-	ErrLocked          = errors.New("keyring is in use by another process")
-	ErrUnknownVersion  = errors.New("keyring format version not supported")
-	ErrNotKeyring      = errors.New("file is not a sealbox keyring")
-	ErrNoSlot          = errors.New("no such admin")
-	ErrNoClient        = errors.New("no such client")
-	ErrSlotExists      = errors.New("admin already exists")
-	ErrClientExists    = errors.New("client already exists")
+	ErrExists          = errclass.New(errclass.Refused, "a keyring already exists at that path")
+	ErrLocked          = errclass.New(errclass.Unavailable, "keyring is in use by another process")
+	ErrUnknownVersion  = errclass.New(errclass.Integrity, "keyring format version not supported")
+	ErrNotKeyring      = errclass.New(errclass.Integrity, "file is not a sealbox keyring")
+	ErrNoSlot          = errclass.New(errclass.NotFound, "no such admin")
+	ErrNoClient        = errclass.New(errclass.NotFound, "no such client")
+	ErrSlotExists      = errclass.New(errclass.Refused, "admin already exists")
+	ErrClientExists    = errclass.New(errclass.Refused, "client already exists")
 	ErrReadOnly        = errors.New("keyring is open read-only")
 	errReadOnlyTxWrite = errors.New("keyring: write in a read-only transaction")
 )

@@ -2,8 +2,9 @@ package keyring
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
+
+	"github.com/sealbox/sealbox/internal/errclass"
 )
 
 // Fixed sizes of the format. Every decoder checks lengths against these
@@ -47,7 +48,7 @@ const (
 
 // ErrCorrupt is wrapped by every decoding error: the bytes on disk are not a
 // valid record of this format.
-var ErrCorrupt = errors.New("corrupt keyring record")
+var ErrCorrupt = errclass.New(errclass.Integrity, "corrupt keyring record")
 
 // Params are Argon2id parameters as stored in a slot.
 type Params struct {
@@ -522,7 +523,7 @@ func ParseRoot(b []byte) (*Root, error) {
 }
 
 // ErrInvalidName is wrapped by ValidName's errors.
-var ErrInvalidName = errors.New("invalid name")
+var ErrInvalidName = errclass.New(errclass.Invalid, "invalid name")
 
 // ValidName reports whether name is acceptable for an admin or a client:
 // 1 to 64 characters of lowercase letters, digits, '.', '_' and '-',

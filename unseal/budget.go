@@ -2,15 +2,16 @@ package unseal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/sealbox/sealbox/internal/errclass"
 )
 
 // ErrBusy is wrapped when a derivation cannot get memory from the budget in
 // time, or the queue for it is full.
-var ErrBusy = errors.New("too many password checks in progress; try again shortly")
+var ErrBusy = errclass.New(errclass.Busy, "too many password checks in progress; try again shortly")
 
 // Budget caps the memory that concurrent Argon2id derivations may use. A
 // derivation that does not fit waits, in a queue of bounded length and for a

@@ -1,7 +1,6 @@
 package unseal
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"runtime"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/internal/argon2id"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -33,7 +33,7 @@ var RFC9106Floor = keyring.Params{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 var floor = RFC9106Floor
 
 // ErrParams is wrapped when KDF parameters are out of range.
-var ErrParams = errors.New("kdf parameters out of range")
+var ErrParams = errclass.New(errclass.Invalid, "kdf parameters out of range")
 
 // UseTestFloor lowers the floor for new slots so that tests run fast. It
 // panics outside a test binary: production code has no way to weaken the KDF.

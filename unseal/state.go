@@ -4,12 +4,12 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"sync"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -27,7 +27,7 @@ const (
 
 // ErrRolledBack is wrapped when the file's generation is lower than one this
 // process has already seen: the file was replaced by an older copy.
-var ErrRolledBack = errors.New("the keyring was rolled back to an older copy")
+var ErrRolledBack = errclass.New(errclass.Integrity, "the keyring was rolled back to an older copy")
 
 // RootMAC computes the state root's MAC under the root key rk.
 func RootMAC(rk []byte, id [keyring.IDSize]byte, r *keyring.Root) [keyring.MACSize]byte {

@@ -28,23 +28,23 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
 
 // Errors callers test with errors.Is.
 var (
-	ErrWrongPassword = errors.New("wrong admin name or password")
-	ErrCommitment    = errors.New("slot holds a key that is not this keyring's DataKey")
-	ErrIntegrity     = errors.New("the keyring does not verify")
-	ErrSecret        = errors.New("master secret does not decrypt under the DataKey")
+	ErrWrongPassword = errclass.New(errclass.Auth, "wrong admin name or password")
+	ErrCommitment    = errclass.New(errclass.Integrity, "slot holds a key that is not this keyring's DataKey")
+	ErrIntegrity     = errclass.New(errclass.Integrity, "the keyring does not verify")
+	ErrSecret        = errclass.New(errclass.Integrity, "master secret does not decrypt under the DataKey")
 	// ErrStale is returned for a slot that missed a rekey made by format 1,
 	// whose hand-over cannot be authenticated: its admin must enrol again.
-	ErrStale = errors.New("this slot missed a rekey made by an earlier sealbox, which cannot be authenticated; an admin must invite its owner again (sealbox-admin invite NAME --as ADMIN)")
+	ErrStale = errclass.New(errclass.Integrity, "this slot missed a rekey made by an earlier sealbox, which cannot be authenticated; an admin must invite its owner again (sealbox-admin invite NAME --as ADMIN)")
 )
 
 // Labels. They are part of the format: see keyring/FORMAT.md.

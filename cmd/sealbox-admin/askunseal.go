@@ -10,8 +10,8 @@ import (
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/askpw"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
-	"github.com/sealbox/sealbox/unseal"
 )
 
 func init() {
@@ -72,7 +72,7 @@ func (c *cli) askUnseal(o *opts) error {
 				continue // the next status says so
 			case ctx.Err() != nil:
 				return fmt.Errorf("still sealed after %v", limit)
-			case errors.Is(err, unseal.ErrWrongPassword):
+			case errors.Is(err, errclass.Auth):
 				fmt.Fprintln(c.stderr, "sealbox-admin: wrong admin name or password; asking again")
 			case errors.As(err, &be):
 				fmt.Fprintf(c.stderr, "sealbox-admin: %v\n", err)

@@ -10,9 +10,8 @@ import (
 
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
-	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
-	"github.com/sealbox/sealbox/internal/prompt"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
 )
@@ -38,7 +37,7 @@ type backend interface {
 }
 
 // errNeedsDaemon is returned for daemon-only commands in offline mode.
-var errNeedsDaemon = errors.New("this command talks to the running daemon; drop --keyring (or give --admin-socket)")
+var errNeedsDaemon = errclass.New(errclass.Unavailable, "this command talks to the running daemon; drop --keyring (or give --admin-socket)")
 
 // offline works on the keyring file through the admin package.
 type offline struct {
@@ -304,41 +303,28 @@ func (c *cli) repair(off *offline, o *opts, pw []byte) error {
 	return nil
 }
 
-// classify maps an error to an exit code and a hint for the next step.
+// classify maps an error to an exit code and a hint for the next step: its
+// class (internal/errclass) decides both.
 func classify(err error) (int, string) {
 	var ue *usageError
-	switch {
-	case errors.As(err, &ue), errors.Is(err, keyring.ErrInvalidName), errors.Is(err, admin.ErrInvalid):
+	if errors.As(err, &ue) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
-	case errors.Is(err, unseal.ErrWrongPassword):
-		return exitAuth, "nothing was changed; check the admin name and try again"
-	case errors.Is(err, admin.ErrInvite), errors.Is(err, admin.ErrRecovery):
-		return exitAuth, "nothing was changed; check the code (dashes and case do not matter)"
-	case errors.Is(err, admin.ErrBackoff), errors.Is(err, daemon.ErrBusy), errors.Is(err, unseal.ErrBusy):
+	}
+	switch errclass.Of(err) {
+	case errclass.Invalid:
+		return exitUsage, "nothing was changed"
+	case errclass.Auth:
+		return exitAuth, "nothing was changed; check the name and the password or code (a code's dashes and case do not matter)"
+	case errclass.Busy:
 		return exitBackoff, "nothing was tried; wait, then try again"
-	case errors.Is(err, errSealed):
+	case errclass.Sealed:
 		return exitSealed, "unseal first: sealbox-admin unseal --admin NAME"
-	case errors.Is(err, admin.ErrLastAdmin), errors.Is(err, admin.ErrWeakPassword),
-		errors.Is(err, keyring.ErrSlotExists), errors.Is(err, keyring.ErrClientExists),
-		errors.Is(err, keyring.ErrNoSlot), errors.Is(err, keyring.ErrNoClient),
-		errors.Is(err, admin.ErrClientState), errors.Is(err, keyring.ErrExists),
-		errors.Is(err, admin.ErrNothingToRepair), errors.Is(err, admin.ErrChanged), errors.Is(err, admin.ErrReservedName), errors.Is(err, admin.ErrAmbiguous),
-		errors.Is(err, prompt.ErrMismatch), errors.Is(err, unseal.ErrParams),
-		errors.Is(err, errRefused):
+	case errclass.Refused, errclass.NotFound, errclass.Forbidden:
 		return exitRefused, "nothing was changed"
-	case errors.Is(err, keyring.ErrLocked), errors.Is(err, errUnreachable), errors.Is(err, errNeedsDaemon):
+	case errclass.Unavailable:
 		return exitUnavail, ""
-	case errors.Is(err, keyring.ErrNotFound):
-		return exitFailure, ""
-	case errors.Is(err, admin.ErrNotConfirmed):
-		return exitRefused, ""
-	case errors.Is(err, unseal.ErrCommitment), errors.Is(err, unseal.ErrIntegrity), errors.Is(err, daemon.ErrIntegrity),
-		errors.Is(err, unseal.ErrStale), errors.Is(err, unseal.ErrRolledBack),
-		errors.Is(err, keyring.ErrCorrupt), errors.Is(err, keyring.ErrNotKeyring),
-		errors.Is(err, keyring.ErrUnknownVersion), errors.Is(err, unseal.ErrSecret), errors.Is(err, audit.ErrBroken):
+	case errclass.Integrity:
 		return exitIntegrity, "the keyring file may have been tampered with or damaged; restore a backup and investigate"
-	case errors.Is(err, memlock.ErrLockFailed):
-		return exitFailure, ""
 	}
 	return exitFailure, ""
 }

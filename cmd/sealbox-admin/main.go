@@ -65,7 +65,8 @@ from arguments or the environment.
 Exit codes:
   0 success          3 wrong password or unknown admin   5 keyring busy or daemon unreachable
   1 failure          4 refused (rules or policy)         6 integrity check failed
-  2 usage error      7 daemon sealed                     8 too many attempts, retry later
+  2 usage, or input  7 daemon sealed                     8 too many attempts, retry later
+    not acceptable
 `
 
 // Exit codes, documented in usage.

@@ -12,13 +12,6 @@ import (
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
-// Errors of the online mode, classified by classify.
-var (
-	errUnreachable = daemon.ErrUnreachable
-	errSealed      = daemon.ErrSealed
-	errRefused     = daemon.ErrRefused
-)
-
 // online talks to the daemon; every change shows progress, since the daemon
 // derives Argon2id keys for it.
 type online struct {

@@ -63,6 +63,7 @@ import (
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/argon2id"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/unixhttp"
 	"github.com/sealbox/sealbox/keyring"
@@ -669,11 +670,11 @@ func (b *bench) storm(ac *daemon.AdminClient, pid int) error {
 			_, err := c.Unseal(context.Background(), fmt.Sprintf("guess%03d", i), []byte("wrong password here"))
 			k := "401"
 			switch {
-			case errors.Is(err, admin.ErrBackoff):
+			case errors.As(err, new(*admin.BackoffError)):
 				k = "429"
-			case errors.Is(err, daemon.ErrBusy):
+			case errors.Is(err, errclass.Busy):
 				k = "503"
-			case !errors.Is(err, unseal.ErrWrongPassword):
+			case !errors.Is(err, errclass.Auth):
 				k = fmt.Sprint(err)
 			}
 			mu.Lock()

@@ -21,11 +21,12 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
 // ErrMismatch is returned when a new password and its repetition differ.
-var ErrMismatch = errors.New("the two passwords do not match")
+var ErrMismatch = errclass.New(errclass.Invalid, "the two passwords do not match")
 
 // ErrNoInput is returned when stdin ends before a password.
 var ErrNoInput = errors.New("no password on standard input (one per line, in prompt order)")

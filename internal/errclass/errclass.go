@@ -1,0 +1,84 @@
+// Package errclass sorts sealbox's errors into a few classes, in the spirit
+// of io/fs's ErrNotExist and ErrPermission: each sentinel error in keyring,
+// unseal, audit, admin and daemon is made with New and belongs to one
+// class, which errors.Is finds through any wrapping. The admin API sends
+// the class as its error code, the CLIs turn it into an exit code, and each
+// of those mappings is one short switch over the classes instead of a list
+// of every sentinel.
+//
+// An error of no class is Internal: a failure the caller can do nothing
+// about but report.
+package errclass
+
+import "errors"
+
+// Class is an error class. Its string is the admin API's error code.
+type Class string
+
+func (c Class) Error() string { return string(c) }
+
+// The classes.
+const (
+	// Auth: a wrong password, invite code or recovery code.
+	Auth Class = "auth"
+	// Invalid: the request or its input is not acceptable as given (a bad
+	// name, a weak password, out-of-range parameters).
+	Invalid Class = "invalid"
+	// NotFound: no such admin or client.
+	NotFound Class = "not_found"
+	// Refused: a valid request the keyring's state does not allow (the
+	// last admin, a name taken, a changed keyring).
+	Refused Class = "refused"
+	// Busy: try again later (guessing backoff, too many derivations).
+	Busy Class = "busy"
+	// Sealed: the daemon does not hold the secret.
+	Sealed Class = "sealed"
+	// Forbidden: the peer is not a registered, active client.
+	Forbidden Class = "forbidden"
+	// Unavailable: the daemon or the keyring cannot be reached or used now.
+	Unavailable Class = "unavailable"
+	// Integrity: the keyring does not verify.
+	Integrity Class = "integrity"
+	// Internal: anything else.
+	Internal Class = "internal"
+)
+
+// all is every class but Internal, in the order Of tries them: an error
+// that wraps errors of two classes is the first one's.
+var all = []Class{Integrity, Busy, Auth, Sealed, Forbidden, Unavailable, NotFound, Invalid, Refused}
+
+// New returns a sentinel error with message msg that belongs to class c.
+func New(c Class, msg string) error { return &sentinel{msg: msg, class: c} }
+
+type sentinel struct {
+	msg   string
+	class Class
+}
+
+func (s *sentinel) Error() string { return s.msg }
+
+// Is makes errors.Is(err, c) hold for the sentinel's class c.
+func (s *sentinel) Is(target error) bool { return target == s.class }
+
+// Of returns err's class, or Internal. A Class given as an error is its own.
+func Of(err error) Class {
+	if err == nil {
+		return ""
+	}
+	for _, c := range all {
+		if errors.Is(err, c) {
+			return c
+		}
+	}
+	return Internal
+}
+
+// Parse returns the class named code (an API error code), or Internal.
+func Parse(code string) Class {
+	for _, c := range all {
+		if string(c) == code {
+			return c
+		}
+	}
+	return Internal
+}
