@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/client"
 	"github.com/sealbox/sealbox/config"
@@ -31,7 +33,7 @@ const pwAlice = "alice's long passphrase"
 
 var (
 	secret = []byte("client package secret")
-	adm    *daemon.AdminClient
+	adm    *api.Client
 	sock   string
 )
 
@@ -50,7 +52,7 @@ func TestMain(m *testing.M) {
 		defer stop()
 		sock = cfg.Socket
 		os.Setenv(client.SocketEnv, sock)
-		adm = daemon.NewAdminClient(cfg.AdminSocket)
+		adm = api.NewClient(cfg.AdminSocket)
 		return m.Run()
 	}()
 	os.Exit(code)
@@ -130,7 +132,7 @@ func ExampleClient_WaitSecret() {
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cfg, stop := startDaemon(dir)
-		daemon.NewAdminClient(cfg.AdminSocket).Unseal(context.Background(), "alice", []byte(pwAlice))
+		api.NewClient(cfg.AdminSocket).Unseal(context.Background(), "alice", []byte(pwAlice))
 		daemonDone <- stop
 	}()
 	defer func() { (<-daemonDone)() }()
@@ -269,7 +271,7 @@ func TestWaitSurvivesDaemonRestart(t *testing.T) {
 		t.Fatalf("the wait ended before any unseal: %v", r.err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	a := daemon.NewAdminClient(cfg.AdminSocket)
+	a := api.NewClient(cfg.AdminSocket)
 	if _, err := a.Unseal(context.Background(), "alice", []byte(pwAlice)); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/gorilla/mux"
 
 	"github.com/sealbox/sealbox/admin"
@@ -41,23 +43,23 @@ func (d *Daemon) adminRouter() http.Handler {
 		h            adminHandler
 	}{
 		{http.MethodGet, "/v1/status", d.adminStatus},
-		{http.MethodPost, "/v1/unseal", d.unseal},
+		{http.MethodPost, "/v1/unseal", withBody(d.unseal)},
 		{http.MethodPost, "/v1/seal", d.seal},
-		{http.MethodPost, "/v1/check", d.checkPassword},
+		{http.MethodPost, "/v1/check", withBody(d.checkPassword)},
 		{http.MethodGet, "/v1/admins", d.listAdmins},
-		{http.MethodPost, "/v1/admins", d.addAdmin},
-		{http.MethodPost, "/v1/admins/{name}/remove", d.removeAdmin},
-		{http.MethodPost, "/v1/admins/{name}/passwd", d.passwd},
+		{http.MethodPost, "/v1/admins", withBody(d.addAdmin)},
+		{http.MethodPost, "/v1/admins/{name}/remove", withBody(d.removeAdmin)},
+		{http.MethodPost, "/v1/admins/{name}/passwd", withBody(d.passwd)},
 		{http.MethodGet, "/v1/clients", d.listClients},
-		{http.MethodPost, "/v1/clients", d.addClient},
-		{http.MethodPost, "/v1/clients/{name}/{action:disable|enable|remove}", d.clientAction},
+		{http.MethodPost, "/v1/clients", withBody(d.addClient)},
+		{http.MethodPost, "/v1/clients/{name}/{action:disable|enable|remove}", withBody(d.clientAction)},
 		{http.MethodGet, "/v1/audit", d.auditList},
 		{http.MethodPost, "/v1/audit/verify", d.auditVerify},
-		{http.MethodPost, "/v1/admins/{name}/invite", d.invite},
-		{http.MethodPost, "/v1/admins/{name}/enroll", d.enroll},
-		{http.MethodPost, "/v1/recovery", d.recovery},
-		{http.MethodPost, "/v1/rotate", d.rotate},
-		{http.MethodPost, "/v1/rekey", d.rekey},
+		{http.MethodPost, "/v1/admins/{name}/invite", withBody(d.invite)},
+		{http.MethodPost, "/v1/admins/{name}/enroll", withBody(d.enroll)},
+		{http.MethodPost, "/v1/recovery", withBody(d.recovery)},
+		{http.MethodPost, "/v1/rotate", withBody(d.rotate)},
+		{http.MethodPost, "/v1/rekey", withBody(d.rekey)},
 	}
 	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
 	for _, rt := range routes {
@@ -152,8 +154,8 @@ func (d *Daemon) adminStatus(r *http.Request, _ PeerCred) (any, error) {
 }
 
 // Status reports the daemon's state. It holds nothing secret.
-func (d *Daemon) Status() (*Status, error) {
-	s := &Status{
+func (d *Daemon) Status() (*api.Status, error) {
+	s := &api.Status{
 		AllowUnlockedMemory: d.cfg.AllowUnlockedMemory,
 		Keyring:             d.kr.Path(),
 		PID:                 os.Getpid(),
@@ -188,12 +190,7 @@ func (d *Daemon) Status() (*Status, error) {
 	return s, err
 }
 
-func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
-	var req UnsealRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.Password)
+func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) (any, error) {
 	if req.Recovery {
 		req.Admin = admin.RecoveryName
 	}
@@ -237,12 +234,7 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred) (any, error) {
 
 // checkPassword tests an admin's password, sealed or not, without changing
 // anything (cryptsetup's --test-passphrase).
-func (d *Daemon) checkPassword(r *http.Request, cred PeerCred) (any, error) {
-	var req CheckRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) checkPassword(r *http.Request, cred PeerCred, req *api.CheckRequest) (any, error) {
 	before := audit.KindCheck
 	if req.Before != "" {
 		if !audit.Kind(req.Before).Known() {
@@ -266,39 +258,18 @@ func (d *Daemon) listAdmins(r *http.Request, _ PeerCred) (any, error) {
 	return list, err
 }
 
-func (d *Daemon) addAdmin(r *http.Request, cred PeerCred) (any, error) {
-	var req AddAdminRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword, req.Password)
-	err := d.mgr.AddAdmin(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password)
-	d.logChange("add admin", req.Actor, req.Name, cred, err)
-	return okIf(err)
+func (d *Daemon) addAdmin(r *http.Request, cred PeerCred, req *api.AddAdminRequest) (any, error) {
+	return d.changed("add admin", req.Actor, req.Name, cred, d.mgr.AddAdmin(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password))
 }
 
-func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred) (any, error) {
-	var req AuthRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
 	name := mux.Vars(r)["name"]
-	err := d.mgr.RemoveAdmin(r.Context(), req.Actor, req.ActorPassword, name)
-	d.logChange("remove admin", req.Actor, name, cred, err)
-	return okIf(err)
+	return d.changed("remove admin", req.Actor, name, cred, d.mgr.RemoveAdmin(r.Context(), req.Actor, req.ActorPassword, name))
 }
 
-func (d *Daemon) passwd(r *http.Request, cred PeerCred) (any, error) {
-	var req PasswdRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.Current, req.New)
+func (d *Daemon) passwd(r *http.Request, cred PeerCred, req *api.PasswdRequest) (any, error) {
 	name := mux.Vars(r)["name"]
-	err := d.mgr.Passwd(r.Context(), name, req.Current, req.New)
-	d.logChange("passwd", name, name, cred, err)
-	return okIf(err)
+	return d.changed("passwd", name, name, cred, d.mgr.Passwd(r.Context(), name, req.Current, req.New))
 }
 
 func (d *Daemon) listClients(r *http.Request, _ PeerCred) (any, error) {
@@ -309,36 +280,20 @@ func (d *Daemon) listClients(r *http.Request, _ PeerCred) (any, error) {
 	return list, err
 }
 
-func (d *Daemon) addClient(r *http.Request, cred PeerCred) (any, error) {
-	var req AddClientRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) addClient(r *http.Request, cred PeerCred, req *api.AddClientRequest) (any, error) {
 	if req.UID == nil && req.Unit == "" {
 		return nil, badRequest("uid or unit is required")
 	}
-	err := d.mgr.AddClient(r.Context(), req.Actor, req.ActorPassword, req.Name, admin.Match{UID: req.UID, GID: req.GID, Unit: req.Unit})
-	d.logChange("add client", req.Actor, req.Name, cred, err)
-	return okIf(err)
+	return d.changed("add client", req.Actor, req.Name, cred, d.mgr.AddClient(r.Context(), req.Actor, req.ActorPassword, req.Name, admin.Match{UID: req.UID, GID: req.GID, Unit: req.Unit}))
 }
 
-var clientActions = map[string]keyring.ClientStatus{
-	"disable": keyring.ClientDisabled,
-	"enable":  keyring.ClientActive,
-	"remove":  keyring.ClientRetired,
-}
-
-func (d *Daemon) clientAction(r *http.Request, cred PeerCred) (any, error) {
-	var req AuthRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) clientAction(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
 	vars := mux.Vars(r)
-	err := d.mgr.SetClientStatus(r.Context(), req.Actor, req.ActorPassword, vars["name"], clientActions[vars["action"]])
-	d.logChange(vars["action"]+" client", req.Actor, vars["name"], cred, err)
-	return okIf(err)
+	st, ok := api.ClientStatusOf(vars["action"])
+	if !ok {
+		return nil, badRequest("no such client action %q", vars["action"])
+	}
+	return d.changed(vars["action"]+" client", req.Actor, vars["name"], cred, d.mgr.SetClientStatus(r.Context(), req.Actor, req.ActorPassword, vars["name"], st))
 }
 
 func (d *Daemon) logChange(what, actor, target string, cred PeerCred, err error) {
@@ -347,6 +302,29 @@ func (d *Daemon) logChange(what, actor, target string, cred PeerCred, err error)
 		return
 	}
 	d.log.Info("change", "change", what, "actor", actor, "target", target, "uid", cred.UID, "pid", cred.PID)
+}
+
+// withBody decodes a request's JSON body into a new T (in locked memory,
+// see readJSON), hands it to h, and wipes every password and code it holds
+// when h returns: the one skeleton of every admin request with a body.
+func withBody[T any, P interface {
+	*T
+	Secrets() [][]byte
+}](h func(r *http.Request, cred PeerCred, req P) (any, error)) adminHandler {
+	return func(r *http.Request, cred PeerCred) (any, error) {
+		req := P(new(T))
+		defer func() { wipe(req.Secrets()...) }()
+		if err := readJSON(r, req); err != nil {
+			return nil, err
+		}
+		return h(r, cred, req)
+	}
+}
+
+// changed logs a change (or its refusal) and answers it.
+func (d *Daemon) changed(what, actor, target string, cred PeerCred, err error) (any, error) {
+	d.logChange(what, actor, target, cred, err)
+	return okIf(err)
 }
 
 func okIf(err error) (any, error) {
@@ -407,12 +385,7 @@ func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
 	return rep, nil
 }
 
-func (d *Daemon) invite(r *http.Request, cred PeerCred) (any, error) {
-	var req InviteRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) invite(r *http.Request, cred PeerCred, req *api.InviteRequest) (any, error) {
 	name := mux.Vars(r)["name"]
 	ttl := admin.DefaultInviteTTL
 	if req.TTLSeconds != 0 {
@@ -423,41 +396,24 @@ func (d *Daemon) invite(r *http.Request, cred PeerCred) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &wipingAnswer{field: "code", code: code, rest: CodeAnswer{Expires: &expires}}, nil
+	return &wipingAnswer{field: "code", code: code, rest: api.CodeAnswer{Expires: &expires}}, nil
 }
 
-func (d *Daemon) enroll(r *http.Request, cred PeerCred) (any, error) {
-	var req EnrollRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.Code, req.Password)
+func (d *Daemon) enroll(r *http.Request, cred PeerCred, req *api.EnrollRequest) (any, error) {
 	name := mux.Vars(r)["name"]
-	err := d.mgr.Enroll(r.Context(), name, req.Code, req.Password)
-	d.logChange("enroll", name, name, cred, err)
-	return okIf(err)
+	return d.changed("enroll", name, name, cred, d.mgr.Enroll(r.Context(), name, req.Code, req.Password))
 }
 
-func (d *Daemon) recovery(r *http.Request, cred PeerCred) (any, error) {
-	var req AuthRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) recovery(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
 	code, err := d.mgr.RegenerateRecovery(r.Context(), req.Actor, req.ActorPassword)
 	d.logChange("regenerate recovery code", req.Actor, admin.RecoveryName, cred, err)
 	if err != nil {
 		return nil, err
 	}
-	return &wipingAnswer{field: "code", code: code, rest: CodeAnswer{}}, nil
+	return &wipingAnswer{field: "code", code: code, rest: api.CodeAnswer{}}, nil
 }
 
-func (d *Daemon) rotate(r *http.Request, cred PeerCred) (any, error) {
-	var req RotateRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword, req.Secret)
+func (d *Daemon) rotate(r *http.Request, cred PeerCred, req *api.RotateRequest) (any, error) {
 	secret := req.Secret
 	if len(secret) == 0 {
 		secret = make([]byte, 32)
@@ -479,15 +435,10 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred) (any, error) {
 	}
 	copy(buf.Bytes(), secret)
 	d.vault.rotate(buf, version)
-	return RotateAnswer{Version: version}, nil
+	return api.RotateAnswer{Version: version}, nil
 }
 
-func (d *Daemon) rekey(r *http.Request, cred PeerCred) (any, error) {
-	var req RekeyRequest
-	if err := readJSON(r, &req); err != nil {
-		return nil, err
-	}
-	defer wipe(req.ActorPassword)
+func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (any, error) {
 	// No audit batch may be signed with the old key once the rekey closed
 	// its epoch: hold the writer until OnCommit has installed the new keys.
 	if err := d.audit.Flush(); err != nil {
@@ -500,7 +451,7 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	ans := RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
+	ans := api.RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
 		HandedOver: res.HandedOver, Stale: res.Stale, Generation: res.Generation}
 	return &wipingAnswer{field: "recovery_code", code: res.RecoveryCode, rest: ans}, nil
 }

@@ -12,9 +12,9 @@
 // unsealed: the secret is installed only after it decrypted into locked
 // memory and the registry verified.
 //
-// Errors on the wire map to sentinels in one place (errorFor/APIError):
-// ErrSealed (503), ErrNotAuthorized (403), unseal.ErrWrongPassword (401),
-// ErrRefused (400/404/409), ErrIntegrity and ErrBusy.
+// Errors on the wire map to sentinels in one place (errorFor/api.APIError):
+// api.ErrSealed (503), api.ErrNotAuthorized (403), unseal.ErrWrongPassword (401),
+// api.ErrRefused (400/404/409), api.ErrIntegrity and api.ErrBusy.
 package daemon
 
 import (

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/internal/errclass"
@@ -55,12 +57,12 @@ func shortDir(t testing.TB) string {
 
 // startDaemon makes a keyring whose only client is this process's uid and
 // runs a Daemon on it until the test ends.
-func startDaemon(t *testing.T) (*Daemon, *AdminClient, *http.Client) {
+func startDaemon(t *testing.T) (*Daemon, *api.Client, *http.Client) {
 	t.Helper()
 	return startDaemonTB(t, t)
 }
 
-func startDaemonTB(t testing.TB, _ *testing.T) (*Daemon, *AdminClient, *http.Client) {
+func startDaemonTB(t testing.TB, _ *testing.T) (*Daemon, *api.Client, *http.Client) {
 	t.Helper()
 	dir := shortDir(t)
 	p := cheap
@@ -93,7 +95,7 @@ func startDaemonTB(t testing.TB, _ *testing.T) (*Daemon, *AdminClient, *http.Cli
 			t.Error(err)
 		}
 	})
-	ac := NewAdminClient(cfg.AdminSocket)
+	ac := api.NewClient(cfg.AdminSocket)
 	t.Cleanup(func() { ac.Close() })
 	return d, ac, unixHTTP(cfg.Socket)
 }
@@ -469,7 +471,7 @@ func TestErrorForMapsInOnePlace(t *testing.T) {
 		fmt.Errorf("%w: short", admin.ErrWeakPassword): 400,
 		fmt.Errorf("%w: bad", unseal.ErrIntegrity):     500,
 		fmt.Errorf("%w: no", memlock.ErrLockFailed):    500,
-		fmt.Errorf("%w: queue", ErrBusy):               503,
+		fmt.Errorf("%w: queue", api.ErrBusy):           503,
 		errors.New("something else"):                   500,
 		badRequest("bad"):                              400,
 	}
@@ -479,7 +481,7 @@ func TestErrorForMapsInOnePlace(t *testing.T) {
 			t.Errorf("%v: %d, want %d", err, e.Status, want)
 		}
 		// And back: the client's error unwraps to a sentinel.
-		back := &APIError{Status: e.Status, Code: e.Code, Message: e.Message}
+		back := &api.APIError{Status: e.Status, Code: e.Code, Message: e.Message}
 		if errclass.Of(back) != errclass.Of(err) {
 			t.Errorf("%v: class %q on the wire, %q here", err, errclass.Of(back), errclass.Of(err))
 		}
@@ -518,7 +520,7 @@ func TestMalformedRequestsDoNotEchoTheirInput(t *testing.T) {
 		`{"admin":"alice","password":["SECRETPW"]}`,
 	} {
 		r := httptest.NewRequest("POST", "/", strings.NewReader(body))
-		var req UnsealRequest
+		var req api.UnsealRequest
 		err := readJSON(r, &req)
 		if err == nil || strings.Contains(err.Error(), "SECRETPW") || strings.Contains(err.Error(), "c2VjcmV0") || strings.Contains(err.Error(), "!!") {
 			t.Errorf("%s: %v", body, err)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/keyring"
@@ -41,7 +43,7 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 }
 
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) {
-	writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: string(errclass.Invalid), Message: "method not allowed"})
+	writeError(w, &api.APIError{Status: http.StatusMethodNotAllowed, Code: string(errclass.Invalid), Message: "method not allowed"})
 }
 
 // secretWriter is what connServer's writer offers: the secret goes from its
@@ -94,7 +96,7 @@ func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outc
 }
 
 // waitParam parses ?wait=DURATION, capped by max_wait.
-func (d *Daemon) waitParam(r *http.Request) (time.Duration, *APIError) {
+func (d *Daemon) waitParam(r *http.Request) (time.Duration, *api.APIError) {
 	if r.URL.RawQuery == "" {
 		return 0, nil
 	}
@@ -137,7 +139,7 @@ func (d *Daemon) awaitUnseal(w http.ResponseWriter, r *http.Request, wait time.D
 	return !sealed
 }
 
-func sealedError() *APIError {
+func sealedError() *api.APIError {
 	return apiError(errclass.Sealed, "sealed: an admin must run sealbox-admin unseal")
 }
 
@@ -197,5 +199,5 @@ func (d *Daemon) getServiceStatus(w http.ResponseWriter, r *http.Request, _ Peer
 		return
 	}
 	unsealed := d.awaitUnseal(w, r, wait)
-	writeJSON(w, ServiceStatus{Sealed: !unsealed, Client: c.Name})
+	writeJSON(w, api.ServiceStatus{Sealed: !unsealed, Client: c.Name})
 }

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -237,7 +239,7 @@ func (v *vault) serve(cred PeerCred, write func(secret []byte, version uint64) e
 }
 
 // status fills the parts of s that the vault knows.
-func (v *vault) status(s *Status) {
+func (v *vault) status(s *api.Status) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	s.Sealed = v.secret == nil

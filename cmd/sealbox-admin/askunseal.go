@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/askpw"
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -39,7 +40,7 @@ func (c *cli) askUnseal(o *opts) error {
 		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	ac := daemon.NewAdminClient(c.adminSocket())
+	ac := api.NewClient(c.adminSocket())
 	defer ac.Close()
 	pw, err := memlock.New(admin.MaxPasswordLen, memlock.Options{AllowUnlocked: true})
 	if err != nil {
@@ -89,7 +90,7 @@ var errUnsealedMeanwhile = errors.New("unsealed by another path while asking")
 
 // askOnce asks for a name and a password and tries them. The questions are
 // withdrawn as soon as the daemon is unsealed by another path.
-func (c *cli) askOnce(ctx context.Context, ac *daemon.AdminClient, dir string, pw []byte) error {
+func (c *cli) askOnce(ctx context.Context, ac *api.Client, dir string, pw []byte) error {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

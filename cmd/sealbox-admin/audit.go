@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/audit"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
@@ -67,7 +68,7 @@ func (c *cli) auditList(o *opts) error {
 			return err
 		}
 	} else {
-		ac := daemon.NewAdminClient(c.adminSocket())
+		ac := api.NewClient(c.adminSocket())
 		defer ac.Close()
 		if recs, err = ac.Audit(c.ctx, f); err != nil {
 			return err
@@ -105,7 +106,7 @@ func (c *cli) auditVerify(o *opts) error {
 			return err
 		}
 	} else {
-		ac := daemon.NewAdminClient(c.adminSocket())
+		ac := api.NewClient(c.adminSocket())
 		defer ac.Close()
 		var err error
 		if rep, err = ac.VerifyAudit(c.ctx); err != nil {

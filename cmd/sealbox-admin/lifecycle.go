@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -237,7 +238,7 @@ func (c *cli) backup(o *opts) error {
 
 // onlineRecoveryUnseal is unseal --recovery through the daemon.
 func (c *cli) onlineRecoveryUnseal() error {
-	ac := daemon.NewAdminClient(c.adminSocket())
+	ac := api.NewClient(c.adminSocket())
 	defer ac.Close()
 	code, err := c.pw.Password("recovery code")
 	if err != nil {

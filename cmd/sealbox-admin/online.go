@@ -5,17 +5,18 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/config"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
 
 // online talks to the daemon; every change shows progress, since the daemon
 // derives Argon2id keys for it.
 type online struct {
-	*daemon.AdminClient
+	*api.Client
 	c *cli
 }
 
@@ -27,7 +28,7 @@ func (c *cli) adminSocket() string {
 }
 
 func (c *cli) online() (backend, error) {
-	return &online{AdminClient: daemon.NewAdminClient(c.adminSocket()), c: c}, nil
+	return &online{Client: api.NewClient(c.adminSocket()), c: c}, nil
 }
 
 func (o *online) deriving(who string) {
@@ -36,36 +37,36 @@ func (o *online) deriving(who string) {
 
 func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name string, npw []byte) error {
 	o.deriving(actor)
-	return o.AdminClient.AddAdmin(ctx, actor, apw, name, npw)
+	return o.Client.AddAdmin(ctx, actor, apw, name, npw)
 }
 
 func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name string) error {
 	o.deriving(actor)
-	return o.AdminClient.RemoveAdmin(ctx, actor, apw, name)
+	return o.Client.RemoveAdmin(ctx, actor, apw, name)
 }
 
 func (o *online) Rekey(ctx context.Context, actor string, apw []byte, keepInvites bool) (*admin.Rekeyed, error) {
 	o.deriving(actor)
-	return o.AdminClient.Rekey(ctx, actor, apw, keepInvites)
+	return o.Client.Rekey(ctx, actor, apw, keepInvites)
 }
 
 func (o *online) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {
 	o.deriving(actor)
-	return o.AdminClient.CheckPassword(ctx, before, actor, pw)
+	return o.Client.CheckPassword(ctx, before, actor, pw)
 }
 
 func (o *online) Enroll(ctx context.Context, name string, code, pw []byte) error {
 	o.deriving(name)
-	return o.AdminClient.Enroll(ctx, name, code, pw)
+	return o.Client.Enroll(ctx, name, code, pw)
 }
 
 func (o *online) Passwd(ctx context.Context, name string, cur, npw []byte) error {
 	o.deriving(name)
-	return o.AdminClient.Passwd(ctx, name, cur, npw)
+	return o.Client.Passwd(ctx, name, cur, npw)
 }
 
 func (c *cli) onlineUnseal(o *opts) error {
-	ac := daemon.NewAdminClient(c.adminSocket())
+	ac := api.NewClient(c.adminSocket())
 	defer ac.Close()
 	// Ask the daemon first: no password is asked for, and nothing is
 	// derived, when it is unreachable or already unsealed.
@@ -102,7 +103,7 @@ func (c *cli) onlineUnseal(o *opts) error {
 }
 
 func (c *cli) onlineSeal() error {
-	ac := daemon.NewAdminClient(c.adminSocket())
+	ac := api.NewClient(c.adminSocket())
 	defer ac.Close()
 	if _, err := ac.Seal(c.ctx); err != nil {
 		return err
@@ -112,7 +113,7 @@ func (c *cli) onlineSeal() error {
 }
 
 func (c *cli) onlineStatus(o *opts) error {
-	ac := daemon.NewAdminClient(c.adminSocket())
+	ac := api.NewClient(c.adminSocket())
 	defer ac.Close()
 	st, err := ac.Status(c.ctx)
 	if err != nil {

@@ -58,10 +58,11 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"golang.org/x/crypto/argon2"
 
 	"github.com/sealbox/sealbox/admin"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/argon2id"
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -251,7 +252,7 @@ func (b *bench) mainDaemon() error {
 	}
 	defer d.stop()
 	sealedRSS := rssKiB(d.pid, "VmRSS")
-	ac := daemon.NewAdminClient(b.adm)
+	ac := api.NewClient(b.adm)
 	defer ac.Close()
 	if b.want("unseal") {
 		fmt.Fprintln(os.Stderr, "unseal path")
@@ -589,7 +590,7 @@ func medianD(v []time.Duration) time.Duration {
 
 // --- unseal path ---
 
-func (b *bench) unsealPath(ac *daemon.AdminClient) error {
+func (b *bench) unsealPath(ac *api.Client) error {
 	ctx := context.Background()
 	var p keyring.Params
 	st, err := ac.Status(ctx)
@@ -651,7 +652,7 @@ func (b *bench) unsealPath(ac *daemon.AdminClient) error {
 
 // --- storm ---
 
-func (b *bench) storm(ac *daemon.AdminClient, pid int) error {
+func (b *bench) storm(ac *api.Client, pid int) error {
 	st, err := ac.Status(context.Background())
 	if err != nil {
 		return err
@@ -665,7 +666,7 @@ func (b *bench) storm(ac *daemon.AdminClient, pid int) error {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c := daemon.NewAdminClient(b.adm)
+			c := api.NewClient(b.adm)
 			defer c.Close()
 			_, err := c.Unseal(context.Background(), fmt.Sprintf("guess%03d", i), []byte("wrong password here"))
 			k := "401"

@@ -12,8 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/admin"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -124,7 +125,7 @@ func (b *bench) firstUnseal() error {
 				return err
 			}
 			time.Sleep(delay)
-			ac := daemon.NewAdminClient(w.adm)
+			ac := api.NewClient(w.adm)
 			t0 := time.Now()
 			_, err = ac.Unseal(context.Background(), "alice", []byte(pw))
 			took := time.Since(t0)
@@ -256,7 +257,7 @@ func (b *bench) auditAtCap() error {
 	if err != nil {
 		return err
 	}
-	ac := daemon.NewAdminClient(full.adm)
+	ac := api.NewClient(full.adm)
 	_, err = ac.Unseal(context.Background(), "alice", []byte(pw))
 	ac.Close()
 	if err == nil {
@@ -282,7 +283,7 @@ func (b *bench) auditAtCap() error {
 	}
 	defer dn.stop()
 	for _, w := range []*world{full, fresh} {
-		ac := daemon.NewAdminClient(w.adm)
+		ac := api.NewClient(w.adm)
 		_, err := ac.Unseal(context.Background(), "alice", []byte(pw))
 		ac.Close()
 		if err != nil {

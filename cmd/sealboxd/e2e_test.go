@@ -28,9 +28,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
@@ -1185,7 +1186,7 @@ func TestReadsDuringChanges(t *testing.T) {
 	e := newEnv(t)
 	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "client", "add", "tester", "--uid", strconv.Itoa(os.Geteuid()), "--as", "alice")
 	e.start(nil)
-	ac := daemon.NewAdminClient(e.admSock)
+	ac := api.NewClient(e.admSock)
 	defer ac.Close()
 	ctx := context.Background()
 	if _, err := ac.Unseal(ctx, "alice", []byte(pwAlice)); err != nil {

@@ -21,7 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealbox/sealbox/daemon"
+	"github.com/sealbox/sealbox/admin/api"
+
 	"github.com/sealbox/sealbox/internal/testbin"
 )
 
@@ -191,7 +192,7 @@ func TestParallelGuessesCannotOutrunTheBackoff(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.start(nil)
-	ac := daemon.NewAdminClient(e.admSock)
+	ac := api.NewClient(e.admSock)
 	defer ac.Close()
 	st0, err := ac.Status(context.Background())
 	if err != nil {
@@ -202,7 +203,7 @@ func TestParallelGuessesCannotOutrunTheBackoff(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := daemon.NewAdminClient(e.admSock)
+			c := api.NewClient(e.admSock)
 			defer c.Close()
 			c.Unseal(context.Background(), "alice", []byte(fmt.Sprintf("wrong guess number %d", i)))
 		}()
@@ -246,7 +247,7 @@ func TestAmbiguousClientAndAttemptsRecorded(t *testing.T) {
 	e.admin(0, pwBob+"\n", "--keyring", e.keyring, "check", "--as", "bob")
 	e.start(nil)
 	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
-	ac := daemon.NewAdminClient(e.admSock)
+	ac := api.NewClient(e.admSock)
 	defer ac.Close()
 	if st, err := ac.Unseal(context.Background(), "bob", []byte("anything at all")); err != nil || !st.AlreadyUnsealed {
 		t.Fatalf("unseal of an unsealed daemon: %v", err)

@@ -14,10 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/sealbox/sealbox/audit"
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -387,7 +388,7 @@ func TestSealDuringUnsealWins(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.start(nil)
-	ac := daemon.NewAdminClient(e.admSock)
+	ac := api.NewClient(e.admSock)
 	defer ac.Close()
 	st0, err := ac.Status(context.Background())
 	if err != nil {

@@ -25,9 +25,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+
 	"golang.org/x/crypto/argon2"
 
-	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -188,7 +189,7 @@ func TestMemoryHoldsNoKeyAfterSeal(t *testing.T) {
 	needles := keysOf(t, e.keyring, "alice", pwAlice)
 	needles["master secret"] = masterSecret
 	e.start(nil)
-	ac := daemon.NewAdminClient(e.admSock)
+	ac := api.NewClient(e.admSock)
 	defer ac.Close()
 	st, err := ac.Status(context.Background())
 	if err != nil {

@@ -1,4 +1,4 @@
-package daemon
+package api
 
 import (
 	"bytes"
@@ -20,27 +20,30 @@ import (
 	"github.com/sealbox/sealbox/keyring"
 )
 
-// AdminClient talks to sealboxd's admin socket. Its errors wrap the package's
+// timeout bounds one request: derivations may queue behind others.
+const timeout = 3 * time.Minute
+
+// Client talks to sealboxd's admin socket. Its errors wrap the package's
 // sentinels (see APIError) or ErrUnreachable.
-type AdminClient struct {
+type Client struct {
 	socket string
 	hc     *http.Client
 }
 
-// NewAdminClient returns a client for the admin socket at path.
-func NewAdminClient(path string) *AdminClient {
-	return &AdminClient{socket: path, hc: &http.Client{Transport: unixhttp.Transport(path, 1), Timeout: adminWriteTimeout}}
+// NewClient returns a client for the admin socket at path.
+func NewClient(path string) *Client {
+	return &Client{socket: path, hc: &http.Client{Transport: unixhttp.Transport(path, 1), Timeout: timeout}}
 }
 
 // Close releases idle connections.
-func (c *AdminClient) Close() error {
+func (c *Client) Close() error {
 	c.hc.CloseIdleConnections()
 	return nil
 }
 
 // do sends body (which may hold passwords: the encoded request is wiped
 // after sending) and decodes a 2xx answer into out.
-func (c *AdminClient) do(ctx context.Context, method, path string, body, out any) error {
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var buf []byte
 	if body != nil {
 		var err error
@@ -82,31 +85,31 @@ func (c *AdminClient) do(ctx context.Context, method, path string, body, out any
 }
 
 // Status returns the daemon's state.
-func (c *AdminClient) Status(ctx context.Context) (*Status, error) {
+func (c *Client) Status(ctx context.Context) (*Status, error) {
 	var s Status
 	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 }
 
 // Unseal unseals with name's password.
-func (c *AdminClient) Unseal(ctx context.Context, name string, pw []byte) (*Status, error) {
+func (c *Client) Unseal(ctx context.Context, name string, pw []byte) (*Status, error) {
 	var s Status
 	return &s, c.do(ctx, http.MethodPost, "/v1/unseal", UnsealRequest{Admin: name, Password: pw}, &s)
 }
 
 // Seal seals the daemon.
-func (c *AdminClient) Seal(ctx context.Context) (*Status, error) {
+func (c *Client) Seal(ctx context.Context) (*Status, error) {
 	var s Status
 	return &s, c.do(ctx, http.MethodPost, "/v1/seal", nil, &s)
 }
 
 // ListAdmins lists the admin slots.
-func (c *AdminClient) ListAdmins(ctx context.Context) ([]admin.AdminInfo, error) {
+func (c *Client) ListAdmins(ctx context.Context) ([]admin.AdminInfo, error) {
 	var out []admin.AdminInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/admins", nil, &out)
 }
 
 // AddAdmin adds name, authorized by actor.
-func (c *AdminClient) AddAdmin(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte) error {
+func (c *Client) AddAdmin(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte) error {
 	return c.do(ctx, http.MethodPost, "/v1/admins", AddAdminRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, Password: newPw}, nil)
 }
 
@@ -116,7 +119,7 @@ func pathName(name string) error {
 }
 
 // RemoveAdmin removes name, authorized by actor.
-func (c *AdminClient) RemoveAdmin(ctx context.Context, actor string, actorPw []byte, name string) error {
+func (c *Client) RemoveAdmin(ctx context.Context, actor string, actorPw []byte, name string) error {
 	if err := pathName(name); err != nil {
 		return err
 	}
@@ -124,7 +127,7 @@ func (c *AdminClient) RemoveAdmin(ctx context.Context, actor string, actorPw []b
 }
 
 // Passwd changes name's password.
-func (c *AdminClient) Passwd(ctx context.Context, name string, cur, newPw []byte) error {
+func (c *Client) Passwd(ctx context.Context, name string, cur, newPw []byte) error {
 	if err := pathName(name); err != nil {
 		return err
 	}
@@ -132,21 +135,21 @@ func (c *AdminClient) Passwd(ctx context.Context, name string, cur, newPw []byte
 }
 
 // ListClients lists the client records.
-func (c *AdminClient) ListClients(ctx context.Context) ([]admin.ClientInfo, error) {
+func (c *Client) ListClients(ctx context.Context) ([]admin.ClientInfo, error) {
 	var out []admin.ClientInfo
 	return out, c.do(ctx, http.MethodGet, "/v1/clients", nil, &out)
 }
 
 // AddClient registers a client, authorized by actor.
-func (c *AdminClient) AddClient(ctx context.Context, actor string, actorPw []byte, name string, m admin.Match) error {
+func (c *Client) AddClient(ctx context.Context, actor string, actorPw []byte, name string, m admin.Match) error {
 	return c.do(ctx, http.MethodPost, "/v1/clients", AddClientRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Name: name, UID: m.UID, GID: m.GID, Unit: m.Unit}, nil)
 }
 
 // SetClientStatus disables, enables or retires a client, authorized by actor.
-func (c *AdminClient) SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error {
-	action := map[keyring.ClientStatus]string{keyring.ClientDisabled: "disable", keyring.ClientActive: "enable", keyring.ClientRetired: "remove"}[st]
-	if action == "" {
-		return fmt.Errorf("%w: invalid client status %d", ErrRefused, st)
+func (c *Client) SetClientStatus(ctx context.Context, actor string, actorPw []byte, name string, st keyring.ClientStatus) error {
+	action, ok := ClientVerb(st)
+	if !ok {
+		return fmt.Errorf("%w: invalid client status %d", errclass.Invalid, st)
 	}
 	if err := pathName(name); err != nil {
 		return err
@@ -162,7 +165,7 @@ func (e *backoffAPIError) Unwrap() []error {
 }
 
 // Audit returns audit records; query holds since, client, admin, limit.
-func (c *AdminClient) Audit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+func (c *Client) Audit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
 	q := url.Values{}
 	if !f.Since.IsZero() {
 		q.Set("since", f.Since.UTC().Format(time.RFC3339))
@@ -184,19 +187,19 @@ func (c *AdminClient) Audit(ctx context.Context, f audit.Filter) ([]audit.Record
 }
 
 // VerifyAudit asks the daemon to verify the audit chain with its key.
-func (c *AdminClient) VerifyAudit(ctx context.Context) (*audit.Report, error) {
+func (c *Client) VerifyAudit(ctx context.Context) (*audit.Report, error) {
 	var r audit.Report
 	return &r, c.do(ctx, http.MethodPost, "/v1/audit/verify", nil, &r)
 }
 
 // UnsealRecovery unseals with the recovery code.
-func (c *AdminClient) UnsealRecovery(ctx context.Context, code []byte) (*Status, error) {
+func (c *Client) UnsealRecovery(ctx context.Context, code []byte) (*Status, error) {
 	var s Status
 	return &s, c.do(ctx, http.MethodPost, "/v1/unseal", UnsealRequest{Recovery: true, Password: code}, &s)
 }
 
 // Invite creates an invite for name; the code is the caller's to wipe.
-func (c *AdminClient) Invite(ctx context.Context, actor string, actorPw []byte, name string, ttl time.Duration) ([]byte, time.Time, error) {
+func (c *Client) Invite(ctx context.Context, actor string, actorPw []byte, name string, ttl time.Duration) ([]byte, time.Time, error) {
 	if err := pathName(name); err != nil {
 		return nil, time.Time{}, err
 	}
@@ -209,7 +212,7 @@ func (c *AdminClient) Invite(ctx context.Context, actor string, actorPw []byte, 
 }
 
 // Enroll turns name's invite into an admin slot under password.
-func (c *AdminClient) Enroll(ctx context.Context, name string, code, password []byte) error {
+func (c *Client) Enroll(ctx context.Context, name string, code, password []byte) error {
 	if err := pathName(name); err != nil {
 		return err
 	}
@@ -217,27 +220,27 @@ func (c *AdminClient) Enroll(ctx context.Context, name string, code, password []
 }
 
 // RegenerateRecovery creates or replaces the recovery code.
-func (c *AdminClient) RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error) {
+func (c *Client) RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error) {
 	var a CodeAnswer
 	err := c.do(ctx, http.MethodPost, "/v1/recovery", AuthRequest{Actor: actor, ActorPassword: actorPw}, &a)
 	return a.Code, err
 }
 
 // Rotate replaces the master secret (nil: the daemon picks 32 random bytes).
-func (c *AdminClient) Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error) {
+func (c *Client) Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error) {
 	var a RotateAnswer
 	err := c.do(ctx, http.MethodPost, "/v1/rotate", RotateRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, Secret: secret}, &a)
 	return a.Version, err
 }
 
 // CheckPassword tests actor's password without changing anything.
-func (c *AdminClient) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {
+func (c *Client) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {
 	return c.do(ctx, http.MethodPost, "/v1/check", CheckRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: pw}, Before: string(before)}, nil)
 }
 
 // Rekey replaces the DataKey. The answer's recovery code is the caller's to
 // show once and wipe.
-func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error) {
+func (c *Client) Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error) {
 	var ans RekeyAnswer
 	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: keepInvites}, &ans); err != nil {
 		return nil, err
@@ -247,7 +250,7 @@ func (c *AdminClient) Rekey(ctx context.Context, actor string, actorPw []byte, k
 }
 
 // Backup streams a consistent copy of the keyring into w.
-func (c *AdminClient) Backup(ctx context.Context, w io.Writer) (int64, error) {
+func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sealboxd/v1/backup", nil)
 	if err != nil {
 		return 0, err
