@@ -165,29 +165,15 @@ func (d *Daemon) Status() (*api.Status, error) {
 	s.KDFDerivations, _ = unseal.Work()
 	s.KDFBudgetMiB = d.budget.CapKiB() >> 10
 	s.AuditKeyed = d.audit.keyBytes() != nil
-	s.Recovery = d.mgr.HasRecovery()
 	s.MemoryHygiene = memlock.Hygiene
 	s.KDFMemoryReady = unseal.ArenaKept() != (keyring.Params{})
 	s.Generation = d.wm.Seen()
-	var err error
-	if s.Slots, err = d.mgr.ListAdmins(); err != nil {
+	sum, err := d.mgr.Summary()
+	if err != nil {
 		return nil, err
 	}
-	for _, sl := range s.Slots {
-		if sl.Kind == "admin" && !sl.Stale {
-			s.Admins++
-		}
-	}
-	err = d.kr.View(func(tx *keyring.Tx) error {
-		s.Format = tx.Format()
-		h, err := tx.Header()
-		if err != nil {
-			return err
-		}
-		s.KDFPolicy = h.Policy
-		return nil
-	})
-	return s, err
+	s.Slots, s.Admins, s.Recovery, s.Format, s.KDFPolicy = sum.Slots, sum.Admins, sum.Recovery, sum.Format, sum.Policy
+	return s, nil
 }
 
 func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) (any, error) {
@@ -361,8 +347,7 @@ func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
 	if err := d.audit.Flush(); err != nil {
 		return nil, err
 	}
-	var recs []audit.Record
-	err := d.kr.View(func(tx *keyring.Tx) error { recs = audit.List(tx, f); return nil })
+	recs, err := d.mgr.AuditRecords(f)
 	if recs == nil {
 		recs = []audit.Record{}
 	}
@@ -439,14 +424,11 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred, req *api.RotateRequest) 
 }
 
 func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (any, error) {
-	// No audit batch may be signed with the old key once the rekey closed
-	// its epoch: hold the writer until OnCommit has installed the new keys.
-	if err := d.audit.Flush(); err != nil {
-		return nil, err
-	}
-	d.audit.writeMu.Lock()
-	res, err := d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, req.KeepInvites)
-	d.audit.writeMu.Unlock()
+	var res *admin.Rekeyed
+	err := d.audit.exclusive(func() (err error) {
+		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, req.KeepInvites)
+		return err
+	})
 	d.logChange("rekey", req.Actor, "", cred, err)
 	if err != nil {
 		return nil, err

@@ -196,6 +196,19 @@ func (a *auditor) Flush() error {
 	}
 }
 
+// exclusive writes what is pending, then runs fn with no batch written
+// meanwhile: a rekey closes the audit key's epoch, and no batch may be
+// signed with the old key after that, until OnCommit has installed the new
+// keys (which fn's change does before it returns).
+func (a *auditor) exclusive(fn func() error) error {
+	if err := a.Flush(); err != nil {
+		return err
+	}
+	a.writeMu.Lock()
+	defer a.writeMu.Unlock()
+	return fn()
+}
+
 // take swaps out the pending records, with the aggregates whose window is
 // over (all of them when all is set), and wakes readers waiting for space.
 func (a *auditor) take(all bool) []pendingEvent {

@@ -160,14 +160,12 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.
-	if err := kr.View(func(tx *keyring.Tx) error {
-		cs, err := tx.Clients()
-		d.vault.replaceClients(cs)
-		return err
-	}); err != nil {
+	cs, err := d.mgr.RecordedClients()
+	if err != nil {
 		kr.Close()
 		return nil, err
 	}
+	d.vault.replaceClients(cs)
 	ln, err := listenUnix(cfg.Socket, ServiceSocketMode)
 	if err != nil {
 		kr.Close()
@@ -294,14 +292,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if d.credSrv != nil {
 		go func() { errc <- d.credSrv.Serve() }()
 	}
-	policy := keyring.Params{}
-	d.kr.View(func(tx *keyring.Tx) error {
-		h, err := tx.Header()
-		if err == nil {
-			policy = h.Policy
-		}
-		return err
-	})
+	policy, _ := d.mgr.Policy()
 	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String(), "kdf_budget_mib", d.budget.CapKiB()>>10)
 	d.notify("READY=1\nSTATUS=sealed")
 	go d.keepArena()

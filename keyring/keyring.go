@@ -79,12 +79,17 @@ func (k *Keyring) Path() string { return k.path }
 // Close releases the file.
 func (k *Keyring) Close() error { return k.db.Close() }
 
-func openDB(path string, ro bool) (*bolt.DB, error) {
+func openDB(path string, ro bool) (db *bolt.DB, err error) {
+	// bbolt panics on some damaged pages it reads at open (a zeroed
+	// freelist page): that is a damaged file, not a crash. (The file
+	// descriptor bbolt opened is then released by the collector.)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardBolt(&err)
 	// The freelist is written at every commit, so that opening reads it
 	// instead of walking every page (which is slow on a large file, and
 	// panics on a damaged page). NoSync stays false: every commit is on disk
 	// when it returns.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro,
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout, ReadOnly: ro,
 		FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
@@ -215,6 +220,14 @@ func guard(err *error) {
 	}
 }
 
+// guardBolt is guard for calls that run only bbolt's code (open, check):
+// any panic there comes from a page that does not decode.
+func guardBolt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("%w: the keyring file is damaged (bbolt: %v)", ErrCorrupt, r)
+	}
+}
+
 // View runs fn in a read-only transaction.
 func (k *Keyring) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -248,7 +261,9 @@ func (k *Keyring) Backup(w io.Writer) (n int64, err error) {
 }
 
 // Check runs bbolt's consistency check over every page.
-func (k *Keyring) Check() error {
+func (k *Keyring) Check() (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guardBolt(&err)
 	return k.db.View(func(btx *bolt.Tx) error {
 		var errs []error
 		for err := range btx.Check() {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -96,17 +95,8 @@ func (c *cli) seal(o *opts) error {
 // fileStatus is the offline summary of a keyring file. Nothing in it is
 // verified: that takes an admin's password (check --as NAME).
 type fileStatus struct {
-	Keyring       string            `json:"keyring"`
-	Format        uint32            `json:"format"`
-	ID            string            `json:"keyring_id"`
-	Created       time.Time         `json:"created"`
-	Policy        keyring.Params    `json:"kdf_policy"`
-	Admins        int               `json:"admins"`
-	Clients       int               `json:"clients"`
-	SecretVersion uint64            `json:"secret_version"`
-	Generation    uint64            `json:"generation"`
-	Recovery      bool              `json:"recovery_code"`
-	Slots         []admin.AdminInfo `json:"slots"`
+	Keyring string `json:"keyring"`
+	*admin.Summary
 }
 
 func (c *cli) status(o *opts) error {
@@ -118,55 +108,11 @@ func (c *cli) status(o *opts) error {
 		return err
 	}
 	defer off.Close()
-	st := fileStatus{Keyring: c.global.keyring}
-	err = off.kr.View(func(tx *keyring.Tx) error {
-		st.Format = tx.Format()
-		h, err := tx.Header()
-		if err != nil {
-			return err
-		}
-		sec, err := tx.Secret()
-		if err != nil {
-			return err
-		}
-		if st.Format == 1 {
-			reg, err := tx.LegacyRegistry()
-			if err != nil {
-				return err
-			}
-			st.Generation = reg.Generation
-		} else {
-			root, err := tx.Root()
-			if err != nil {
-				return err
-			}
-			st.Generation = root.Generation
-		}
-		clients, err := tx.Clients()
-		if err != nil {
-			return err
-		}
-		st.ID = hex.EncodeToString(h.ID[:])
-		st.Created = time.Unix(h.Created, 0).UTC()
-		st.Policy = h.Policy
-		st.Clients = len(clients)
-		st.SecretVersion = sec.Version
-		return nil
-	})
+	sum, err := off.Manager.Summary()
 	if err != nil {
 		return err
 	}
-	if st.Slots, err = off.Manager.ListAdmins(); err != nil {
-		return err
-	}
-	for _, sl := range st.Slots {
-		switch {
-		case sl.Kind == "admin" && !sl.Stale:
-			st.Admins++
-		case sl.Kind == "recovery":
-			st.Recovery = true
-		}
-	}
+	st := fileStatus{Keyring: c.global.keyring, Summary: sum}
 	if o.json {
 		return writeJSON(c.stdout, st)
 	}
@@ -199,29 +145,7 @@ func (c *cli) check(o *opts) error {
 		return err
 	}
 	defer off.Close()
-	if err := off.kr.Check(); err != nil {
-		return fmt.Errorf("%w: bbolt check: %v", keyring.ErrCorrupt, err)
-	}
-	if err := off.kr.View(func(tx *keyring.Tx) error {
-		if _, err := tx.Header(); err != nil {
-			return err
-		}
-		if _, err := tx.Secret(); err != nil {
-			return err
-		}
-		if tx.Format() == 1 {
-			if _, err := tx.LegacyRegistry(); err != nil {
-				return err
-			}
-		} else if _, err := tx.Root(); err != nil {
-			return err
-		}
-		if _, err := tx.Slots(); err != nil {
-			return err
-		}
-		_, err := tx.Clients()
-		return err
-	}); err != nil {
+	if err := off.Manager.Preflight(); err != nil {
 		return err
 	}
 	fmt.Fprintln(c.stdout, "file: ok (pages, format and every record decode)")
