@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"time"
 
@@ -14,17 +13,6 @@ import (
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
-
-func init() {
-	commands["ask-unseal"] = &command{
-		help: "Ask for an unseal through systemd's password agents, as systemd-cryptsetup\ndoes: at the boot console, in Plymouth, or over ssh with\nsystemd-tty-ask-password-agent. It asks for an admin's name, then their\npassword, tries them, asks again after a wrong one, and ends (exit 0) once\nthe daemon is unsealed by any path. Runs as root (only root may ask the\nagents); sealbox-askpass.service runs it at boot.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.expires, "timeout", "0s", "give up after this `duration` (0: until unsealed)")
-			fs.StringVar(&o.to, "ask-dir", askpw.DefaultDir, "the agents' `directory`")
-		},
-		do: (*cli).askUnseal,
-	}
-}
 
 func (c *cli) askUnseal(o *opts) error {
 	if c.global.keyring != "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"time"
 
@@ -10,29 +9,6 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 )
-
-func init() {
-	commands["audit"] = &command{
-		help: "Show the audit log: unseals, seals, admin and client changes (or, with\n--reads, client reads and refusals).\n--since takes an RFC 3339 time or a duration back from now (1h).",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			jsonFlag(fs, o)
-			fs.StringVar(&o.since, "since", "", "only records from this `time` (RFC 3339) or this long ago (like 24h)")
-			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
-			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
-			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records")
-			fs.BoolVar(&o.reads, "reads", false, "show the log of client reads and refusals instead of events")
-		},
-		do: (*cli).auditList,
-	}
-	commands["audit verify"] = &command{
-		help: "Verify the audit chain: every record follows its predecessor and is\nunaltered. Exits 6 naming the first bad record. Through the daemon it uses\nthe daemon's key (it must have been unsealed since it started); offline it\nneeds an admin: --as NAME (prompt: NAME's password).",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the audit key (offline)")
-			jsonFlag(fs, o)
-		},
-		do: (*cli).auditVerify,
-	}
-}
 
 func (o *opts) filter() (audit.Filter, error) {
 	f := audit.Filter{Client: o.client, Admin: o.admin, Limit: o.limit, Reads: o.reads}

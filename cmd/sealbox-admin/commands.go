@@ -18,107 +18,8 @@ import (
 	"github.com/sealbox/sealbox/keyring"
 )
 
-var commands = map[string]*command{
-	"init": {
-		help: "Create a keyring with its first admin. Prompts: NAME's new password.\nWithout --secret-file the master secret is 32 random bytes.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.admin, "admin", "", "name of the first admin")
-			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
-			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
-			fs.BoolVar(&o.recoveryCode, "recovery-code", false, "also create a recovery code and print it once")
-		},
-		do: (*cli).init,
-	},
-	"unseal": {
-		help: "Unseal the running daemon. Prompt: NAME's password (or, with --recovery,\nthe recovery code).",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.admin, "admin", "", "admin `name`")
-			fs.BoolVar(&o.recovery, "recovery", false, "use the recovery code instead of an admin's password")
-		},
-		do: (*cli).unseal,
-	},
-	"seal": {
-		help: "Seal the running daemon: the master secret is wiped from its memory\nand services get 503 until the next unseal.",
-		do:   (*cli).seal,
-	},
-	"status": {
-		help:  "Show the daemon's state (or, with --keyring, the file's summary).",
-		flags: jsonFlag,
-		do:    (*cli).status,
-	},
-	"add": {
-		args: " NAME", nPos: 1,
-		help:  "Add admin NAME. Prompts: ACTOR's password, NAME's new password.",
-		flags: asFlag,
-		do:    (*cli).add,
-	},
-	"remove": {
-		args: " NAME", nPos: 1,
-		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			asFlag(fs, o)
-			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password)")
-		},
-		do: (*cli).remove,
-	},
-	"list": {
-		help:  "List admins and their Argon2id parameters.",
-		flags: jsonFlag,
-		do:    (*cli).list,
-	},
-	"passwd": {
-		args: " NAME", nPos: 1,
-		help: "Change NAME's password. Prompts: current password, new password.",
-		do:   (*cli).passwd,
-	},
-	"check": {
-		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair, show what a repair would do\nfor what fails (drop failing records, invite their admins again; nothing is\never re-signed) and do it once confirmed (on the terminal, or --yes).",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
-			fs.BoolVar(&o.repair, "repair", false, "repair what fails (needs --as)")
-			fs.BoolVar(&o.yes, "yes", false, "with --repair: do it without asking")
-			jsonFlag(fs, o)
-		},
-		do: (*cli).check,
-	},
-	"client add": {
-		args: " NAME", nPos: 1,
-		help: "Register a client: a local service identified by what the kernel reports\nfor its socket connections: its uid (and, if given, gid), its systemd unit,\nor both. When several clients match a peer, the most specific one decides\n(unit over uid, then gid); a registration identical to another is refused.\nPrompt: ACTOR's password.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			asFlag(fs, o)
-			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id`")
-			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id` (with --uid)")
-			fs.StringVar(&o.unit, "unit", "", "the service's systemd `unit`, such as web.service")
-		},
-		do: (*cli).clientAdd,
-	},
-	"client list": {
-		help:  "List clients and their status.",
-		flags: jsonFlag,
-		do:    (*cli).clientList,
-	},
-	"client disable": {
-		args: " NAME", nPos: 1,
-		help:  "Disable a client: its reads are refused at once. Prompt: ACTOR's password.",
-		flags: asFlag,
-		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientDisabled, "disabled") },
-	},
-	"client enable": {
-		args: " NAME", nPos: 1,
-		help:  "Enable a disabled client. Prompt: ACTOR's password.",
-		flags: asFlag,
-		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientActive, "enabled") },
-	},
-	"client remove": {
-		args: " NAME", nPos: 1,
-		help:  "Retire a client for good (the record stays for the audit trail).\nPrompt: ACTOR's password.",
-		flags: asFlag,
-		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientRetired, "retired") },
-	},
-}
-
 func asFlag(fs *flag.FlagSet, o *opts) {
-	fs.StringVar(&o.as, "as", "", "acting admin `name` (their password is prompted)")
+	fs.StringVar(&o.as, "as", "", "the acting admin, `actor` (their password is prompted)")
 }
 
 func jsonFlag(fs *flag.FlagSet, o *opts) {
@@ -136,12 +37,6 @@ func (c *cli) memory() memlock.Options {
 }
 
 func (c *cli) init(o *opts) error {
-	if err := requireFlag("keyring", c.global.keyring); err != nil {
-		return err
-	}
-	if err := requireFlag("admin", o.admin); err != nil {
-		return err
-	}
 	if err := keyring.ValidName(o.admin); err != nil {
 		return usagef("--admin: %v", err)
 	}

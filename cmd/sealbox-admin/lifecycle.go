@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,49 +15,6 @@ import (
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 )
-
-func init() {
-	commands["invite"] = &command{
-		args: " NAME", nPos: 1,
-		help: "Invite NAME to become an admin and choose their own password: prints a\none-time code (give it to them by a separate channel) that expires.\nPrompt: ACTOR's password. They run: sealbox-admin enroll NAME",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			asFlag(fs, o)
-			fs.StringVar(&o.expires, "expires", "24h", "the code is valid for this `duration` (1m to 720h)")
-		},
-		do: (*cli).invite,
-	}
-	commands["enroll"] = &command{
-		args: " NAME", nPos: 1,
-		help: "Become admin NAME with an invite code. Prompts: the code, NAME's new\npassword. The code works once.",
-		do:   (*cli).enroll,
-	}
-	commands["recovery regenerate"] = &command{
-		help:  "Create, or replace, the recovery code: a high-entropy code that unseals\nlike an admin password (sealbox-admin unseal --recovery). Printed once.\nPrompt: ACTOR's password.",
-		flags: asFlag,
-		do:    (*cli).recoveryRegenerate,
-	}
-	commands["rotate"] = &command{
-		help: "Replace the master secret: a new value (32 random bytes, or --secret-file)\nencrypted under the DataKey. A running daemon serves it at once.\nPrompt: ACTOR's password.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			asFlag(fs, o)
-			fs.StringVar(&o.secretFile, "secret-file", "", "read the new master secret from this `file`")
-		},
-		do: (*cli).rotate,
-	}
-	commands["rekey"] = &command{
-		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once) and outstanding invites are dropped, unless\n--keep-invites. Prompt: ACTOR's password.",
-		flags: func(fs *flag.FlagSet, o *opts) {
-			asFlag(fs, o)
-			fs.BoolVar(&o.keepInvites, "keep-invites", false, "hand outstanding invites the new key instead of dropping them (their codes keep working)")
-		},
-		do: (*cli).rekey,
-	}
-	commands["backup"] = &command{
-		help:  "Write a consistent copy of the keyring (taken in one read transaction)\nto a new file, mode 0600. It is as sensitive as the keyring itself.",
-		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.to, "to", "", "the new `file`") },
-		do:    (*cli).backup,
-	}
-}
 
 func (c *cli) invite(o *opts) error {
 	name := o.pos[0]
@@ -188,9 +144,6 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) err
 }
 
 func (c *cli) backup(o *opts) error {
-	if err := requireFlag("to", o.to); err != nil {
-		return err
-	}
 	if _, err := os.Lstat(o.to); err == nil {
 		return fmt.Errorf("%w: %s exists; choose a new file", keyring.ErrExists, o.to)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/sealbox/sealbox/audit"
@@ -18,43 +19,13 @@ import (
 	"github.com/sealbox/sealbox/internal/prompt"
 )
 
-const usage = `Usage: sealbox-admin [--keyring PATH | --admin-socket PATH] COMMAND [ARGS]
+const usageText = `Usage: sealbox-admin [--keyring PATH | --admin-socket PATH] COMMAND [ARGS]
 
 Manage a sealbox keyring. With --keyring it works on the file directly (the
 daemon must be stopped); otherwise it talks to sealboxd on --admin-socket
 (default /run/sealbox/admin.sock).
 
-Commands:
-  init --keyring PATH --admin NAME [--secret-file FILE] [--kdf-time D] [--recovery-code]
-                                 create a keyring with its first admin
-  unseal --admin NAME            unseal the daemon with NAME's password
-  unseal --recovery              unseal the daemon with the recovery code
-  seal                           seal the daemon (wipes the secret from memory)
-  status [--json]                daemon state, or the file's summary offline
-  add NAME --as ACTOR            add admin NAME, authorized by ACTOR
-  remove NAME --as ACTOR [--rekey]
-                                 remove admin NAME (never the last one)
-  invite NAME --as ACTOR [--expires D]
-                                 print a one-time code for NAME to enroll with
-  enroll NAME                    become admin NAME with an invite code
-  list [--json]                  list admins
-  passwd NAME                    change NAME's password
-  check [--as NAME [--repair]]   verify the keyring file; with a password,
-                                 also its DataKey, records and secret
-  rotate --as ACTOR [--secret-file FILE]
-                                 replace the master secret
-  rekey --as ACTOR               replace the DataKey (after removing an admin)
-  recovery regenerate --as ACTOR create or replace the recovery code
-  backup --to FILE               a consistent copy of the keyring, mode 0600
-  client add NAME --uid N [--gid N] --as ACTOR
-                                 register a service by its peer credentials
-  client list [--json]           list clients
-  client disable|enable|remove NAME --as ACTOR
-                                 change a client's status (remove retires it)
-  audit [--since T] [--client NAME] [--admin NAME] [--limit N] [--json]
-                                 show the audit log
-  audit verify [--as NAME]       verify the audit chain (offline: --as NAME)
-
+%s
 Run 'sealbox-admin COMMAND --help' for a command's flags.
 
 Passwords are prompted without echo on a terminal (new ones twice). When
@@ -124,41 +95,28 @@ func (c *cli) run(args []string) int {
 	c.global.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(c.stdout, usage)
+			fmt.Fprint(c.stdout, usage())
 			return exitOK
 		}
 		return c.fail(usagef("%v", err))
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
-		fmt.Fprint(c.stderr, usage)
+		fmt.Fprint(c.stderr, usage())
 		return exitUsage
 	}
-	name, rest := rest[0], rest[1:]
-	if name == "client" {
-		if len(rest) == 0 {
-			return c.fail(usagef("client needs a subcommand: add, list, disable, enable, remove"))
-		}
-		name, rest = "client "+rest[0], rest[1:]
-	}
-	if name == "audit" && len(rest) > 0 && rest[0] == "verify" {
-		name, rest = "audit verify", rest[1:]
-	}
-	if name == "recovery" {
-		if len(rest) == 0 || rest[0] != "regenerate" {
-			return c.fail(usagef("recovery needs a subcommand: regenerate"))
-		}
-		name, rest = "recovery regenerate", rest[1:]
-	}
-	if name == "help" {
-		fmt.Fprint(c.stdout, usage)
+	if rest[0] == "help" {
+		fmt.Fprint(c.stdout, usage())
 		return exitOK
 	}
-	cmd, ok := commands[name]
-	if !ok {
-		return c.fail(usagef("unknown command %q", name))
+	cmd, rest, err := lookup(c.stdout, rest)
+	if err != nil {
+		return c.fail(err)
 	}
-	return c.fail(cmd.run(c, name, rest))
+	if cmd == nil { // a group's --help
+		return exitOK
+	}
+	return c.fail(cmd.run(c, rest))
 }
 
 // fail prints err (if any) with a hint and returns its exit code.
@@ -174,13 +132,16 @@ func (c *cli) fail(err error) int {
 	return code
 }
 
-// command is one subcommand: its usage line, its flags, and what it does.
+// command is one entry of the command table (table.go).
 type command struct {
-	args  string // positional arguments, for the usage line
-	help  string
-	flags func(fs *flag.FlagSet, o *opts)
-	nPos  int // exact number of positional arguments
-	do    func(c *cli, o *opts) error
+	name     string   // "add", or a group's "client add"
+	args     string   // positional arguments, for the usage line: " NAME"
+	nPos     int      // exact number of positional arguments
+	required []string // flags it cannot do without ("keyring" is the global one)
+	summary  string   // one line, for the list of commands
+	help     string
+	flags    func(fs *flag.FlagSet, o *opts)
+	do       func(c *cli, o *opts) error
 }
 
 // opts collects every flag a command may take.
@@ -207,32 +168,135 @@ type opts struct {
 	unit         string
 }
 
-func (cmd *command) run(c *cli, name string, args []string) error {
+func (cmd *command) run(c *cli, args []string) error {
 	o := &opts{uid: -1, gid: -1}
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	c.global.register(fs)
-	if cmd.flags != nil {
-		cmd.flags(fs, o)
-	}
+	fs := cmd.flagSet(c, o)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintf(c.stdout, "Usage: sealbox-admin %s%s\n\n%s\n\nFlags:\n", name, cmd.args, cmd.help)
+		fmt.Fprintf(c.stdout, "Usage: sealbox-admin %s\n\n%s\n\nFlags:\n", cmd.synopsis(fs), cmd.help)
 		fs.SetOutput(c.stdout)
 		fs.PrintDefaults()
 		return nil
 	}
 	if err != nil {
-		return usagef("%s: %v", name, err)
+		return usagef("%s: %v", cmd.name, err)
 	}
 	if len(pos) != cmd.nPos {
-		return usagef("%s: expected%s, got %d argument(s) (see sealbox-admin %s --help)", name, cmd.args, len(pos), name)
+		want := "no arguments"
+		if cmd.nPos > 0 {
+			want = strings.TrimSpace(cmd.args)
+		}
+		return usagef("%s takes %s, got %d (usage: sealbox-admin %s)", cmd.name, want, len(pos), cmd.synopsis(fs))
 	}
 	o.pos = pos
 	if c.global.keyring != "" && c.global.adminSocket != "" {
 		return usagef("give --keyring or --admin-socket, not both")
 	}
+	for _, r := range cmd.required {
+		if f := fs.Lookup(r); f == nil || strings.TrimSpace(f.Value.String()) == "" {
+			return usagef("--%s is required (usage: sealbox-admin %s)", r, cmd.synopsis(fs))
+		}
+	}
 	return cmd.do(c, o)
+}
+
+// flagSet is cmd's flags, the global ones included.
+func (cmd *command) flagSet(c *cli, o *opts) *flag.FlagSet {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.global.register(fs)
+	if cmd.flags != nil {
+		cmd.flags(fs, o)
+	}
+	return fs
+}
+
+// synopsis is cmd's usage line: its name, arguments and required flags,
+// then [FLAGS] if it has others.
+func (cmd *command) synopsis(fs *flag.FlagSet) string {
+	var b strings.Builder
+	b.WriteString(cmd.name + cmd.args)
+	for _, r := range cmd.required {
+		if f := fs.Lookup(r); f != nil {
+			name, _ := flag.UnquoteUsage(f)
+			if name == "" || name == "value" {
+				name = strings.ToUpper(r)
+			}
+			fmt.Fprintf(&b, " --%s %s", r, strings.ToUpper(name))
+		}
+	}
+	others := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "keyring" && f.Name != "admin-socket" && !slices.Contains(cmd.required, f.Name) {
+			others++
+		}
+	})
+	if others > 0 {
+		b.WriteString(" [FLAGS]")
+	}
+	return b.String()
+}
+
+// lookup finds the command args name, a group's ("client add") included,
+// and returns the arguments after its name. A group named alone, or with
+// --help, lists its commands (cmd and err nil after --help).
+func lookup(stdout io.Writer, args []string) (*command, []string, error) {
+	name := args[0]
+	if len(args) > 1 {
+		if cmd := find(name + " " + args[1]); cmd != nil { // "audit verify"
+			return cmd, args[2:], nil
+		}
+	}
+	if cmd := find(name); cmd != nil {
+		return cmd, args[1:], nil
+	}
+	var group []string
+	for _, cmd := range commands {
+		if g, sub, ok := strings.Cut(cmd.name, " "); ok && g == name {
+			group = append(group, sub)
+		}
+	}
+	if len(group) == 0 {
+		return nil, nil, usagef("unknown command %q", name)
+	}
+	if len(args) > 1 {
+		if args[1] == "--help" || args[1] == "-h" || args[1] == "help" {
+			fmt.Fprintf(stdout, "Usage: sealbox-admin %s SUBCOMMAND [ARGS]\n\nSubcommands:\n", name)
+			for _, cmd := range commands {
+				if strings.HasPrefix(cmd.name, name+" ") {
+					fmt.Fprintf(stdout, "  %-20s %s\n", strings.TrimPrefix(cmd.name, name+" "), cmd.summary)
+				}
+			}
+			fmt.Fprintf(stdout, "\nRun 'sealbox-admin %s SUBCOMMAND --help' for its flags.\n", name)
+			return nil, nil, nil
+		}
+		return nil, nil, usagef("unknown command %q; %s takes: %s", name+" "+args[1], name, strings.Join(group, ", "))
+	}
+	return nil, nil, usagef("%s needs a subcommand: %s", name, strings.Join(group, ", "))
+}
+
+func find(name string) *command {
+	for _, cmd := range commands {
+		if cmd.name == name {
+			return cmd
+		}
+	}
+	return nil
+}
+
+// usage is the top-level help: the command list comes from the table.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("Commands:\n")
+	for _, cmd := range commands {
+		syn := cmd.synopsis(cmd.flagSet(&cli{}, &opts{}))
+		if len(syn) > 30 {
+			fmt.Fprintf(&b, "  %s\n  %-30s %s\n", syn, "", cmd.summary)
+		} else {
+			fmt.Fprintf(&b, "  %-30s %s\n", syn, cmd.summary)
+		}
+	}
+	return fmt.Sprintf(usageText, b.String())
 }
 
 // parseInterspersed parses flags that may come before, between or after

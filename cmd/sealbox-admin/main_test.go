@@ -282,15 +282,24 @@ func TestTamperedFileIsAnIntegrityError(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	t.Parallel()
-	for name := range commands {
-		args := append(strings.Fields(name), "--help")
+	for _, cmd := range commands {
+		args := append(strings.Fields(cmd.name), "--help")
 		r := run(t, "", args...)
-		expect(t, r, 0, "Usage: sealbox-admin "+name)
+		expect(t, r, 0, "Usage: sealbox-admin "+cmd.name)
+		// The command list shows each command with its required flags.
+		expect(t, run(t, "", "--help"), 0, cmd.summary)
 	}
+	for _, group := range []string{"client", "recovery", "audit"} {
+		expect(t, run(t, "", group, "--help"), 0, "Usage: sealbox-admin "+group)
+	}
+	expect(t, run(t, "", "client", "--help"), 0, "disable")
+	expect(t, run(t, "", "client", "frob"), 2, `client takes: add, list, disable, enable, remove`)
+	expect(t, run(t, "", "status", "extra"), 2, "status takes no arguments, got 1")
+	expect(t, run(t, "", "add", "bob"), 2, "--as is required (usage: sealbox-admin add NAME --as ACTOR)")
 	expect(t, run(t, "", "--help"), 0, "Exit codes")
 	expect(t, run(t, ""), 2, "Usage")
 	expect(t, run(t, "", "frobnicate"), 2, `unknown command "frobnicate"`)
-	expect(t, run(t, "", "add", "--as", "alice"), 2, "expected NAME")
+	expect(t, run(t, "", "add", "--as", "alice"), 2, "add takes NAME, got 0")
 	expect(t, run(t, "", "client"), 2, "needs a subcommand")
 	expect(t, run(t, "", "--keyring", "/x", "--admin-socket", "/y", "list"), 2, "not both")
 	expect(t, run(t, "", "init", "--keyring", "/tmp/x.db"), 2, "--admin is required")

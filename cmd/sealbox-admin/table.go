@@ -1,0 +1,203 @@
+package main
+
+import (
+	"flag"
+
+	"github.com/sealbox/sealbox/internal/askpw"
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// commands is sealbox-admin's one command table, in the order --help lists
+// them: each command's name, positional arguments, required flags, one-line
+// summary, help text, flags and handler. The usage text, each command's
+// --help, the check of required flags and of the number of arguments all
+// come from it.
+var commands = []*command{
+	{
+		name: "init", summary: "create a keyring with its first admin", required: []string{"keyring", "admin"},
+		help: "Create a keyring with its first admin. Prompts: NAME's new password.\nWithout --secret-file the master secret is 32 random bytes.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.admin, "admin", "", "the first admin's `name`")
+			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
+			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
+			fs.BoolVar(&o.recoveryCode, "recovery-code", false, "also create a recovery code and print it once")
+		},
+		do: (*cli).init,
+	},
+	{
+		name: "unseal", summary: "unseal the daemon with an admin's password, or --recovery with the recovery code",
+		help: "Unseal the running daemon. Prompt: NAME's password (or, with --recovery,\nthe recovery code).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.admin, "admin", "", "admin `name`")
+			fs.BoolVar(&o.recovery, "recovery", false, "use the recovery code instead of an admin's password")
+		},
+		do: (*cli).unseal,
+	},
+	{
+		name: "ask-unseal", summary: "ask for an unseal through systemd's password agents (boot console, Plymouth)",
+		help: "Ask for an unseal through systemd's password agents, as systemd-cryptsetup\ndoes: at the boot console, in Plymouth, or over ssh with\nsystemd-tty-ask-password-agent. It asks for an admin's name, then their\npassword, tries them, asks again after a wrong one, and ends (exit 0) once\nthe daemon is unsealed by any path. Runs as root (only root may ask the\nagents); sealbox-askpass.service runs it at boot.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.expires, "timeout", "0s", "give up after this `duration` (0: until unsealed)")
+			fs.StringVar(&o.to, "ask-dir", askpw.DefaultDir, "the agents' `directory`")
+		},
+		do: (*cli).askUnseal,
+	},
+	{
+		name: "seal", summary: "seal the daemon (wipes the secret from memory)",
+		help: "Seal the running daemon: the master secret is wiped from its memory\nand services get 503 until the next unseal.",
+		do:   (*cli).seal,
+	},
+	{
+		name: "status", summary: "daemon state, or the file's summary offline",
+		help:  "Show the daemon's state (or, with --keyring, the file's summary).",
+		flags: jsonFlag,
+		do:    (*cli).status,
+	},
+	{
+		name: "add", summary: "add admin NAME, authorized by ACTOR", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Add admin NAME. Prompts: ACTOR's password, NAME's new password.",
+		flags: asFlag,
+		do:    (*cli).add,
+	},
+	{
+		name: "remove", summary: "remove admin NAME (never the last one)", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password)")
+		},
+		do: (*cli).remove,
+	},
+	{
+		name: "invite", summary: "print a one-time code for NAME to enroll with", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help: "Invite NAME to become an admin and choose their own password: prints a\none-time code (give it to them by a separate channel) that expires.\nPrompt: ACTOR's password. They run: sealbox-admin enroll NAME",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.StringVar(&o.expires, "expires", "24h", "the code is valid for this `duration` (1m to 720h)")
+		},
+		do: (*cli).invite,
+	},
+	{
+		name: "enroll", summary: "become admin NAME with an invite code",
+		args: " NAME", nPos: 1,
+		help: "Become admin NAME with an invite code. Prompts: the code, NAME's new\npassword. The code works once.",
+		do:   (*cli).enroll,
+	},
+	{
+		name: "list", summary: "list admins",
+		help:  "List admins and their Argon2id parameters.",
+		flags: jsonFlag,
+		do:    (*cli).list,
+	},
+	{
+		name: "passwd", summary: "change NAME's password",
+		args: " NAME", nPos: 1,
+		help: "Change NAME's password. Prompts: current password, new password.",
+		do:   (*cli).passwd,
+	},
+	{
+		name: "check", summary: "verify the keyring file; with --as NAME also its DataKey, records and secret",
+		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair, show what a repair would do\nfor what fails (drop failing records, invite their admins again; nothing is\never re-signed) and do it once confirmed (on the terminal, or --yes).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
+			fs.BoolVar(&o.repair, "repair", false, "repair what fails (needs --as)")
+			fs.BoolVar(&o.yes, "yes", false, "with --repair: do it without asking")
+			jsonFlag(fs, o)
+		},
+		do: (*cli).check,
+	},
+	{
+		name: "rotate", summary: "replace the master secret", required: []string{"as"},
+		help: "Replace the master secret: a new value (32 random bytes, or --secret-file)\nencrypted under the DataKey. A running daemon serves it at once.\nPrompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.StringVar(&o.secretFile, "secret-file", "", "read the new master secret from this `file`")
+		},
+		do: (*cli).rotate,
+	},
+	{
+		name: "rekey", summary: "replace the DataKey (after removing an admin)", required: []string{"as"},
+		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once) and outstanding invites are dropped, unless\n--keep-invites. Prompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.BoolVar(&o.keepInvites, "keep-invites", false, "hand outstanding invites the new key instead of dropping them (their codes keep working)")
+		},
+		do: (*cli).rekey,
+	},
+	{
+		name: "recovery regenerate", summary: "create or replace the recovery code", required: []string{"as"},
+		help:  "Create, or replace, the recovery code: a high-entropy code that unseals\nlike an admin password (sealbox-admin unseal --recovery). Printed once.\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    (*cli).recoveryRegenerate,
+	},
+	{
+		name: "backup", summary: "a consistent copy of the keyring, mode 0600", required: []string{"to"},
+		help:  "Write a consistent copy of the keyring (taken in one read transaction)\nto a new file, mode 0600. It is as sensitive as the keyring itself.",
+		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.to, "to", "", "the new `file`") },
+		do:    (*cli).backup,
+	},
+	{
+		name: "client add", summary: "register a service by its uid/gid, its systemd unit, or both", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help: "Register a client: a local service identified by what the kernel reports\nfor its socket connections: its uid (and, if given, gid), its systemd unit,\nor both. When several clients match a peer, the most specific one decides\n(unit over uid, then gid); a registration identical to another is refused.\nPrompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id`")
+			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id` (with --uid)")
+			fs.StringVar(&o.unit, "unit", "", "the service's systemd `unit`, such as web.service")
+		},
+		do: (*cli).clientAdd,
+	},
+	{
+		name: "client list", summary: "list clients",
+		help:  "List clients and their status.",
+		flags: jsonFlag,
+		do:    (*cli).clientList,
+	},
+	{
+		name: "client disable", summary: "refuse a client's reads from the next request on", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Disable a client: its reads are refused at once. Prompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientDisabled, "disabled") },
+	},
+	{
+		name: "client enable", summary: "enable a disabled client", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Enable a disabled client. Prompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientActive, "enabled") },
+	},
+	{
+		name: "client remove", summary: "retire a client for good", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Retire a client for good (the record stays for the audit trail).\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientRetired, "retired") },
+	},
+	{
+		name: "audit", summary: "show the audit log",
+		help: "Show the audit log: unseals, seals, admin and client changes (or, with\n--reads, client reads and refusals).\n--since takes an RFC 3339 time or a duration back from now (1h).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			jsonFlag(fs, o)
+			fs.StringVar(&o.since, "since", "", "only records from this `time` (RFC 3339) or this long ago (like 24h)")
+			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
+			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
+			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records")
+			fs.BoolVar(&o.reads, "reads", false, "show the log of client reads and refusals instead of events")
+		},
+		do: (*cli).auditList,
+	},
+	{
+		name: "audit verify", summary: "verify the audit chains (offline: --as NAME)",
+		help: "Verify the audit chain: every record follows its predecessor and is\nunaltered. Exits 6 naming the first bad record. Through the daemon it uses\nthe daemon's key (it must have been unsealed since it started); offline it\nneeds an admin: --as NAME (prompt: NAME's password).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the audit key (offline)")
+			jsonFlag(fs, o)
+		},
+		do: (*cli).auditVerify,
+	},
+}
