@@ -15,9 +15,6 @@ import (
 )
 
 func (c *cli) askUnseal(o *opts) error {
-	if c.global.keyring != "" {
-		return errNeedsDaemon
-	}
 	limit, err := time.ParseDuration(o.expires)
 	if err != nil || limit < 0 {
 		return usagef("--timeout: want a duration such as 10m, or 0s for no limit")

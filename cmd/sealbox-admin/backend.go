@@ -70,9 +70,6 @@ func (c *cli) backend() (backend, error) {
 }
 
 func (c *cli) unseal(o *opts) error {
-	if c.global.keyring != "" {
-		return errNeedsDaemon
-	}
 	if o.recovery {
 		if o.admin != "" {
 			return usagef("give --admin NAME or --recovery, not both")
@@ -86,9 +83,6 @@ func (c *cli) unseal(o *opts) error {
 }
 
 func (c *cli) seal(o *opts) error {
-	if c.global.keyring != "" {
-		return errNeedsDaemon
-	}
 	return c.onlineSeal()
 }
 
@@ -130,9 +124,6 @@ func (c *cli) status(o *opts) error {
 }
 
 func (c *cli) check(o *opts) error {
-	if c.global.keyring == "" {
-		return usagef("check works on the file: give --keyring PATH (stop the daemon first)")
-	}
 	if o.repair && o.as == "" {
 		return usagef("--repair needs --as NAME")
 	}

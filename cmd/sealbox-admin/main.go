@@ -132,12 +132,22 @@ func (c *cli) fail(err error) int {
 	return code
 }
 
+// mode says where a command works.
+type mode int
+
+const (
+	either     mode = iota // through the daemon, or on the file with --keyring
+	daemonOnly             // through the daemon only
+	fileOnly               // on the file only (--keyring, daemon stopped)
+)
+
 // command is one entry of the command table (table.go).
 type command struct {
 	name     string   // "add", or a group's "client add"
 	args     string   // positional arguments, for the usage line: " NAME"
 	nPos     int      // exact number of positional arguments
 	required []string // flags it cannot do without ("keyring" is the global one)
+	mode     mode     // whether it works through the daemon, on the file, or both
 	summary  string   // one line, for the list of commands
 	help     string
 	flags    func(fs *flag.FlagSet, o *opts)
@@ -191,6 +201,12 @@ func (cmd *command) run(c *cli, args []string) error {
 	o.pos = pos
 	if c.global.keyring != "" && c.global.adminSocket != "" {
 		return usagef("give --keyring or --admin-socket, not both")
+	}
+	switch {
+	case cmd.mode == daemonOnly && c.global.keyring != "":
+		return errNeedsDaemon
+	case cmd.mode == fileOnly && c.global.keyring == "":
+		return usagef("%s works on the file: give --keyring PATH (stop the daemon first)", cmd.name)
 	}
 	for _, r := range cmd.required {
 		if f := fs.Lookup(r); f == nil || strings.TrimSpace(f.Value.String()) == "" {

@@ -25,7 +25,7 @@ var commands = []*command{
 		do: (*cli).init,
 	},
 	{
-		name: "unseal", summary: "unseal the daemon with an admin's password, or --recovery with the recovery code",
+		name: "unseal", mode: daemonOnly, summary: "unseal the daemon with an admin's password, or --recovery with the recovery code",
 		help: "Unseal the running daemon. Prompt: NAME's password (or, with --recovery,\nthe recovery code).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.admin, "admin", "", "admin `name`")
@@ -34,7 +34,7 @@ var commands = []*command{
 		do: (*cli).unseal,
 	},
 	{
-		name: "ask-unseal", summary: "ask for an unseal through systemd's password agents (boot console, Plymouth)",
+		name: "ask-unseal", mode: daemonOnly, summary: "ask for an unseal through systemd's password agents (boot console, Plymouth)",
 		help: "Ask for an unseal through systemd's password agents, as systemd-cryptsetup\ndoes: at the boot console, in Plymouth, or over ssh with\nsystemd-tty-ask-password-agent. It asks for an admin's name, then their\npassword, tries them, asks again after a wrong one, and ends (exit 0) once\nthe daemon is unsealed by any path. Runs as root (only root may ask the\nagents); sealbox-askpass.service runs it at boot.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.expires, "timeout", "0s", "give up after this `duration` (0: until unsealed)")
@@ -43,7 +43,7 @@ var commands = []*command{
 		do: (*cli).askUnseal,
 	},
 	{
-		name: "seal", summary: "seal the daemon (wipes the secret from memory)",
+		name: "seal", mode: daemonOnly, summary: "seal the daemon (wipes the secret from memory)",
 		help: "Seal the running daemon: the master secret is wiped from its memory\nand services get 503 until the next unseal.",
 		do:   (*cli).seal,
 	},
@@ -99,7 +99,7 @@ var commands = []*command{
 		do:   (*cli).passwd,
 	},
 	{
-		name: "check", summary: "verify the keyring file; with --as NAME also its DataKey, records and secret",
+		name: "check", mode: fileOnly, summary: "verify the keyring file; with --as NAME also its DataKey, records and secret",
 		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair, show what a repair would do\nfor what fails (drop failing records, invite their admins again; nothing is\never re-signed) and do it once confirmed (on the terminal, or --yes).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
