@@ -17,9 +17,11 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/prompt"
+	"github.com/sealbox/sealbox/internal/version"
 )
 
 const usageText = `Usage: sealbox-admin [--keyring PATH | --admin-socket PATH] COMMAND [ARGS]
+       sealbox-admin --version
 
 Manage a sealbox keyring. With --keyring it works on the file directly (the
 daemon must be stopped); otherwise it talks to sealboxd on --admin-socket
@@ -93,6 +95,7 @@ func (c *cli) run(args []string) int {
 	fs := flag.NewFlagSet("sealbox-admin", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	c.global.register(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(c.stdout, usage())
@@ -101,6 +104,10 @@ func (c *cli) run(args []string) int {
 		return c.fail(usagef("%v", err))
 	}
 	rest := fs.Args()
+	if *showVersion {
+		fmt.Fprintln(c.stdout, version.String("sealbox-admin"))
+		return exitOK
+	}
 	if len(rest) == 0 {
 		fmt.Fprint(c.stderr, usage())
 		return exitUsage

@@ -24,9 +24,11 @@ import (
 
 	"github.com/sealbox/sealbox/client"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/version"
 )
 
 const usage = `Usage: sealbox [--socket PATH] COMMAND [FLAGS]
+       sealbox --version
 
 Read the master secret from sealboxd. The socket is --socket, else
 $SEALBOX_SOCKET, else /run/sealbox/sealbox.sock. This process's user must be
@@ -84,12 +86,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sealbox", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	socket := fs.String("socket", "", "service socket `path`")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
 			return exitOK
 		}
 		return fail(stderr, usagef("%v", err))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("sealbox"))
+		return exitOK
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, usage)

@@ -20,9 +20,10 @@ import (
 	"github.com/sealbox/sealbox/daemon"
 	"github.com/sealbox/sealbox/internal/logbuf"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/version"
 )
 
-const usage = `Usage: sealboxd [--config FILE] [--keyring PATH] [--socket PATH] [--admin-socket PATH]
+const usage = `Usage: sealboxd [--config FILE] [--keyring PATH] [--socket PATH] [--admin-socket PATH] [--version]
 
 The sealbox daemon. It opens the keyring (and holds it for its lifetime),
 starts sealed, and listens on two Unix sockets:
@@ -50,6 +51,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var flags config.Flags
 	flags.Register(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -63,6 +65,10 @@ func run(args []string, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "sealboxd: error: unexpected argument %q\n", fs.Arg(0))
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(os.Stdout, version.String("sealboxd"))
+		return 0
 	}
 	// The daemon's live heap is a few MiB and a read allocates about a KiB,
 	// so at Go's default (GOGC=100) it collects several times a second under

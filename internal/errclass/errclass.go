@@ -39,13 +39,15 @@ const (
 	Unavailable Class = "unavailable"
 	// Integrity: the keyring does not verify.
 	Integrity Class = "integrity"
+	// Timeout: a wait ran out (for an unseal, or for the daemon).
+	Timeout Class = "timeout"
 	// Internal: anything else.
 	Internal Class = "internal"
 )
 
 // all is every class but Internal, in the order Of tries them: an error
 // that wraps errors of two classes is the first one's.
-var all = []Class{Integrity, Busy, Auth, Sealed, Forbidden, Unavailable, NotFound, Invalid, Refused}
+var all = []Class{Timeout, Integrity, Busy, Auth, Sealed, Forbidden, Unavailable, NotFound, Invalid, Refused}
 
 // New returns a sentinel error with message msg that belongs to class c.
 func New(c Class, msg string) error { return &sentinel{msg: msg, class: c} }
@@ -81,4 +83,55 @@ func Parse(code string) Class {
 		}
 	}
 	return Internal
+}
+
+// The exit codes of sealbox and sealbox-admin, one table for both:
+//
+//	0 success
+//	1 failure (Internal: anything else)
+//	2 usage, or input that is not acceptable (Invalid)
+//	3 wrong password, code or unknown admin (Auth)
+//	4 refused: by a rule, no such admin or client, not a registered
+//	  active client (Refused, NotFound, Forbidden)
+//	5 daemon unreachable, keyring busy (Unavailable)
+//	6 integrity check failed (Integrity)
+//	7 sealed (Sealed)
+//	8 too many attempts or derivations, retry later (Busy)
+//	9 a wait timed out (Timeout)
+const (
+	ExitOK        = 0
+	ExitFailure   = 1
+	ExitUsage     = 2
+	ExitAuth      = 3
+	ExitRefused   = 4
+	ExitUnavail   = 5
+	ExitIntegrity = 6
+	ExitSealed    = 7
+	ExitBusy      = 8
+	ExitTimeout   = 9
+)
+
+// Exit returns the exit code of an error of class c (see the table above).
+func Exit(c Class) int {
+	switch c {
+	case "":
+		return ExitOK
+	case Invalid:
+		return ExitUsage
+	case Auth:
+		return ExitAuth
+	case Refused, NotFound, Forbidden:
+		return ExitRefused
+	case Unavailable:
+		return ExitUnavail
+	case Integrity:
+		return ExitIntegrity
+	case Sealed:
+		return ExitSealed
+	case Busy:
+		return ExitBusy
+	case Timeout:
+		return ExitTimeout
+	}
+	return ExitFailure
 }

@@ -46,3 +46,21 @@ func TestParseRoundTrips(t *testing.T) {
 		t.Error("an unknown code is not Internal")
 	}
 }
+
+func TestEveryClassHasItsOwnExitCode(t *testing.T) {
+	seen := map[int]Class{}
+	for _, c := range append(all, Internal) {
+		code := Exit(c)
+		if code == ExitOK {
+			t.Errorf("%q exits 0", c)
+		}
+		// Refused, NotFound and Forbidden share 4 on purpose.
+		if o, dup := seen[code]; dup && !(code == ExitRefused) {
+			t.Errorf("%q and %q both exit %d", c, o, code)
+		}
+		seen[code] = c
+	}
+	if Exit("") != ExitOK || Exit(Of(nil)) != ExitOK {
+		t.Error("no error does not exit 0")
+	}
+}
