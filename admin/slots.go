@@ -164,6 +164,35 @@ func (m *Manager) checkExplicit(p keyring.Params) error {
 	return nil
 }
 
+// explicit returns explicit parameters for a new slot with its zero fields
+// taken from what new slots get, after checking them against the policy,
+// the caps and the budget.
+func (m *Manager) explicit(p keyring.Params) (keyring.Params, error) {
+	policy, err := m.Policy()
+	if err != nil {
+		return p, err
+	}
+	p = FillParams(p, newSlotParams(policy))
+	if err := m.checkExplicit(p); err != nil {
+		return p, err
+	}
+	return p, notBelowPolicy(p, policy)
+}
+
+// FillParams returns p with its zero fields taken from base.
+func FillParams(p, base keyring.Params) keyring.Params {
+	if p.Time == 0 {
+		p.Time = base.Time
+	}
+	if p.MemoryKiB == 0 {
+		p.MemoryKiB = base.MemoryKiB
+	}
+	if p.Threads == 0 {
+		p.Threads = base.Threads
+	}
+	return p
+}
+
 // notBelowPolicy refuses explicit parameters weaker than what new slots get.
 func notBelowPolicy(p keyring.Params, policy keyring.Params) error {
 	if belowPolicy(p, policy) {
@@ -173,8 +202,8 @@ func notBelowPolicy(p keyring.Params, policy keyring.Params) error {
 }
 
 // AddAdminWith is AddAdmin with explicit Argon2id parameters for the new
-// slot (nil: the keyring's policy). They must be at least the policy in
-// every dimension and within the caps.
+// slot (nil: the keyring's policy; a zero field: the policy's). They must be
+// at least the policy in every dimension, within the caps and the budget.
 func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte, kdf *keyring.Params) error {
 	if kdf == nil {
 		return m.AddAdmin(ctx, actor, actorPassword, name, newPassword)
@@ -185,19 +214,11 @@ func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword 
 	if err := CheckNewPassword(name, newPassword); err != nil {
 		return err
 	}
-	if err := m.checkExplicit(*kdf); err != nil {
+	params, err := m.explicit(*kdf)
+	if err != nil {
 		return err
 	}
-	if err := m.kr.View(func(tx *keyring.Tx) error {
-		h, err := tx.Header()
-		if err != nil {
-			return err
-		}
-		if err := notBelowPolicy(*kdf, h.Policy); err != nil {
-			return err
-		}
-		return slotFree(tx, name)
-	}); err != nil {
+	if err := m.kr.View(func(tx *keyring.Tx) error { return slotFree(tx, name) }); err != nil {
 		return err
 	}
 	s, err := m.authenticate(ctx, audit.KindAdminAdd, actor, actorPassword)
@@ -205,11 +226,11 @@ func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword 
 		return err
 	}
 	defer s.close()
-	slot, err := m.sealWith(ctx, s, name, newPassword, m.opts.now(), *kdf)
+	slot, err := m.sealWith(ctx, s, name, newPassword, m.opts.now(), params)
 	if err != nil {
 		return err
 	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name, detail: "kdf " + kdf.String()}, func(t *txn) error {
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name, detail: "kdf " + params.String()}, func(t *txn) error {
 		if err := slotFree(t.Tx, name); err != nil {
 			return err
 		}
@@ -218,9 +239,8 @@ func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword 
 	return err
 }
 
-// PasswdWith is Passwd with explicit Argon2id parameters for the new slot
-// (nil: the keyring's policy). They must be at least the policy in every
-// dimension and within the caps.
+// PasswdWith is Passwd with explicit Argon2id parameters for the new slot,
+// as AddAdminWith takes them.
 func (m *Manager) PasswdWith(ctx context.Context, name string, current, newPassword []byte, kdf *keyring.Params) error {
 	if kdf == nil {
 		return m.Passwd(ctx, name, current, newPassword)
@@ -228,14 +248,8 @@ func (m *Manager) PasswdWith(ctx context.Context, name string, current, newPassw
 	if err := CheckNewPassword(name, newPassword); err != nil {
 		return err
 	}
-	if err := m.checkExplicit(*kdf); err != nil {
-		return err
-	}
-	policy, err := m.Policy()
+	params, err := m.explicit(*kdf)
 	if err != nil {
-		return err
-	}
-	if err := notBelowPolicy(*kdf, policy); err != nil {
 		return err
 	}
 	if bytes.Equal(current, newPassword) {
@@ -246,11 +260,11 @@ func (m *Manager) PasswdWith(ctx context.Context, name string, current, newPassw
 		return err
 	}
 	defer s.close()
-	slot, err := m.sealWith(ctx, s, name, newPassword, s.slot.Created, *kdf)
+	slot, err := m.sealWith(ctx, s, name, newPassword, s.slot.Created, params)
 	if err != nil {
 		return err
 	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name, detail: "kdf " + kdf.String()}, func(t *txn) error { return t.PutSlot(slot) })
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name, detail: "kdf " + params.String()}, func(t *txn) error { return t.PutSlot(slot) })
 	return err
 }
 
@@ -278,15 +292,7 @@ func (m *Manager) SetPolicyFields(ctx context.Context, actor string, actorPasswo
 	if err != nil {
 		return keyring.Params{}, err
 	}
-	if p.Time == 0 {
-		p.Time = cur.Time
-	}
-	if p.MemoryKiB == 0 {
-		p.MemoryKiB = cur.MemoryKiB
-	}
-	if p.Threads == 0 {
-		p.Threads = cur.Threads
-	}
+	p = FillParams(p, cur)
 	return p, m.SetPolicy(ctx, actor, actorPassword, p)
 }
 

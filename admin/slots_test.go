@@ -138,7 +138,7 @@ func TestExplicitSlotParams(t *testing.T) {
 	for _, bad := range []keyring.Params{
 		{Time: 1, MemoryKiB: 256, Threads: 1},                     // below the policy's t=2
 		{Time: 2, MemoryKiB: unseal.MaxMemoryKiB + 1, Threads: 1}, // above the cap
-		{Time: 2, MemoryKiB: 64, Threads: 0},
+		{Time: 2, MemoryKiB: 64, Threads: unseal.MaxThreads + 1},
 	} {
 		err := m.AddAdminWith(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob), &bad)
 		if errclass.Of(err) != errclass.Invalid {
@@ -167,6 +167,13 @@ func TestExplicitSlotParams(t *testing.T) {
 	}
 	mustUnseal(t, m, "bob", pwBob)
 	mustUnseal(t, m, "alice", pwCarol)
+	// A field left out is the policy's.
+	if err := m.AddAdminWith(ctx, "alice", []byte(pwCarol), "carol", []byte(pwCarol+"!"), &keyring.Params{MemoryKiB: 512}); err != nil {
+		t.Fatal(err)
+	}
+	if c := slotOf(t, mustSlots(t, m), "carol"); c.Time != 2 || c.Memory != 512 || c.Threads != cheap.Threads {
+		t.Errorf("carol: %+v", c)
+	}
 }
 
 func TestUnlockClearsAnotherAdminsBackoff(t *testing.T) {
