@@ -44,6 +44,10 @@ func (c *cli) init(o *opts) error {
 	if err != nil || target < 0 || target > time.Minute {
 		return usagef("--kdf-time: want a duration from 0s to 1m, like 1s or 500ms")
 	}
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	if _, err := os.Lstat(c.global.keyring); err == nil {
 		return fmt.Errorf("%w: %s (it was left untouched)", keyring.ErrExists, c.global.keyring)
 	}
@@ -65,7 +69,7 @@ func (c *cli) init(o *opts) error {
 	}
 	defer memlock.Wipe(pw)
 	err = admin.Init(c.ctx, c.global.keyring, o.admin, pw, secret, admin.Options{
-		KDFTarget: target, Memory: c.memory(), Progress: c.progress,
+		KDFTarget: target, Memory: c.memory(), Progress: c.progress, Policy: initPolicy(kdf),
 	})
 	if err != nil {
 		return err
@@ -131,6 +135,10 @@ func (c *cli) add(o *opts) error {
 	if err := keyring.ValidName(name); err != nil {
 		return usagef("admin name: %v", err)
 	}
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	return c.asActor(o, func(b backend, apw []byte) error {
 		// The acting admin's password is checked before a new one is asked
 		// for: a typo there should not cost typing the new one twice.
@@ -142,7 +150,7 @@ func (c *cli) add(o *opts) error {
 			return err
 		}
 		defer memlock.Wipe(npw)
-		if err := b.AddAdmin(c.ctx, o.as, apw, name, npw); err != nil {
+		if err := b.AddAdminWith(c.ctx, o.as, apw, name, npw, kdf); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "added admin %s\n", name)
@@ -169,6 +177,10 @@ func (c *cli) remove(o *opts) error {
 
 func (c *cli) passwd(o *opts) error {
 	name := o.pos[0]
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	b, err := c.backend()
 	if err != nil {
 		return err
@@ -187,7 +199,7 @@ func (c *cli) passwd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(npw)
-	if err := b.Passwd(c.ctx, name, cur, npw); err != nil {
+	if err := b.PasswdWith(c.ctx, name, cur, npw, kdf); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "changed the password of %s\n", name)
