@@ -7,6 +7,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
 )
 
@@ -359,5 +362,38 @@ func TestExportSecretFromABackup(t *testing.T) {
 	e.online(2, pwAlice+"\n", "export-secret", "--as", "alice", "--out", out2)
 	if _, err := os.Lstat(out2); err == nil {
 		t.Fatal("a refused export left a file")
+	}
+}
+
+// TestCheckThroughTheDaemonLeavesNoKey: a check through a sealed daemon
+// derives the KEK, opens the DataKey, decrypts the secret and derives the
+// log keys; once answered, none of them (nor the password) is left in the
+// daemon's memory.
+func TestCheckThroughTheDaemonLeavesNoKey(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testbin.Require(t, "reading another process's memory through /proc/PID/mem needs root")
+	}
+	t.Parallel()
+	e := newEnv(t)
+	needles := keysOf(t, e.keyring, "alice", pwAlice)
+	needles["master secret"] = masterSecret
+	e.start(nil)
+	ac := api.NewClient(e.admSock)
+	defer ac.Close()
+	st, err := ac.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MemoryHygiene != "full" {
+		testbin.Require(t, "the daemon was built without GOEXPERIMENT=runtimesecret (memory_hygiene "+st.MemoryHygiene+"); run make test")
+	}
+	e.online(0, pwAlice+"\n", "check", "--as", "alice")
+	for deadline := time.Now().Add(15 * time.Second); !expectClean(t, "after a check", e.pid, needles); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("after a check through the daemon, its memory still holds the copies logged above")
+		}
+	}
+	if st, _ := ac.Status(context.Background()); !st.Sealed || st.AuditKeyed {
+		t.Fatalf("the check changed the daemon's state: sealed %v, audit keyed %v", st.Sealed, st.AuditKeyed)
 	}
 }
