@@ -298,3 +298,35 @@ func TestCheckPasswordCountsLikeUnseal(t *testing.T) {
 		t.Fatalf("check in backoff: %v", err)
 	}
 }
+
+func TestCheckAndExportWaitInTheBudget(t *testing.T) {
+	t.Parallel()
+	m0, _ := newStore(t)
+	o := opts()
+	o.Budget = unseal.NewBudget(uint64(cheap.MemoryKiB), 0, 10*time.Millisecond)
+	m := New(m0.kr, o)
+	// Another derivation holds the whole budget: a check, a password
+	// check and an export are refused as busy, and none counts as a failure.
+	release, err := o.Budget.Acquire(ctx, uint64(cheap.MemoryKiB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range freePerName + 1 {
+		if _, err := m.Check(ctx, "alice", []byte("not alice's password")); !errors.Is(err, unseal.ErrBusy) {
+			t.Fatalf("check over the budget: %v", err)
+		}
+	}
+	if err := m.CheckPassword(ctx, audit.KindCheck, "alice", []byte(pwAlice)); !errors.Is(err, unseal.ErrBusy) {
+		t.Fatalf("password check over the budget: %v", err)
+	}
+	if _, _, err := m.ExportSecret(ctx, "alice", []byte(pwAlice)); !errors.Is(err, unseal.ErrBusy) {
+		t.Fatalf("export over the budget: %v", err)
+	}
+	release()
+	if a := slotOf(t, mustSlots(t, m), "alice"); a.Failures != 0 {
+		t.Fatalf("refusals for the budget counted as failures: %+v", a)
+	}
+	if _, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+}
