@@ -28,6 +28,9 @@ var ErrNothingToUnlock = errclass.New(errclass.Refused, "no failed attempts are 
 // password, like the slots themselves).
 type SlotInfo struct {
 	AdminInfo
+	// KDF is the slot's key derivation: "argon2id" for every kind this
+	// build opens, empty for a kind it keeps but does not open.
+	KDF string `json:"kdf"`
 	// BelowPolicy says the slot's Argon2id parameters are weaker than what
 	// new slots get: its owner's next login rewraps it.
 	BelowPolicy bool `json:"below_policy,omitempty"`
@@ -90,7 +93,10 @@ func (m *Manager) Slots() (*SlotsView, error) {
 			}
 		}
 		for _, a := range admins {
-			si := SlotInfo{AdminInfo: a}
+			si := SlotInfo{AdminInfo: a, KDF: "argon2id"}
+			if !opens(a.Kind) {
+				si.KDF = ""
+			}
 			if a.Kind == keyring.KindAdmin.String() && !a.Stale {
 				si.BelowPolicy = belowPolicy(keyring.Params{Time: a.Time, MemoryKiB: a.Memory, Threads: a.Threads}, h.Policy)
 			}
@@ -115,6 +121,17 @@ func (m *Manager) Slots() (*SlotsView, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// opens reports whether kind (as AdminInfo names it) is one this build
+// opens.
+func opens(kind string) bool {
+	for _, k := range []keyring.SlotKind{keyring.KindAdmin, keyring.KindRecovery, keyring.KindInvite} {
+		if k.String() == kind {
+			return true
+		}
+	}
+	return false
 }
 
 // Unlock clears the failures counted against name (its own counter and

@@ -50,7 +50,7 @@ func TestSlotsShowWhatTheFileRecords(t *testing.T) {
 	mustUnseal(t, m, "alice", pwAlice)
 	v := mustSlots(t, m)
 	a, b, c := slotOf(t, v, "alice"), slotOf(t, v, "bob"), slotOf(t, v, "carol")
-	if a.LastUsed == nil || a.Failures != 0 || a.BackoffSeconds != 0 || a.BelowPolicy {
+	if a.KDF != "argon2id" || a.LastUsed == nil || a.Failures != 0 || a.BackoffSeconds != 0 || a.BelowPolicy {
 		t.Errorf("alice: %+v", a)
 	}
 	if b.Failures != freePerName || b.BackoffSeconds != 0 {
