@@ -275,31 +275,29 @@ func (c *cli) exportSecret(o *opts) error {
 	}
 	defer kr.Close()
 	m := admin.New(kr, admin.Options{Memory: c.memory(), Progress: c.progress})
-	// The name is claimed before anything is derived (O_EXCL: never
-	// replaced, never followed), and removed again if the export fails.
-	var out *os.File
-	if toStdout {
-		out = nil
-	} else if out, err = os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %s", errOutExists, o.out)
-		}
-		return fmt.Errorf("creating %s: %w", o.out, err)
-	}
-	done := false
-	defer func() {
-		if out != nil {
-			out.Close()
-			if !done {
-				os.Remove(o.out)
-			}
-		}
-	}()
 	pw, err := c.pw.Password(o.as + "'s password")
 	if err != nil {
 		return err
 	}
 	defer memlock.Wipe(pw)
+	// The name is claimed before anything is derived (O_EXCL: never
+	// replaced, never followed), so that an export that is recorded has
+	// somewhere to go, and removed again if the export fails.
+	var out *os.File
+	if !toStdout {
+		if out, err = os.OpenFile(o.out, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%w: %s", errOutExists, o.out)
+			}
+			return fmt.Errorf("creating %s: %w", o.out, err)
+		}
+		defer func() {
+			if out != nil { // not written through: nothing is left
+				out.Close()
+				os.Remove(o.out)
+			}
+		}()
+	}
 	buf, audited, err := m.ExportSecret(c.ctx, o.as, pw)
 	if err != nil {
 		return err
@@ -310,19 +308,23 @@ func (c *cli) exportSecret(o *opts) error {
 			return fmt.Errorf("writing the secret: %w", err)
 		}
 	} else {
-		if _, err := out.Write(buf.Bytes()); err != nil {
+		_, err := out.Write(buf.Bytes())
+		if err == nil {
+			err = out.Sync()
+		}
+		if err == nil {
+			err = out.Close()
+		}
+		if err != nil {
 			return fmt.Errorf("writing %s: %w", o.out, err)
 		}
-		if err := out.Sync(); err != nil {
-			return fmt.Errorf("writing %s: %w", o.out, err)
-		}
-		done = true
+		out = nil
 		fmt.Fprintf(c.stderr, "sealbox-admin: wrote the master secret (%d bytes) to %s, mode 0600\n", len(buf.Bytes()), o.out)
+		fmt.Fprintln(c.stderr, "sealbox-admin: hint: the file holds the master secret in the clear: move it where it is needed, then shred it")
 	}
 	if !audited {
 		fmt.Fprintln(c.stderr, "sealbox-admin: warning: the keyring is read-only here, so this export is not in its audit log")
 	}
-	fmt.Fprintln(c.stderr, "sealbox-admin: hint: the file holds the master secret in the clear: move it where it is needed, then shred it")
 	return nil
 }
 
