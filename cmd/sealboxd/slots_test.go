@@ -397,3 +397,36 @@ func TestCheckThroughTheDaemonLeavesNoKey(t *testing.T) {
 		t.Fatalf("the check changed the daemon's state: sealed %v, audit keyed %v", st.Sealed, st.AuditKeyed)
 	}
 }
+
+// TestExportSecretFromAReadOnlyBackup: a backup its reader may not write
+// is exported without a record, says so, and is left byte for byte as it
+// was.
+func TestExportSecretFromAReadOnlyBackup(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	e := newEnv(t)
+	dir := filepath.Join(e.dir, "restore")
+	os.Mkdir(dir, 0o700)
+	os.Chown(dir, nobody, nobody)
+	backup := filepath.Join(dir, "backup.db")
+	e.admin(0, "", "--keyring", e.keyring, "backup", "--to", backup)
+	os.Chown(backup, nobody, nobody)
+	os.Chmod(backup, 0o400)
+	before, _ := os.ReadFile(backup)
+	out := filepath.Join(dir, "secret.out")
+	asNobody := []string{"--reuid", "65534", "--regid", "65534", "--clear-groups", adminBin, "--keyring", backup, "export-secret", "--as", "alice", "--out", out}
+	r := runCmd(t, "not alice's password\n", "setpriv", asNobody...)
+	if r.code != 3 {
+		t.Fatalf("read-only, wrong password: exit %d\n%s", r.code, r.out)
+	}
+	r = runCmd(t, pwAlice+"\n", "setpriv", asNobody...)
+	if r.code != 0 || !strings.Contains(r.out, "not in its audit log") {
+		t.Fatalf("read-only export: exit %d\n%s", r.code, r.out)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, masterSecret) {
+		t.Fatalf("exported %q", got)
+	}
+	if after, _ := os.ReadFile(backup); !bytes.Equal(before, after) {
+		t.Fatal("the read-only backup changed")
+	}
+}
