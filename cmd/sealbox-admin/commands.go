@@ -154,6 +154,9 @@ func (c *cli) remove(o *opts) error {
 	if err := keyring.ValidName(o.pos[0]); err != nil {
 		return usagef("admin name: %v", err)
 	}
+	if o.rekey && o.pos[0] == o.as {
+		return usagef("remove %s --rekey: once removed, %s cannot rekey; remove, then another admin runs: sealbox-admin rekey --as NAME", o.as, o.as)
+	}
 	return c.asActor(o, func(b backend, apw []byte) error {
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err
@@ -162,7 +165,11 @@ func (c *cli) remove(o *opts) error {
 		if o.rekey {
 			return c.doRekey(b, o.as, apw, false)
 		}
-		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
+		actor := o.as
+		if o.pos[0] == o.as {
+			actor = "ANOTHER_ADMIN" // o.as has no slot any more
+		}
+		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], actor)
 		return nil
 	})
 }

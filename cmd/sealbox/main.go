@@ -23,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sealbox/sealbox/client"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/version"
 )
@@ -42,7 +43,7 @@ Commands:
         block until the daemon is unsealed (for ExecStartPre=; give the
         unit a TimeoutStartSec= above D). Waits, here and with --wait,
         ride out a daemon that is not up yet or restarts until D runs out
-        (exit 6); a refusal (exit 4) ends them at once
+        (exit 9); a refusal (exit 4) ends them at once
   exec [--env NAME | --fd N] [--wait D] -- CMD [ARGS...]
         run CMD with the secret on an inherited file descriptor (default:
         fd 3, path in $SEALBOX_SECRET_FILE, and any argument "{secret-file}"
@@ -51,23 +52,17 @@ Commands:
         variable is readable in /proc/PID/environ by the same user and root,
         is inherited by every child, and ends up in crash reports
   status [--json]
-        sealed or unsealed, and the client name this user is registered as
+        sealed or unsealed, and the client name this user is registered
+        as; exits 7 when sealed
 
-Exit codes:
-  0 success   1 failure   2 usage   3 sealed   4 refused (not a registered
-  active client)   5 daemon unreachable   6 timed out waiting (a wait
-  retries an unreachable daemon, and so ends with 6, not 5)
+Exit codes (the same table as sealbox-admin's):
+  0 success   1 failure   2 usage   4 refused (not a registered active
+  client)   5 daemon unreachable   7 sealed (status too, after printing)
+  9 timed out waiting (a wait retries an unreachable daemon, and so ends
+  with 9, not 5)
 `
 
-const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitUsage       = 2
-	exitSealed      = 3
-	exitRefused     = 4
-	exitUnreachable = 5
-	exitTimeout     = 6
-)
+const exitOK = errclass.ExitOK
 
 type usageError struct{ msg string }
 
@@ -100,31 +95,42 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() == 0 {
 		fmt.Fprint(stderr, usage)
-		return exitUsage
+		return errclass.ExitUsage
 	}
-	c := client.New(*socket)
-	defer c.Close()
-	// Once per outage, not per retry: a wait that rides out a restart
-	// says so once in the journal.
-	c.OnUnreachable(func(err error) {
-		fmt.Fprintf(stderr, "sealbox: sealboxd is not reachable yet (%v); retrying until the wait runs out\n", err)
-	})
+	// --socket may also follow the command (sealbox get --socket X), so
+	// the client is made once the command's flags are parsed.
+	var c *client.Client
+	connect := func() *client.Client {
+		c = client.New(*socket)
+		// Once per outage, not per retry: a wait that rides out a restart
+		// says so once in the journal.
+		c.OnUnreachable(func(err error) {
+			fmt.Fprintf(stderr, "sealbox: sealboxd is not reachable yet (%v); retrying until the wait runs out\n", err)
+		})
+		return c
+	}
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	sub := subcommand{socket: socket, connect: connect, stdout: stdout}
 	var err error
 	switch cmd {
 	case "get":
-		err = get(ctx, c, rest, stdout)
+		err = sub.get(ctx, rest)
 	case "wait":
-		err = wait(ctx, c, rest, stdout)
+		err = sub.wait(ctx, rest)
 	case "exec":
 		var code int
-		if code, err = execCmd(ctx, c, rest); err == nil {
+		if code, err = sub.exec(ctx, rest); err == nil {
 			return code
 		}
 	case "status":
-		err = status(ctx, c, rest, stdout)
+		err = sub.status(ctx, rest)
 	case "help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -140,34 +146,44 @@ func fail(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "sealbox: error: %v\n", err)
+	if !errors.Is(err, errSealedStatus) {
+		fmt.Fprintf(stderr, "sealbox: error: %v\n", err)
+	}
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "sealbox: hint: run 'sealbox --help' for usage")
-		return exitUsage
-	case errors.Is(err, client.ErrTimeout):
-		return exitTimeout
+		return errclass.ExitUsage
+	case errors.Is(err, errSealedStatus):
 	case errors.Is(err, client.ErrSealed):
 		fmt.Fprintln(stderr, "sealbox: hint: an admin must run: sealbox-admin unseal --admin NAME (or pass --wait)")
-		return exitSealed
 	case errors.Is(err, client.ErrRefused):
 		fmt.Fprintf(stderr, "sealbox: hint: register this user: sealbox-admin client add NAME --uid %d --as ADMIN\n", os.Getuid())
-		return exitRefused
 	case errors.Is(err, syscall.EACCES):
 		fmt.Fprintln(stderr, "sealbox: hint: this user may not open the socket: check its mode (sealboxd makes it 0666) and its directories'")
-		return exitUnreachable
 	case errors.Is(err, client.ErrUnreachable):
 		fmt.Fprintln(stderr, "sealbox: hint: is sealboxd running? (systemctl status sealboxd); --socket or $SEALBOX_SOCKET name another socket")
-		return exitUnreachable
 	}
-	return exitFailure
+	return errclass.Exit(errclass.Of(err))
+}
+
+// errSealedStatus is status's answer when the daemon is sealed: printed as
+// a status, not an error, and exits 7 like every sealed answer.
+var errSealedStatus = errclass.New(errclass.Sealed, "sealed")
+
+// subcommand is what every command needs: the socket flag (which may come
+// after the command's name) and a way to make the client once it is known.
+type subcommand struct {
+	socket  *string
+	connect func() *client.Client
+	stdout  io.Writer
 }
 
 // flags parses a subcommand's flags; --help prints them.
-func flags(name, synopsis string, args []string, setup func(*flag.FlagSet)) (*flag.FlagSet, error) {
+func (s subcommand) flags(name, synopsis string, args []string, setup func(*flag.FlagSet)) (*flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
+	fs.StringVar(s.socket, "socket", *s.socket, "service socket `path` (also accepted before the command)")
 	setup(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -188,11 +204,11 @@ func fetch(ctx context.Context, c *client.Client, wait time.Duration) ([]byte, e
 	return c.Secret(ctx)
 }
 
-func get(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
+func (s subcommand) get(ctx context.Context, args []string) error {
 	var wait time.Duration
 	var out string
 	var force bool
-	fs, err := flags("get", "[--wait D] [--out FILE] [--force]", args, func(fs *flag.FlagSet) {
+	fs, err := s.flags("get", "[--wait D] [--out FILE] [--force]", args, func(fs *flag.FlagSet) {
 		fs.DurationVar(&wait, "wait", 0, "wait up to `duration` for an unseal")
 		fs.StringVar(&out, "out", "", "write to this `file` (created 0600, replaced atomically)")
 		fs.BoolVar(&force, "force", false, "write to a terminal anyway")
@@ -204,11 +220,11 @@ func get(ctx context.Context, c *client.Client, args []string, stdout io.Writer)
 		return usagef("get: unexpected argument %q", fs.Arg(0))
 	}
 	if out == "" && !force {
-		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if f, ok := s.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return usagef("get: stdout is a terminal; the secret would land on screen and in scrollback. Use --out FILE, a pipe, or --force")
 		}
 	}
-	secret, err := fetch(ctx, c, wait)
+	secret, err := fetch(ctx, s.connect(), wait)
 	if err != nil {
 		return err
 	}
@@ -216,7 +232,7 @@ func get(ctx context.Context, c *client.Client, args []string, stdout io.Writer)
 	if out != "" {
 		return writeFileAtomic(out, secret)
 	}
-	_, err = stdout.Write(secret)
+	_, err = s.stdout.Write(secret)
 	return err
 }
 
@@ -257,10 +273,10 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-func wait(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
+func (s subcommand) wait(ctx context.Context, args []string) error {
 	var timeout time.Duration
-	fs, err := flags("wait", "[--timeout D]", args, func(fs *flag.FlagSet) {
-		fs.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after `duration` (exit 6)")
+	fs, err := s.flags("wait", "[--timeout D]", args, func(fs *flag.FlagSet) {
+		fs.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after `duration` (exit 9)")
 	})
 	if err != nil {
 		return err
@@ -268,12 +284,12 @@ func wait(ctx context.Context, c *client.Client, args []string, stdout io.Writer
 	if fs.NArg() > 0 {
 		return usagef("wait: unexpected argument %q", fs.Arg(0))
 	}
-	return c.WaitUnsealed(ctx, timeout)
+	return s.connect().WaitUnsealed(ctx, timeout)
 }
 
-func status(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
+func (s subcommand) status(ctx context.Context, args []string) error {
 	var asJSON bool
-	fs, err := flags("status", "[--json]", args, func(fs *flag.FlagSet) {
+	fs, err := s.flags("status", "[--json]", args, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	})
 	if err != nil {
@@ -282,18 +298,24 @@ func status(ctx context.Context, c *client.Client, args []string, stdout io.Writ
 	if fs.NArg() > 0 {
 		return usagef("status: unexpected argument %q", fs.Arg(0))
 	}
-	st, err := c.Status(ctx)
+	st, err := s.connect().Status(ctx)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(stdout).Encode(st)
+		if err := json.NewEncoder(s.stdout).Encode(st); err != nil {
+			return err
+		}
+	} else {
+		state := "unsealed"
+		if st.Sealed {
+			state = "sealed"
+		}
+		fmt.Fprintf(s.stdout, "%s (this user is client %s)\n", state, st.Client)
 	}
-	state := "unsealed"
 	if st.Sealed {
-		state = "sealed"
+		return errSealedStatus // exit 7, as a script testing for sealed expects
 	}
-	fmt.Fprintf(stdout, "%s (this user is client %s)\n", state, st.Client)
 	return nil
 }
 
@@ -305,11 +327,11 @@ func status(ctx context.Context, c *client.Client, args []string, stdout io.Writ
 // use it only for programs that cannot read a file. sealbox stays as CMD's
 // parent, forwards signals to it and exits with its status; it holds no copy
 // of the secret meanwhile.
-func execCmd(ctx context.Context, c *client.Client, args []string) (int, error) {
+func (s subcommand) exec(ctx context.Context, args []string) (int, error) {
 	var envName string
 	var fd int
 	var wait time.Duration
-	fs, err := flags("exec", "[--env NAME | --fd N] [--wait D] -- CMD [ARGS...]", args, func(fs *flag.FlagSet) {
+	fs, err := s.flags("exec", "[--env NAME | --fd N] [--wait D] -- CMD [ARGS...]", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&envName, "env", "", "put the secret in environment variable `NAME` (see the trade-off in --help)")
 		fs.IntVar(&fd, "fd", 3, "hand the secret over on inherited file descriptor `n`")
 		fs.DurationVar(&wait, "wait", 0, "wait up to `duration` for an unseal")
@@ -331,7 +353,7 @@ func execCmd(ctx context.Context, c *client.Client, args []string) (int, error) 
 	if err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
-	secret, err := fetch(ctx, c, wait)
+	secret, err := fetch(ctx, s.connect(), wait)
 	if err != nil {
 		return 0, err
 	}
