@@ -103,6 +103,13 @@ func TestCLIWithoutADaemon(t *testing.T) {
 			want: []string{"Usage: sealbox-admin recovery", "regenerate"}},
 		{name: "help lists exit codes", args: []string{"--help"}, code: 0,
 			want: []string{"Exit codes", "7 sealed", "9 a wait timed out", "SEALBOX_ADMIN_SOCKET"}},
+		// Calibration shows each timed step with its elapsed time on a
+		// terminal, then what it chose.
+		{name: "calibration progress", tty: true, stdin: pwA + "\n" + pwA + "\n",
+			args: []string{"init", "--keyring", filepath.Join(dir, "new.db"), "--admin", "alice", "--kdf-time", "50ms"}, code: 0,
+			want: []string{"calibrating: timing (Argon2id t=3 m=64MiB p=4)… 0.", "calibrated Argon2id t=", "calibration took", "created keyring"}},
+		{name: "calibration memory cap", args: []string{"init", "--keyring", filepath.Join(dir, "other.db"), "--admin", "alice", "--kdf-max-memory", "10"}, code: 2,
+			want: []string{"--kdf-max-memory: want 64 to 4096"}},
 		// A directory is a wrong path (exit 2), not a tampered file (6).
 		{name: "keyring is a directory", args: []string{"--keyring", dir, "list"}, code: 2,
 			want: []string{"is a directory", "names the keyring file"}, notWant: []string{"tampered"}},

@@ -66,6 +66,7 @@ type cli struct {
 	pw             *prompt.Reader
 	global         globalFlags
 	cmd            *command // the command being run, once known
+	wait           waiter   // the slow step shown (progress.go)
 }
 
 type globalFlags struct {
@@ -83,7 +84,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sealbox-admin: warning: %v\n", err)
 	}
 	self := audit.Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid())}
-	c := &cli{ctx: audit.WithPeer(context.Background(), self), stdout: os.Stdout, stderr: os.Stderr, pw: prompt.New(os.Stdin, os.Stderr)}
+	c := &cli{ctx: audit.WithPeer(context.Background(), self)}
+	c.wait.out, c.wait.tty = os.Stderr, stderrIsTerminal()
+	c.stdout, c.stderr = endFirst{c, os.Stdout}, endFirst{c, os.Stderr}
+	c.pw = prompt.New(os.Stdin, c.stderr)
 	code := c.run(os.Args[1:])
 	c.pw.Close()
 	os.Exit(code)
@@ -122,7 +126,9 @@ func (c *cli) run(args []string) int {
 		return exitOK
 	}
 	c.cmd = cmd
-	return c.fail(cmd.run(c, rest))
+	err = cmd.run(c, rest)
+	c.end()
+	return c.fail(err)
 }
 
 // fail prints err (if any) with a hint and returns its exit code.
@@ -173,6 +179,7 @@ type opts struct {
 	admin        string
 	secretFile   string
 	kdfTime      string
+	kdfMaxMemory uint
 	json         bool
 	recovery     bool
 	expires      string

@@ -39,7 +39,7 @@ func (c *cli) online() (backend, error) {
 }
 
 func (o *online) deriving(who string) {
-	fmt.Fprintf(o.c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", who)
+	o.c.begin("sealboxd is deriving " + who + "'s key (Argon2id)")
 }
 
 func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name string, npw []byte) error {
@@ -90,8 +90,9 @@ func (c *cli) onlineUnseal(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
-	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.admin)
+	c.begin("sealboxd is deriving " + o.admin + "'s key (Argon2id)")
 	st, err = ac.Unseal(c.ctx, o.admin, pw)
+	c.end()
 	if err != nil {
 		return err
 	}
