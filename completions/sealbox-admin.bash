@@ -1,0 +1,67 @@
+# bash completion for sealbox-admin. Generated from its command table; do not edit (make docs).
+_sealbox_admin() {
+	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+	local i w cmd= sub= opts
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		w=${COMP_WORDS[i]}
+		case $w in
+		--admin-socket|--keyring|--admin|--kdf-max-memory|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
+		-*) continue ;;
+		esac
+		if [[ -z $cmd ]]; then
+			cmd=$w
+		elif [[ -z $sub && " recovery client audit " == *" $cmd "* ]]; then
+			sub=$w
+		fi
+	done
+	case $prev in
+	--admin-socket|--keyring|--secret-file|--ask-dir|--to)
+		COMPREPLY=($(compgen -f -- "$cur"))
+		return ;;
+	--admin|--kdf-max-memory|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since)
+		COMPREPLY=()
+		return ;;
+	esac
+	if [[ $cur == -* ]]; then
+		case "$cmd${sub:+ $sub}" in
+		'init') opts='--admin --kdf-max-memory --kdf-time --recovery-code --secret-file' ;;
+		'unseal') opts='--admin --recovery' ;;
+		'ask-unseal') opts='--ask-dir --timeout' ;;
+		'seal') opts='' ;;
+		'status') opts='--json' ;;
+		'add') opts='--as' ;;
+		'remove') opts='--as --rekey' ;;
+		'invite') opts='--as --expires' ;;
+		'enroll') opts='' ;;
+		'list') opts='--json' ;;
+		'passwd') opts='' ;;
+		'check') opts='--as --json --repair --yes' ;;
+		'rotate') opts='--as --secret-file' ;;
+		'rekey') opts='--as --keep-invites' ;;
+		'recovery regenerate') opts='--as' ;;
+		'backup') opts='--to' ;;
+		'client add') opts='--as --gid --uid --unit' ;;
+		'client list') opts='--json' ;;
+		'client disable') opts='--as' ;;
+		'client enable') opts='--as' ;;
+		'client remove') opts='--as' ;;
+		'audit') opts='--admin --client --json --limit --reads --since' ;;
+		'audit verify') opts='--as --json' ;;
+		*) opts= ;;
+		esac
+		COMPREPLY=($(compgen -W "$opts --admin-socket --keyring --version --help" -- "$cur"))
+		return
+	fi
+	if [[ -z $cmd ]]; then
+		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove invite enroll list passwd check rotate rekey recovery backup client audit help' -- "$cur"))
+		return
+	fi
+	if [[ -z $sub ]]; then
+		case $cmd in
+		recovery) COMPREPLY=($(compgen -W 'regenerate' -- "$cur")) ;;
+		client) COMPREPLY=($(compgen -W 'add list disable enable remove' -- "$cur")) ;;
+		audit) COMPREPLY=($(compgen -W 'verify' -- "$cur")) ;;
+		esac
+	fi
+}
+complete -F _sealbox_admin sealbox-admin
