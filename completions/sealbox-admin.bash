@@ -5,8 +5,8 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		--admin-socket|--keyring|--admin|--kdf-max-memory|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
-		-*) continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-max-memory|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
+		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
 			cmd=$w
@@ -15,12 +15,8 @@ _sealbox_admin() {
 		fi
 	done
 	case $prev in
-	--admin-socket|--keyring|--secret-file|--ask-dir|--to)
-		COMPREPLY=($(compgen -f -- "$cur"))
-		return ;;
-	--admin|--kdf-max-memory|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since)
-		COMPREPLY=()
-		return ;;
+	(--admin-socket|--keyring|--secret-file|--ask-dir|--to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	(--admin|--kdf-max-memory|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in

@@ -5,20 +5,16 @@ _sealbox() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		--socket|--out|--wait|--timeout|--env|--fd) ((i++)); continue ;;
-		-*) continue ;;
+		(--socket|--out|--wait|--timeout|--env|--fd) ((i++)); continue ;;
+		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
 			cmd=$w
 		fi
 	done
 	case $prev in
-	--socket|--out)
-		COMPREPLY=($(compgen -f -- "$cur"))
-		return ;;
-	--wait|--timeout|--env|--fd)
-		COMPREPLY=()
-		return ;;
+	(--socket|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	(--wait|--timeout|--env|--fd) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in

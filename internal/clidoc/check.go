@@ -15,6 +15,17 @@ import (
 // instead of comparing them (make docs sets it).
 const UpdateEnv = "SEALBOX_UPDATE_DOCS"
 
+// Files is what a program with commands generates: its man page and its
+// completions, by their paths in the repository.
+func Files(p Program) map[string]string {
+	return map[string]string{
+		"docs/man/" + p.Name + "." + p.Section: Man(p, "sealbox"),
+		"completions/" + p.Name + ".bash":      Bash(p),
+		"completions/_" + p.Name:               Zsh(p),
+		"completions/" + p.Name + ".fish":      Fish(p),
+	}
+}
+
 // Check compares each generated file (path relative to the repository's
 // root) with what is committed, or writes it when $SEALBOX_UPDATE_DOCS=1;
 // then it has each file's own tool read it: groff for man pages (no

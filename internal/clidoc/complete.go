@@ -47,6 +47,34 @@ func (p Program) subsOf(group string) []string {
 	return out
 }
 
+// scan writes the loop, in the syntax bash and zsh share, that finds the
+// command and the group's subcommand among the words before the cursor
+// (words first to last-1), skipping flags and their values; then a case on
+// the previous word, prev: a flag that takes a path runs fileAction,
+// another flag with a value valueAction.
+func (p Program) scan(b *strings.Builder, first, last, word, prev, fileAction, valueAction string) {
+	all, files := p.valueFlags()
+	groups := p.groups()
+	fmt.Fprintf(b, "\tfor ((i = %s; i < %s; i++)); do\n\t\tw=%s\n\t\tcase $w in\n", first, last, word)
+	if len(all) > 0 {
+		fmt.Fprintf(b, "\t\t(%s) ((i++)); continue ;;\n", strings.Join(all, "|"))
+	}
+	b.WriteString("\t\t(-*) continue ;;\n\t\tesac\n")
+	b.WriteString("\t\tif [[ -z $cmd ]]; then\n\t\t\tcmd=$w\n")
+	if len(groups) > 0 {
+		fmt.Fprintf(b, "\t\telif [[ -z $sub && \" %s \" == *\" $cmd \"* ]]; then\n\t\t\tsub=$w\n", strings.Join(groups, " "))
+	}
+	b.WriteString("\t\tfi\n\tdone\n")
+	fmt.Fprintf(b, "\tcase %s in\n", prev)
+	if len(files) > 0 {
+		fmt.Fprintf(b, "\t(%s) %s ;;\n", strings.Join(files, "|"), fileAction)
+	}
+	if others := slices.DeleteFunc(slices.Clone(all), func(f string) bool { return slices.Contains(files, f) }); len(others) > 0 {
+		fmt.Fprintf(b, "\t(%s) %s ;;\n", strings.Join(others, "|"), valueAction)
+	}
+	b.WriteString("\tesac\n")
+}
+
 func funcName(prog string) string { return "_" + strings.ReplaceAll(prog, "-", "_") }
 
 // Bash renders a bash completion script (for
@@ -54,30 +82,13 @@ func funcName(prog string) string { return "_" + strings.ReplaceAll(prog, "-", "
 func Bash(p Program) string {
 	var b strings.Builder
 	fn := funcName(p.Name)
-	all, files := p.valueFlags()
 	groups := p.groups()
 	fmt.Fprintf(&b, "# bash completion for %s. Generated from its command table; do not edit (make docs).\n", p.Name)
 	fmt.Fprintf(&b, "%s() {\n", fn)
 	b.WriteString("\tlocal cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n")
 	b.WriteString("\tlocal i w cmd= sub= opts\n")
-	b.WriteString("\tfor ((i = 1; i < COMP_CWORD; i++)); do\n\t\tw=${COMP_WORDS[i]}\n\t\tcase $w in\n")
-	if len(all) > 0 {
-		fmt.Fprintf(&b, "\t\t%s) ((i++)); continue ;;\n", strings.Join(all, "|"))
-	}
-	b.WriteString("\t\t-*) continue ;;\n\t\tesac\n")
-	b.WriteString("\t\tif [[ -z $cmd ]]; then\n\t\t\tcmd=$w\n")
-	if len(groups) > 0 {
-		fmt.Fprintf(&b, "\t\telif [[ -z $sub && \" %s \" == *\" $cmd \"* ]]; then\n\t\t\tsub=$w\n", strings.Join(groups, " "))
-	}
-	b.WriteString("\t\tfi\n\tdone\n")
-	b.WriteString("\tcase $prev in\n")
-	if len(files) > 0 {
-		fmt.Fprintf(&b, "\t%s)\n\t\tCOMPREPLY=($(compgen -f -- \"$cur\"))\n\t\treturn ;;\n", strings.Join(files, "|"))
-	}
-	if others := slices.DeleteFunc(slices.Clone(all), func(f string) bool { return slices.Contains(files, f) }); len(others) > 0 {
-		fmt.Fprintf(&b, "\t%s)\n\t\tCOMPREPLY=()\n\t\treturn ;;\n", strings.Join(others, "|"))
-	}
-	b.WriteString("\tesac\n")
+	p.scan(&b, "1", "COMP_CWORD", "${COMP_WORDS[i]}", "$prev",
+		"COMPREPLY=($(compgen -f -- \"$cur\")); return", "COMPREPLY=(); return")
 	b.WriteString("\tif [[ $cur == -* ]]; then\n\t\tcase \"$cmd${sub:+ $sub}\" in\n")
 	for _, c := range p.Commands {
 		fmt.Fprintf(&b, "\t\t%s) opts=%s ;;\n", quoteSingle(c.Name), quoteSingle(flagWords(c.Flags)))
@@ -109,30 +120,11 @@ func zshQuote(s string) string {
 func Zsh(p Program) string {
 	var b strings.Builder
 	fn := funcName(p.Name)
-	_, files := p.valueFlags()
-	all, _ := p.valueFlags()
 	groups := p.groups()
 	fmt.Fprintf(&b, "#compdef %s\n# zsh completion for %s. Generated from its command table; do not edit (make docs).\n", p.Name, p.Name)
 	fmt.Fprintf(&b, "%s() {\n", fn)
 	b.WriteString("\tlocal i w cmd= sub=\n\tlocal -a opts items\n")
-	b.WriteString("\tfor ((i = 2; i < CURRENT; i++)); do\n\t\tw=${words[i]}\n\t\tcase $w in\n")
-	if len(all) > 0 {
-		fmt.Fprintf(&b, "\t\t(%s) ((i++)); continue ;;\n", strings.Join(all, "|"))
-	}
-	b.WriteString("\t\t(-*) continue ;;\n\t\tesac\n")
-	b.WriteString("\t\tif [[ -z $cmd ]]; then\n\t\t\tcmd=$w\n")
-	if len(groups) > 0 {
-		fmt.Fprintf(&b, "\t\telif [[ -z $sub && \" %s \" == *\" $cmd \"* ]]; then\n\t\t\tsub=$w\n", strings.Join(groups, " "))
-	}
-	b.WriteString("\t\tfi\n\tdone\n")
-	b.WriteString("\tcase ${words[CURRENT-1]} in\n")
-	if len(files) > 0 {
-		fmt.Fprintf(&b, "\t(%s) _files; return ;;\n", strings.Join(files, "|"))
-	}
-	if others := slices.DeleteFunc(slices.Clone(all), func(f string) bool { return slices.Contains(files, f) }); len(others) > 0 {
-		fmt.Fprintf(&b, "\t(%s) _message 'value'; return ;;\n", strings.Join(others, "|"))
-	}
-	b.WriteString("\tesac\n")
+	p.scan(&b, "2", "CURRENT", "${words[i]}", "${words[CURRENT-1]}", "_files; return", "_message 'value'; return")
 	b.WriteString("\tif [[ $PREFIX == -* ]]; then\n")
 	b.WriteString("\t\topts=(")
 	for _, f := range p.Flags {
