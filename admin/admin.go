@@ -158,7 +158,7 @@ func Init(ctx context.Context, path, name string, password, secret []byte, opts 
 			maxMem = 1 << 20
 		}
 		opts.progress("calibrating Argon2id to about "+target.String()+" per unlock, from", unseal.Floor())
-		policy = unseal.Calibrate(target, maxMem)
+		policy = unseal.Calibrate(target, maxMem, nil)
 	}
 	if err := unseal.CheckNewParams(policy); err != nil {
 		return err

@@ -40,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/unixhttp"
 )
 
@@ -52,12 +53,13 @@ const SocketEnv = "SEALBOX_SOCKET"
 // MaxSecret is the largest master secret sealbox stores.
 const MaxSecret = 64 << 10
 
-// Errors callers test with errors.Is.
+// Errors callers test with errors.Is. Each belongs to an error class
+// (internal/errclass), which gives the sealbox command its exit code.
 var (
-	ErrSealed      = errors.New("sealbox is sealed")
-	ErrRefused     = errors.New("not a registered active sealbox client")
-	ErrUnreachable = errors.New("cannot reach sealboxd")
-	ErrTimeout     = errors.New("timed out waiting for sealbox to be unsealed")
+	ErrSealed      = errclass.New(errclass.Sealed, "sealbox is sealed")
+	ErrRefused     = errclass.New(errclass.Forbidden, "not a registered active sealbox client")
+	ErrUnreachable = errclass.New(errclass.Unavailable, "cannot reach sealboxd")
+	ErrTimeout     = errclass.New(errclass.Timeout, "timed out waiting for sealbox to be unsealed")
 )
 
 // Client talks to sealboxd's service socket. It is safe for concurrent use

@@ -46,10 +46,12 @@ type Config struct {
 	// reports memory_locked=false. Off by default.
 	AllowUnlockedMemory bool `toml:"allow_unlocked_memory"`
 
-	// KDFTime is the target time for calibrating new keyrings' slots.
-	KDFTime time.Duration `toml:"kdf_time"`
-	// KDFMaxMemoryMiB caps calibrated Argon2id memory.
-	KDFMaxMemoryMiB uint32 `toml:"kdf_max_memory_mib"`
+	// KDFTime and KDFMaxMemoryMiB are accepted for configurations written
+	// for earlier releases, and not used: sealboxd never calibrates (it
+	// never creates slots' policy); sealbox-admin init does, with
+	// --kdf-time and --kdf-max-memory. Parse warns when they are set.
+	KDFTime         time.Duration `toml:"kdf_time"`
+	KDFMaxMemoryMiB uint32        `toml:"kdf_max_memory_mib"`
 	// KDFMemoryBudgetMiB caps the memory of concurrent derivations; more
 	// wait in a bounded queue, then are refused. 0 picks four derivations'
 	// worth of the keyring's largest slot, at most half of the memory.
@@ -68,6 +70,10 @@ type Config struct {
 	MaxWait time.Duration `toml:"max_wait"`
 	// LogLevel is debug, info, warn or error. Reloaded on SIGHUP.
 	LogLevel string `toml:"log_level"`
+
+	// Warnings are about keys that are accepted but have no effect; the
+	// daemon logs them at start and reload.
+	Warnings []string `toml:"-"`
 }
 
 // Default returns the built-in configuration.
@@ -176,6 +182,11 @@ func Parse(data []byte, name string) (Config, error) {
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	for _, k := range []struct{ key, flag string }{{"kdf_time", "--kdf-time"}, {"kdf_max_memory_mib", "--kdf-max-memory"}} {
+		if md.IsDefined(k.key) {
+			c.Warnings = append(c.Warnings, fmt.Sprintf("%s: %s is not used by sealboxd (slots' Argon2id cost is chosen by sealbox-admin init %s); remove it", name, k.key, k.flag))
+		}
 	}
 	return c, nil
 }

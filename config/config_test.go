@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,13 @@ func TestParseDefaultsAndOverrides(t *testing.T) {
 	}
 	if c.Level().String() != "DEBUG" {
 		t.Fatal(c.Level())
+	}
+	// kdf_time is accepted for old configurations, and said to do nothing.
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0], "kdf_time is not used by sealboxd") {
+		t.Fatalf("warnings %q", c.Warnings)
+	}
+	if c, _ := Parse([]byte("max_wait = \"30s\"\n"), "t.toml"); len(c.Warnings) != 0 {
+		t.Fatalf("warnings without kdf keys: %q", c.Warnings)
 	}
 }
 
@@ -86,7 +94,7 @@ func TestShippedConfigIsTheDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Fatalf("shipped config %+v differs from the built-in defaults %+v", c, Default())
 	}
 }

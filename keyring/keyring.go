@@ -39,6 +39,7 @@ var (
 	ErrLocked          = errclass.New(errclass.Unavailable, "keyring is in use by another process")
 	ErrUnknownVersion  = errclass.New(errclass.Integrity, "keyring format version not supported")
 	ErrNotKeyring      = errclass.New(errclass.Integrity, "file is not a sealbox keyring")
+	ErrNotFile         = errclass.New(errclass.Invalid, "not a regular file")
 	ErrNoSlot          = errclass.New(errclass.NotFound, "no such admin")
 	ErrNoClient        = errclass.New(errclass.NotFound, "no such client")
 	ErrSlotExists      = errclass.New(errclass.Refused, "admin already exists")
@@ -114,7 +115,16 @@ func Open(path string, opts Options) (*Keyring, error) {
 		return nil, fmt.Errorf("opening keyring: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file (symlinks are refused)", ErrNotKeyring, path)
+		// A wrong path, not a damaged file: a directory, a device, or a
+		// symlink (refused, so that the file opened is the one named).
+		what := "a directory"
+		switch {
+		case st.Mode()&fs.ModeSymlink != 0:
+			what = "a symlink (symlinks are refused; name the file itself)"
+		case !st.IsDir():
+			what = "not a regular file"
+		}
+		return nil, fmt.Errorf("%w: --keyring %s is %s; it names the keyring file, e.g. /var/lib/sealbox/keyring.db", ErrNotFile, path, what)
 	}
 	if err := checkSize(path, st.Size()); err != nil {
 		return nil, err

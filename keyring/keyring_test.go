@@ -7,10 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/sealbox/sealbox/internal/errclass"
 )
 
 type initial struct {
@@ -145,8 +148,12 @@ func TestOpenRefusesSymlinkAndGarbage(t *testing.T) {
 	if err := os.Symlink(path, link); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(link, Options{}); !errors.Is(err, ErrNotKeyring) {
-		t.Fatalf("symlink: got %v, want ErrNotKeyring", err)
+	if _, err := Open(link, Options{}); !errors.Is(err, ErrNotFile) || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("symlink: got %v, want ErrNotFile", err)
+	}
+	// A directory is a wrong path (invalid input), not a damaged keyring.
+	if _, err := Open(t.TempDir(), Options{}); !errors.Is(err, ErrNotFile) || errclass.Of(err) != errclass.Invalid || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("directory: got %v, want ErrNotFile (invalid)", err)
 	}
 	junk := filepath.Join(t.TempDir(), "junk.db")
 	os.WriteFile(junk, bytes.Repeat([]byte("not a db"), 2048), 0o600)

@@ -20,7 +20,7 @@ pw() { head -c 18 /dev/urandom | base64; }
 alice=$(pw) bob=$(pw)
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 export SEALBOX_SOCKET=$sock
-# Prints sealbox's exit code: 0 read, 3 sealed, 4 refused (see sealbox --help).
+# Prints sealbox's exit code: 0 read, 7 sealed, 4 refused (see sealbox --help).
 read_secret() { $client get --out "$dir/secret.out" "$@" 2>/dev/null && echo "exit 0: read $(wc -c < "$dir/secret.out") bytes" || echo "exit $?"; }
 
 step "init: a keyring with admin alice and a random 32-byte master secret"
@@ -36,7 +36,7 @@ for _ in $(seq 100); do [ -S "$adm" ] && break; sleep 0.1; done
 ls -l "$dir/run"
 $admin --admin-socket "$adm" status
 
-step "a service reads while sealed (sealbox get exits 3)"
+step "a service reads while sealed (sealbox get exits 7)"
 read_secret
 
 step "bob unseals; a service that was waiting (sealbox wait) goes on at once"

@@ -269,10 +269,17 @@ func ArenaKept() keyring.Params {
 // linear in m*t, which gives a first guess from the floor; one timed run at
 // that guess (the median of three) corrects it. It costs about three floor
 // derivations and four at the target.
-func Calibrate(target time.Duration, maxMemKiB uint32) keyring.Params {
+//
+// report, if not nil, is told the parameters before each group of runs,
+// for a progress display.
+func Calibrate(target time.Duration, maxMemKiB uint32, report func(keyring.Params)) keyring.Params {
+	if report == nil {
+		report = func(keyring.Params) {}
+	}
 	p := floor
 	maxMemKiB = max(maxMemKiB, p.MemoryKiB)
 	maxMemKiB = min(maxMemKiB, uint32(MaxMemoryKiB))
+	report(p)
 	timeOne(p) // warm-up
 	took := min(timeOne(p), timeOne(p))
 	if took >= target {
@@ -282,6 +289,7 @@ func Calibrate(target time.Duration, maxMemKiB uint32) keyring.Params {
 	if p == floor {
 		return p
 	}
+	report(p)
 	timeOne(p) // warm-up at the new size
 	runs := []time.Duration{timeOne(p), timeOne(p), timeOne(p)}
 	slices.Sort(runs) // the median: one run the scavenger made cold, or a

@@ -298,11 +298,11 @@ func TestNewSlotParamsNeverBelowFloor(t *testing.T) {
 
 func TestCalibrateRespectsFloorAndCap(t *testing.T) {
 	t.Parallel()
-	p := Calibrate(time.Nanosecond, 1<<20)
+	p := Calibrate(time.Nanosecond, 1<<20, nil)
 	if p != Floor() {
 		t.Fatalf("tiny target gave %v, want the floor %v", p, Floor())
 	}
-	p = Calibrate(20*time.Millisecond, 1024)
+	p = Calibrate(20*time.Millisecond, 1024, nil)
 	if p.MemoryKiB > 1024 || p.MemoryKiB < Floor().MemoryKiB || p.Time < Floor().Time || p.Time > MaxTime {
 		t.Fatalf("calibrated %v outside floor %v and cap 1024 KiB", p, Floor())
 	}
@@ -390,7 +390,7 @@ func BenchmarkCalibration(b *testing.B) {
 			var ratio float64
 			var p keyring.Params
 			for i := 0; i < b.N; i++ {
-				p = Calibrate(target, 1<<20)
+				p = Calibrate(target, 1<<20, nil)
 				timeOne(p) // as a running daemon would be: warm
 				var runs []time.Duration
 				for j := 0; j < 3; j++ {

@@ -13,6 +13,10 @@ import (
 	"github.com/sealbox/sealbox/keyring"
 )
 
+// SocketEnv names the environment variable sealbox-admin reads the admin
+// socket's path from when --admin-socket is not given.
+const SocketEnv = "SEALBOX_ADMIN_SOCKET"
+
 // Errors of the API's own, each of its class (internal/errclass). The
 // client's errors are *APIError, which errors.Is matches against the class
 // the daemon sent: test them with errors.Is(err, errclass.Auth), or

@@ -61,7 +61,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w at %s: %v (is it running? with the file directly: --keyring PATH)", ErrUnreachable, c.socket, errors.Unwrap(err))
+		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.socket, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/admin/api"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -38,9 +40,6 @@ type backend interface {
 	SetPolicyFields(ctx context.Context, actor string, actorPw []byte, p keyring.Params) (keyring.Params, error)
 	Close() error
 }
-
-// errNeedsDaemon is returned for daemon-only commands in offline mode.
-var errNeedsDaemon = errclass.New(errclass.Unavailable, "this command talks to the running daemon; drop --keyring (or give --admin-socket)")
 
 // offline works on the keyring file through the admin package.
 type offline struct {
@@ -203,28 +202,39 @@ func (c *cli) repair(off *offline, o *opts, pw []byte) error {
 	return nil
 }
 
-// classify maps an error to an exit code and a hint for the next step: its
-// class (internal/errclass) decides both.
+// classify maps an error to an exit code (errclass.Exit, the table both
+// CLIs share) and a hint for the next step, both from its class.
 func classify(err error) (int, string) {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	}
-	switch errclass.Of(err) {
-	case errclass.Invalid:
-		return exitUsage, "nothing was changed"
-	case errclass.Auth:
-		return exitAuth, "nothing was changed; check the name and the password or code (a code's dashes and case do not matter)"
-	case errclass.Busy:
-		return exitBackoff, "nothing was tried; wait, then try again"
-	case errclass.Sealed:
-		return exitSealed, "unseal first: sealbox-admin unseal --admin NAME"
-	case errclass.Refused, errclass.NotFound, errclass.Forbidden:
-		return exitRefused, "nothing was changed"
-	case errclass.Unavailable:
-		return exitUnavail, ""
-	case errclass.Integrity:
-		return exitIntegrity, "the keyring file may have been tampered with or damaged; restore a backup and investigate"
+	c := errclass.Of(err)
+	return errclass.Exit(c), hints[c]
+}
+
+// unreachableHint is the next step when the admin socket did not answer:
+// the socket's permissions, or where else to look, and the file itself
+// only for commands that can work on it.
+func (c *cli) unreachableHint(err error) string {
+	if errors.Is(err, syscall.EACCES) {
+		return "this user may not open the admin socket (sealboxd makes it 0600, owned by its user): run as root, or as the daemon's user"
 	}
-	return exitFailure, ""
+	h := "is sealboxd running? (systemctl status sealboxd); --admin-socket or $" + api.SocketEnv + " names another socket"
+	if c.cmd != nil && c.cmd.mode == either {
+		h += "; with the daemon stopped, work on the file: --keyring PATH"
+	}
+	return h
+}
+
+// hints is the next step after an error of each class.
+var hints = map[errclass.Class]string{
+	errclass.Invalid:   "nothing was changed",
+	errclass.Auth:      "nothing was changed; check the name and the password or code (a code's dashes and case do not matter)",
+	errclass.Busy:      "nothing was tried; wait, then try again",
+	errclass.Sealed:    "unseal first: sealbox-admin unseal --admin NAME",
+	errclass.Refused:   "nothing was changed",
+	errclass.NotFound:  "nothing was changed",
+	errclass.Forbidden: "nothing was changed",
+	errclass.Integrity: "the keyring file may have been tampered with or damaged; restore a backup and investigate",
 }

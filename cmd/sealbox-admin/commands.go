@@ -16,6 +16,7 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
 )
 
 func asFlag(fs *flag.FlagSet, o *opts) {
@@ -24,10 +25,6 @@ func asFlag(fs *flag.FlagSet, o *opts) {
 
 func jsonFlag(fs *flag.FlagSet, o *opts) {
 	fs.BoolVar(&o.json, "json", false, "print JSON")
-}
-
-func (c *cli) progress(what string, p keyring.Params) {
-	fmt.Fprintf(c.stderr, "%s (Argon2id %v), this takes a moment…\n", what, p)
 }
 
 func (c *cli) memory() memlock.Options {
@@ -43,6 +40,9 @@ func (c *cli) init(o *opts) error {
 	target, err := time.ParseDuration(o.kdfTime)
 	if err != nil || target < 0 || target > time.Minute {
 		return usagef("--kdf-time: want a duration from 0s to 1m, like 1s or 500ms")
+	}
+	if o.kdfMaxMemory < 64 || o.kdfMaxMemory > 4096 {
+		return usagef("--kdf-max-memory: want 64 to 4096 (MiB)")
 	}
 	kdf, err := o.kdf()
 	if err != nil {
@@ -68,8 +68,14 @@ func (c *cli) init(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
+	// Explicit parameters replace the calibration.
+	policy := initPolicy(kdf)
+	if policy == nil {
+		p := c.calibrate(target, uint32(o.kdfMaxMemory)<<10)
+		policy = &p
+	}
 	err = admin.Init(c.ctx, c.global.keyring, o.admin, pw, secret, admin.Options{
-		KDFTarget: target, Memory: c.memory(), Progress: c.progress, Policy: initPolicy(kdf),
+		Policy: policy, Memory: c.memory(), Progress: c.progress,
 	})
 	if err != nil {
 		return err
@@ -82,6 +88,26 @@ func (c *cli) init(o *opts) error {
 	}
 	fmt.Fprintf(c.stderr, "sealbox-admin: hint: add a second admin now (sealbox-admin --keyring %s add NAME --as %s), so one forgotten password does not lock you out\n", c.global.keyring, o.admin)
 	return nil
+}
+
+// calibrate picks the keyring's Argon2id policy for about target per
+// unlock on this machine, showing each timed step, and says what it chose
+// and whether the machine looked too busy for the choice to be typical.
+func (c *cli) calibrate(target time.Duration, maxMemKiB uint32) keyring.Params {
+	start := time.Now()
+	p := unseal.Calibrate(target, maxMemKiB, func(p keyring.Params) {
+		c.progress("calibrating: timing", p)
+	})
+	took := time.Since(start)
+	c.end()
+	fmt.Fprintf(c.stderr, "sealbox-admin: calibrated Argon2id %v for about %v per unlock (calibration took %.1fs)\n", p, target, took.Seconds())
+	// Calibration costs about seven derivations, three at the floor and
+	// four at the target: far more means other work competed for the CPU
+	// or memory, and the cost chosen is lower than this machine can afford.
+	if target > 0 && took > 10*target && p != unseal.Floor() {
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: the machine looked busy (%.1fs for a %v target): the parameters may be lower than when idle; run init when the machine is quiet\n", took.Seconds(), target)
+	}
+	return p
 }
 
 // readSecretFile reads at most MaxSecretSize bytes from path, refusing more.
@@ -162,6 +188,9 @@ func (c *cli) remove(o *opts) error {
 	if err := keyring.ValidName(o.pos[0]); err != nil {
 		return usagef("admin name: %v", err)
 	}
+	if o.rekey && o.pos[0] == o.as {
+		return usagef("remove %s --rekey: once removed, %s cannot rekey; remove, then another admin runs: sealbox-admin rekey --as NAME", o.as, o.as)
+	}
 	return c.asActor(o, func(b backend, apw []byte) error {
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err
@@ -170,7 +199,11 @@ func (c *cli) remove(o *opts) error {
 		if o.rekey {
 			return c.doRekey(b, o.as, apw, false)
 		}
-		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], o.as)
+		actor := o.as
+		if o.pos[0] == o.as {
+			actor = "ANOTHER_ADMIN" // o.as has no slot any more
+		}
+		fmt.Fprintf(c.stderr, "sealbox-admin: hint: if %s may have kept a copy of the keyring, rekey now: sealbox-admin rekey --as %s (and rotate the master secret where its consumer allows it)\n", o.pos[0], actor)
 		return nil
 	})
 }

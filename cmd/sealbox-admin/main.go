@@ -14,7 +14,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/sealbox/sealbox/admin/api"
 	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/prompt"
 	"github.com/sealbox/sealbox/internal/version"
@@ -24,8 +26,8 @@ const usageText = `Usage: sealbox-admin [--keyring PATH | --admin-socket PATH] C
        sealbox-admin --version
 
 Manage a sealbox keyring. With --keyring it works on the file directly (the
-daemon must be stopped); otherwise it talks to sealboxd on --admin-socket
-(default /run/sealbox/admin.sock).
+daemon must be stopped); otherwise it talks to sealboxd on --admin-socket,
+else $SEALBOX_ADMIN_SOCKET, else /run/sealbox/admin.sock.
 
 %s
 Run 'sealbox-admin COMMAND --help' for a command's flags.
@@ -35,24 +37,19 @@ standard input is not a terminal, one password is read per line, in the
 order the prompts would appear (new passwords once). They are never taken
 from arguments or the environment.
 
-Exit codes:
-  0 success          3 wrong password or unknown admin   5 keyring busy or daemon unreachable
-  1 failure          4 refused (rules or policy)         6 integrity check failed
-  2 usage, or input  7 daemon sealed                     8 too many attempts, retry later
-    not acceptable
+Exit codes (the same table as sealbox's):
+  0 success          4 refused by a rule, no such admin   7 sealed (status too)
+  1 failure            or client                          8 too many attempts,
+  2 usage, or input  5 daemon unreachable, keyring busy     retry later
+    not acceptable   6 integrity check failed             9 a wait timed out
+  3 wrong password or unknown admin
 `
 
-// Exit codes, documented in usage.
+// Exit codes: errclass's table (errclass.Exit), shared with sealbox and
+// documented in usage.
 const (
-	exitOK        = 0
-	exitFailure   = 1
-	exitUsage     = 2
-	exitAuth      = 3
-	exitRefused   = 4
-	exitUnavail   = 5
-	exitIntegrity = 6
-	exitSealed    = 7
-	exitBackoff   = 8
+	exitOK    = errclass.ExitOK
+	exitUsage = errclass.ExitUsage
 )
 
 // usageError marks an error in how the command was called.
@@ -68,6 +65,8 @@ type cli struct {
 	stdout, stderr io.Writer
 	pw             *prompt.Reader
 	global         globalFlags
+	cmd            *command // the command being run, once known
+	wait           waiter   // the slow step shown (progress.go)
 }
 
 type globalFlags struct {
@@ -85,7 +84,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sealbox-admin: warning: %v\n", err)
 	}
 	self := audit.Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid())}
-	c := &cli{ctx: audit.WithPeer(context.Background(), self), stdout: os.Stdout, stderr: os.Stderr, pw: prompt.New(os.Stdin, os.Stderr)}
+	c := &cli{ctx: audit.WithPeer(context.Background(), self)}
+	c.wait.out, c.wait.tty = os.Stderr, stderrIsTerminal()
+	c.stdout, c.stderr = endFirst{c, os.Stdout}, endFirst{c, os.Stderr}
+	c.pw = prompt.New(os.Stdin, c.stderr)
 	code := c.run(os.Args[1:])
 	c.pw.Close()
 	os.Exit(code)
@@ -123,7 +125,10 @@ func (c *cli) run(args []string) int {
 	if cmd == nil { // a group's --help
 		return exitOK
 	}
-	return c.fail(cmd.run(c, rest))
+	c.cmd = cmd
+	err = cmd.run(c, rest)
+	c.end()
+	return c.fail(err)
 }
 
 // fail prints err (if any) with a hint and returns its exit code.
@@ -131,7 +136,13 @@ func (c *cli) fail(err error) int {
 	if err == nil {
 		return exitOK
 	}
+	if errors.Is(err, errSealedState) {
+		return errclass.ExitSealed // status printed it already
+	}
 	code, hint := classify(err)
+	if errors.Is(err, api.ErrUnreachable) {
+		hint = c.unreachableHint(err)
+	}
 	fmt.Fprintf(c.stderr, "sealbox-admin: error: %v\n", err)
 	if hint != "" {
 		fmt.Fprintf(c.stderr, "sealbox-admin: hint: %s\n", hint)
@@ -168,6 +179,7 @@ type opts struct {
 	admin        string
 	secretFile   string
 	kdfTime      string
+	kdfMaxMemory uint
 	json         bool
 	recovery     bool
 	expires      string
@@ -212,7 +224,7 @@ func (cmd *command) run(c *cli, args []string) error {
 	}
 	switch {
 	case cmd.mode == daemonOnly && c.global.keyring != "":
-		return errNeedsDaemon
+		return usagef("%s talks to the running daemon (a file has no unsealed state): drop --keyring", cmd.name)
 	case cmd.mode == fileOnly && c.global.keyring == "":
 		return usagef("%s works on the file: give --keyring PATH (stop the daemon first)", cmd.name)
 	}

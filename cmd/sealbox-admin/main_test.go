@@ -304,7 +304,7 @@ func TestUsage(t *testing.T) {
 	expect(t, run(t, "", "--keyring", "/x", "--admin-socket", "/y", "list"), 2, "not both")
 	expect(t, run(t, "", "init", "--keyring", "/tmp/x.db"), 2, "--admin is required")
 	expect(t, run(t, "", "init", "--keyring", "/tmp/x.db", "--admin", "Bad Name"), 2, "lowercase")
-	expect(t, run(t, "", "--keyring", "/tmp/x.db", "unseal", "--admin", "alice"), 5, "talks to the running daemon")
+	expect(t, run(t, "", "--keyring", "/tmp/x.db", "unseal", "--admin", "alice"), 2, "talks to the running daemon")
 }
 
 // codeFrom returns the code line a command printed.

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/internal/errclass"
 
 	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/audit"
@@ -20,9 +22,14 @@ type online struct {
 	c *cli
 }
 
+// adminSocket is --admin-socket, else $SEALBOX_ADMIN_SOCKET, else the
+// default.
 func (c *cli) adminSocket() string {
 	if c.global.adminSocket != "" {
 		return c.global.adminSocket
+	}
+	if env := os.Getenv(api.SocketEnv); env != "" {
+		return env
 	}
 	return config.DefaultAdminSocket
 }
@@ -32,7 +39,7 @@ func (c *cli) online() (backend, error) {
 }
 
 func (o *online) deriving(who string) {
-	fmt.Fprintf(o.c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", who)
+	o.c.begin("sealboxd is deriving " + who + "'s key (Argon2id)")
 }
 
 func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name string, npw []byte) error {
@@ -83,8 +90,9 @@ func (c *cli) onlineUnseal(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
-	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.admin)
+	c.begin("sealboxd is deriving " + o.admin + "'s key (Argon2id)")
 	st, err = ac.Unseal(c.ctx, o.admin, pw)
+	c.end()
 	if err != nil {
 		return err
 	}
@@ -120,7 +128,10 @@ func (c *cli) onlineStatus(o *opts) error {
 		return err
 	}
 	if o.json {
-		return writeJSON(c.stdout, st)
+		if err := writeJSON(c.stdout, st); err != nil {
+			return err
+		}
+		return sealedStatus(st.Sealed)
 	}
 	state := "sealed"
 	if !st.Sealed {
@@ -147,6 +158,18 @@ func (c *cli) onlineStatus(o *opts) error {
 	}
 	if st.Sealed {
 		fmt.Fprintln(c.stderr, "sealbox-admin: hint: unseal with: sealbox-admin unseal --admin NAME")
+	}
+	return sealedStatus(st.Sealed)
+}
+
+// errSealedState is status's answer for a sealed daemon: the state is
+// printed, not reported as an error, and the exit code is 7 (sealed), so
+// that a script can test it (as vault status exits 2 when sealed).
+var errSealedState = errclass.New(errclass.Sealed, "the daemon is sealed")
+
+func sealedStatus(sealed bool) error {
+	if sealed {
+		return errSealedState
 	}
 	return nil
 }

@@ -212,8 +212,9 @@ func (c *cli) onlineCheck(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
-	fmt.Fprintf(c.stderr, "sealboxd is deriving %s's key (Argon2id), this takes a moment…\n", o.as)
+	c.begin("sealboxd is deriving " + o.as + "'s key (Argon2id)")
 	res, err := ac.CheckKeyring(c.ctx, o.as, pw)
+	c.end()
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ var commands = []*command{
 			fs.StringVar(&o.admin, "admin", "", "the first admin's `name`")
 			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
 			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
+			fs.UintVar(&o.kdfMaxMemory, "kdf-max-memory", 1024, "calibrate with at most this much Argon2id memory, in `MiB` (64 to 4096)")
 			fs.BoolVar(&o.recoveryCode, "recovery-code", false, "also create a recovery code and print it once")
 			kdfFlags(fs, o)
 		},

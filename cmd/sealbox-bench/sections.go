@@ -106,7 +106,7 @@ func arenaKiB(pid int, minKiB int) int {
 func (b *bench) firstUnseal() error {
 	const target = time.Second
 	fmt.Fprintln(os.Stderr, "first unseal: calibrating a slot to", target)
-	policy := unseal.Calibrate(target, 1<<20)
+	policy := unseal.Calibrate(target, 1<<20, nil)
 	w, err := b.newWorld("calibrated", policy)
 	if err != nil {
 		return err

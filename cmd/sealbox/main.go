@@ -23,51 +23,130 @@ import (
 	"golang.org/x/term"
 
 	"github.com/sealbox/sealbox/client"
+	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/version"
 )
 
-const usage = `Usage: sealbox [--socket PATH] COMMAND [FLAGS]
+const usageHead = `Usage: sealbox [--socket PATH] COMMAND [FLAGS]
        sealbox --version
 
-Read the master secret from sealboxd. The socket is --socket, else
-$SEALBOX_SOCKET, else /run/sealbox/sealbox.sock. This process's user must be
-a registered client (sealbox-admin client add NAME --uid N --as ADMIN).
+Read the master secret from sealboxd. The socket is --socket (before or
+after the command), else $SEALBOX_SOCKET, else /run/sealbox/sealbox.sock.
+This process's user must be a registered client (sealbox-admin client add
+NAME --uid N --as ADMIN).
 
 Commands:
-  get [--wait D] [--out FILE] [--force]
-        write the secret to stdout, or to FILE (created 0600, atomically);
-        refuses a terminal without --force
-  wait [--timeout D]
-        block until the daemon is unsealed (for ExecStartPre=; give the
-        unit a TimeoutStartSec= above D). Waits, here and with --wait,
-        ride out a daemon that is not up yet or restarts until D runs out
-        (exit 6); a refusal (exit 4) ends them at once
-  exec [--env NAME | --fd N] [--wait D] -- CMD [ARGS...]
-        run CMD with the secret on an inherited file descriptor (default:
-        fd 3, path in $SEALBOX_SECRET_FILE, and any argument "{secret-file}"
-        replaced by it), or with --env in the environment variable NAME;
-        exits with CMD's status. Prefer the descriptor: an environment
-        variable is readable in /proc/PID/environ by the same user and root,
-        is inherited by every child, and ends up in crash reports
-  status [--json]
-        sealed or unsealed, and the client name this user is registered as
-
-Exit codes:
-  0 success   1 failure   2 usage   3 sealed   4 refused (not a registered
-  active client)   5 daemon unreachable   6 timed out waiting (a wait
-  retries an unreachable daemon, and so ends with 6, not 5)
 `
 
-const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitUsage       = 2
-	exitSealed      = 3
-	exitRefused     = 4
-	exitUnreachable = 5
-	exitTimeout     = 6
-)
+const usageTail = `
+Exit codes (the same table as sealbox-admin's):
+  0 success   1 failure   2 usage   4 refused (not a registered active
+  client)   5 daemon unreachable   7 sealed (status too, after printing)
+  9 timed out waiting (a wait retries an unreachable daemon, and so ends
+  with 9, not 5)
+`
+
+// options are every command's flags.
+type options struct {
+	wait, timeout time.Duration
+	out           string
+	force, json   bool
+	env           string
+	fd            int
+}
+
+// command is one entry of the command table: the usage text, each
+// command's --help, the man page and the completions come from it.
+type command struct {
+	name, synopsis, summary string
+	help                    string // paragraphs, as in the man page
+	flags                   func(fs *flag.FlagSet, o *options)
+	run                     func(s subcommand, ctx context.Context, o *options, args []string) (int, error)
+}
+
+var commands = []*command{
+	{
+		name: "get", synopsis: "get [--wait D] [--out FILE] [--force]",
+		summary: "write the secret to stdout, or to FILE (created 0600, atomically); refuses a terminal without --force",
+		help:    "Write the master secret to standard output, or with --out to FILE, created 0600 beside its final name and renamed over it. A terminal is refused without --force: the secret would land on screen and in scrollback.",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.DurationVar(&o.wait, "wait", 0, "wait up to `duration` for an unseal")
+			fs.StringVar(&o.out, "out", "", "write to this `file` (created 0600, replaced atomically)")
+			fs.BoolVar(&o.force, "force", false, "write to a terminal anyway")
+		},
+		run: noCode(subcommand.get),
+	},
+	{
+		name: "wait", synopsis: "wait [--timeout D]",
+		summary: "block until the daemon is unsealed (for ExecStartPre=)",
+		help:    "Block until the daemon is unsealed, for ExecStartPre=; give the unit a TimeoutStartSec= above D. Waits, here and with --wait, ride out a daemon that is not up yet or restarts until D runs out (exit 9); a refusal (exit 4) ends them at once.",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "give up after `duration` (exit 9)")
+		},
+		run: noCode(subcommand.wait),
+	},
+	{
+		name: "exec", synopsis: "exec [--env NAME | --fd N] [--wait D] -- CMD [ARGS...]",
+		summary: "run CMD with the secret on an inherited descriptor (or in an environment variable)",
+		help:    "Run CMD with the secret on an inherited file descriptor (default: fd 3, its path in $SEALBOX_SECRET_FILE, and any argument \"{secret-file}\" replaced by it), or with --env in the environment variable NAME; exits with CMD's status. Prefer the descriptor: an environment variable is readable in /proc/PID/environ by the same user and root, is inherited by every child, and ends up in crash reports.",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.StringVar(&o.env, "env", "", "put the secret in environment variable `NAME` (see the trade-off in --help)")
+			fs.IntVar(&o.fd, "fd", 3, "hand the secret over on inherited file descriptor `n`")
+			fs.DurationVar(&o.wait, "wait", 0, "wait up to `duration` for an unseal")
+		},
+		run: subcommand.exec,
+	},
+	{
+		name: "status", synopsis: "status [--json]",
+		summary: "sealed or unsealed, and this user's client name; exits 7 when sealed",
+		help:    "Print whether the daemon is sealed and the client name this user is registered as; exits 7 when sealed.",
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.BoolVar(&o.json, "json", false, "print JSON")
+		},
+		run: noCode(subcommand.status),
+	},
+}
+
+// noCode adapts a command that has no exit status of its own.
+func noCode(f func(subcommand, context.Context, *options, []string) error) func(subcommand, context.Context, *options, []string) (int, error) {
+	return func(s subcommand, ctx context.Context, o *options, args []string) (int, error) {
+		return exitOK, f(s, ctx, o, args)
+	}
+}
+
+// usage is the top-level help: the command list comes from the table.
+func usage() string {
+	var b strings.Builder
+	b.WriteString(usageHead)
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %s\n", c.synopsis)
+		for _, line := range wrap(c.summary, 66) {
+			fmt.Fprintf(&b, "        %s\n", line)
+		}
+	}
+	b.WriteString(usageTail)
+	return b.String()
+}
+
+// wrap breaks text into lines of at most width columns.
+func wrap(text string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(text) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
+}
+
+const exitOK = errclass.ExitOK
 
 type usageError struct{ msg string }
 
@@ -89,7 +168,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
+			fmt.Fprint(stdout, usage())
 			return exitOK
 		}
 		return fail(stderr, usagef("%v", err))
@@ -99,39 +178,47 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
+		fmt.Fprint(stderr, usage())
+		return errclass.ExitUsage
 	}
-	c := client.New(*socket)
-	defer c.Close()
-	// Once per outage, not per retry: a wait that rides out a restart
-	// says so once in the journal.
-	c.OnUnreachable(func(err error) {
-		fmt.Fprintf(stderr, "sealbox: sealboxd is not reachable yet (%v); retrying until the wait runs out\n", err)
-	})
+	// --socket may also follow the command (sealbox get --socket X), so
+	// the client is made once the command's flags are parsed.
+	var c *client.Client
+	connect := func() *client.Client {
+		c = client.New(*socket)
+		// Once per outage, not per retry: a wait that rides out a restart
+		// says so once in the journal.
+		c.OnUnreachable(func(err error) {
+			fmt.Fprintf(stderr, "sealbox: sealboxd is not reachable yet (%v); retrying until the wait runs out\n", err)
+		})
+		return c
+	}
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	var err error
-	switch cmd {
-	case "get":
-		err = get(ctx, c, rest, stdout)
-	case "wait":
-		err = wait(ctx, c, rest, stdout)
-	case "exec":
-		var code int
-		if code, err = execCmd(ctx, c, rest); err == nil {
-			return code
-		}
-	case "status":
-		err = status(ctx, c, rest, stdout)
-	case "help":
-		fmt.Fprint(stdout, usage)
-	default:
-		err = usagef("unknown command %q", cmd)
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	sub := subcommand{socket: socket, connect: connect, stdout: stdout}
+	if name == "help" {
+		fmt.Fprint(stdout, usage())
+		return exitOK
 	}
+	cmd := find(name)
+	if cmd == nil {
+		return fail(stderr, usagef("unknown command %q", name))
+	}
+	o, pos, err := sub.parse(cmd, rest)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
+	}
+	if err == nil {
+		var code int
+		if code, err = cmd.run(sub, ctx, o, pos); err == nil {
+			return code
+		}
 	}
 	return fail(stderr, err)
 }
@@ -140,45 +227,72 @@ func fail(stderr io.Writer, err error) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "sealbox: error: %v\n", err)
+	if !errors.Is(err, errSealedStatus) {
+		fmt.Fprintf(stderr, "sealbox: error: %v\n", err)
+	}
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "sealbox: hint: run 'sealbox --help' for usage")
-		return exitUsage
-	case errors.Is(err, client.ErrTimeout):
-		return exitTimeout
+		return errclass.ExitUsage
+	case errors.Is(err, errSealedStatus):
 	case errors.Is(err, client.ErrSealed):
 		fmt.Fprintln(stderr, "sealbox: hint: an admin must run: sealbox-admin unseal --admin NAME (or pass --wait)")
-		return exitSealed
 	case errors.Is(err, client.ErrRefused):
 		fmt.Fprintf(stderr, "sealbox: hint: register this user: sealbox-admin client add NAME --uid %d --as ADMIN\n", os.Getuid())
-		return exitRefused
 	case errors.Is(err, syscall.EACCES):
 		fmt.Fprintln(stderr, "sealbox: hint: this user may not open the socket: check its mode (sealboxd makes it 0666) and its directories'")
-		return exitUnreachable
 	case errors.Is(err, client.ErrUnreachable):
 		fmt.Fprintln(stderr, "sealbox: hint: is sealboxd running? (systemctl status sealboxd); --socket or $SEALBOX_SOCKET name another socket")
-		return exitUnreachable
 	}
-	return exitFailure
+	return errclass.Exit(errclass.Of(err))
 }
 
-// flags parses a subcommand's flags; --help prints them.
-func flags(name, synopsis string, args []string, setup func(*flag.FlagSet)) (*flag.FlagSet, error) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+// errSealedStatus is status's answer when the daemon is sealed: printed as
+// a status, not an error, and exits 7 like every sealed answer.
+var errSealedStatus = errclass.New(errclass.Sealed, "sealed")
+
+// subcommand is what every command needs: the socket flag (which may come
+// after the command's name) and a way to make the client once it is known.
+type subcommand struct {
+	socket  *string
+	connect func() *client.Client
+	stdout  io.Writer
+}
+
+func find(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// flagSet is cmd's flags, --socket included.
+func (cmd *command) flagSet(socket *string, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	setup(fs)
+	fs.StringVar(socket, "socket", *socket, "service socket `path` (also accepted before the command)")
+	cmd.flags(fs, o)
+	return fs
+}
+
+// parse parses cmd's flags and returns them with the arguments left;
+// --help prints the command's usage and flags.
+func (s subcommand) parse(cmd *command, args []string) (*options, []string, error) {
+	o := &options{}
+	fs := cmd.flagSet(s.socket, o)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(os.Stdout, "Usage: sealbox %s %s\n\nFlags:\n", name, synopsis)
-			fs.SetOutput(os.Stdout)
+			fmt.Fprintf(s.stdout, "Usage: sealbox %s\n\n%s\n\nFlags:\n", cmd.synopsis, strings.Join(wrap(cmd.help, 76), "\n"))
+			fs.SetOutput(s.stdout)
 			fs.PrintDefaults()
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, usagef("%s: %v", name, err)
+		return nil, nil, usagef("%s: %v", cmd.name, err)
 	}
-	return fs, nil
+	return o, fs.Args(), nil
 }
 
 func fetch(ctx context.Context, c *client.Client, wait time.Duration) ([]byte, error) {
@@ -188,27 +302,17 @@ func fetch(ctx context.Context, c *client.Client, wait time.Duration) ([]byte, e
 	return c.Secret(ctx)
 }
 
-func get(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
-	var wait time.Duration
-	var out string
-	var force bool
-	fs, err := flags("get", "[--wait D] [--out FILE] [--force]", args, func(fs *flag.FlagSet) {
-		fs.DurationVar(&wait, "wait", 0, "wait up to `duration` for an unseal")
-		fs.StringVar(&out, "out", "", "write to this `file` (created 0600, replaced atomically)")
-		fs.BoolVar(&force, "force", false, "write to a terminal anyway")
-	})
-	if err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("get: unexpected argument %q", fs.Arg(0))
+func (s subcommand) get(ctx context.Context, o *options, args []string) error {
+	wait, out, force := o.wait, o.out, o.force
+	if len(args) > 0 {
+		return usagef("get: unexpected argument %q", args[0])
 	}
 	if out == "" && !force {
-		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		if f, ok := s.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return usagef("get: stdout is a terminal; the secret would land on screen and in scrollback. Use --out FILE, a pipe, or --force")
 		}
 	}
-	secret, err := fetch(ctx, c, wait)
+	secret, err := fetch(ctx, s.connect(), wait)
 	if err != nil {
 		return err
 	}
@@ -216,7 +320,7 @@ func get(ctx context.Context, c *client.Client, args []string, stdout io.Writer)
 	if out != "" {
 		return writeFileAtomic(out, secret)
 	}
-	_, err = stdout.Write(secret)
+	_, err = s.stdout.Write(secret)
 	return err
 }
 
@@ -257,43 +361,36 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-func wait(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
-	var timeout time.Duration
-	fs, err := flags("wait", "[--timeout D]", args, func(fs *flag.FlagSet) {
-		fs.DurationVar(&timeout, "timeout", 5*time.Minute, "give up after `duration` (exit 6)")
-	})
-	if err != nil {
-		return err
+func (s subcommand) wait(ctx context.Context, o *options, args []string) error {
+	if len(args) > 0 {
+		return usagef("wait: unexpected argument %q", args[0])
 	}
-	if fs.NArg() > 0 {
-		return usagef("wait: unexpected argument %q", fs.Arg(0))
-	}
-	return c.WaitUnsealed(ctx, timeout)
+	return s.connect().WaitUnsealed(ctx, o.timeout)
 }
 
-func status(ctx context.Context, c *client.Client, args []string, stdout io.Writer) error {
-	var asJSON bool
-	fs, err := flags("status", "[--json]", args, func(fs *flag.FlagSet) {
-		fs.BoolVar(&asJSON, "json", false, "print JSON")
-	})
-	if err != nil {
-		return err
+func (s subcommand) status(ctx context.Context, o *options, args []string) error {
+	asJSON := o.json
+	if len(args) > 0 {
+		return usagef("status: unexpected argument %q", args[0])
 	}
-	if fs.NArg() > 0 {
-		return usagef("status: unexpected argument %q", fs.Arg(0))
-	}
-	st, err := c.Status(ctx)
+	st, err := s.connect().Status(ctx)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		return json.NewEncoder(stdout).Encode(st)
+		if err := json.NewEncoder(s.stdout).Encode(st); err != nil {
+			return err
+		}
+	} else {
+		state := "unsealed"
+		if st.Sealed {
+			state = "sealed"
+		}
+		fmt.Fprintf(s.stdout, "%s (this user is client %s)\n", state, st.Client)
 	}
-	state := "unsealed"
 	if st.Sealed {
-		state = "sealed"
+		return errSealedStatus // exit 7, as a script testing for sealed expects
 	}
-	fmt.Fprintf(stdout, "%s (this user is client %s)\n", state, st.Client)
 	return nil
 }
 
@@ -305,19 +402,8 @@ func status(ctx context.Context, c *client.Client, args []string, stdout io.Writ
 // use it only for programs that cannot read a file. sealbox stays as CMD's
 // parent, forwards signals to it and exits with its status; it holds no copy
 // of the secret meanwhile.
-func execCmd(ctx context.Context, c *client.Client, args []string) (int, error) {
-	var envName string
-	var fd int
-	var wait time.Duration
-	fs, err := flags("exec", "[--env NAME | --fd N] [--wait D] -- CMD [ARGS...]", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&envName, "env", "", "put the secret in environment variable `NAME` (see the trade-off in --help)")
-		fs.IntVar(&fd, "fd", 3, "hand the secret over on inherited file descriptor `n`")
-		fs.DurationVar(&wait, "wait", 0, "wait up to `duration` for an unseal")
-	})
-	if err != nil {
-		return 0, err
-	}
-	argv := fs.Args()
+func (s subcommand) exec(ctx context.Context, o *options, argv []string) (int, error) {
+	envName, fd, wait := o.env, o.fd, o.wait
 	if len(argv) == 0 {
 		return 0, usagef("exec: name a command after --")
 	}
@@ -331,7 +417,7 @@ func execCmd(ctx context.Context, c *client.Client, args []string) (int, error) 
 	if err != nil {
 		return 0, fmt.Errorf("exec: %w", err)
 	}
-	secret, err := fetch(ctx, c, wait)
+	secret, err := fetch(ctx, s.connect(), wait)
 	if err != nil {
 		return 0, err
 	}

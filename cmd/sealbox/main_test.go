@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -166,15 +167,26 @@ func expectCode(t *testing.T, r result, code int, contains string) {
 func TestSealedTimeoutUnreachable(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	expectCode(t, w.sealbox("get"), 3, "sealed")
-	expectCode(t, w.sealbox("status"), 0, "sealed (this user is client me)")
-	expectCode(t, w.sealbox("wait", "--timeout", "300ms"), 6, "timed out")
-	expectCode(t, w.sealbox("get", "--wait", "300ms"), 6, "timed out")
-	expectCode(t, runBin(t, nil, sealboxBin, "--socket", filepath.Join(w.dir, "none.sock"), "get"), 5, "cannot reach sealboxd")
+	// One exit-code table with sealbox-admin: 7 sealed, 9 timed out.
+	expectCode(t, w.sealbox("get"), 7, "sealed")
+	// status prints the state and exits 7 when sealed, 0 when not.
+	expectCode(t, w.sealbox("status"), 7, "sealed (this user is client me)")
+	if r := w.sealbox("status"); strings.Contains(r.stderr, "error") {
+		t.Fatalf("a sealed status is reported as an error: %s", r.stderr)
+	}
+	expectCode(t, w.sealbox("status", "--json"), 7, `"sealed":true`)
+	expectCode(t, w.sealbox("wait", "--timeout", "300ms"), 9, "timed out")
+	expectCode(t, w.sealbox("get", "--wait", "300ms"), 9, "timed out")
+	none := filepath.Join(w.dir, "none.sock")
+	expectCode(t, runBin(t, nil, sealboxBin, "--socket", none, "get"), 5, "cannot reach sealboxd")
+	// --socket after the command is the same flag (as sealbox-admin takes
+	// its global flags anywhere): this one names a socket with no daemon.
+	expectCode(t, runBin(t, nil, sealboxBin, "get", "--socket", none), 5, "cannot reach sealboxd")
+	expectCode(t, runBin(t, nil, sealboxBin, "status", "--socket", none), 5, none)
 	// A wait on a daemon that never comes up runs out its time, and says why.
-	r := runBin(t, nil, sealboxBin, "--socket", filepath.Join(w.dir, "none.sock"), "get", "--wait", "400ms")
-	expectCode(t, r, 6, "timed out")
-	expectCode(t, r, 6, "cannot reach sealboxd")
+	r := runBin(t, nil, sealboxBin, "--socket", none, "get", "--wait", "400ms")
+	expectCode(t, r, 9, "timed out")
+	expectCode(t, r, 9, "cannot reach sealboxd")
 	expectCode(t, w.sealbox("frobnicate"), 2, "unknown command")
 	expectCode(t, w.sealbox("exec"), 2, "name a command")
 	expectCode(t, w.sealbox("exec", "--fd", "1", "--", "true"), 2, "--fd must be")
@@ -182,6 +194,10 @@ func TestSealedTimeoutUnreachable(t *testing.T) {
 		expectCode(t, w.sealbox(c, "--help"), 0, "Usage: sealbox "+c)
 	}
 	expectCode(t, w.sealbox("--help"), 0, "Exit codes")
+	expectCode(t, runBin(t, nil, sealboxBin, "--version"), 0, "sealbox ")
+	if r := runBin(t, nil, sealboxBin, "--version"); !strings.Contains(r.stdout, runtime.Version()) || !strings.Contains(r.stdout, "commit ") {
+		t.Fatalf("--version does not name the commit and Go version: %q", r.stdout)
+	}
 }
 
 func TestWaitReturnsAfterUnseal(t *testing.T) {
@@ -194,6 +210,7 @@ func TestWaitReturnsAfterUnseal(t *testing.T) {
 	unsealed := time.Now()
 	r := <-done
 	expectCode(t, r, 0, "")
+	expectCode(t, w.sealbox("status"), 0, "unsealed (this user is client me)")
 	t.Logf("wait returned %v after the unseal command", time.Since(unsealed).Round(time.Millisecond))
 }
 
@@ -361,7 +378,7 @@ func TestRefusedForOtherUsers(t *testing.T) {
 
 func TestRefusesATerminal(t *testing.T) {
 	if _, err := exec.LookPath("script"); err != nil {
-		t.Skip("needs script (util-linux) for a pseudo-terminal")
+		testbin.Require(t, "script (util-linux) gives the command a pseudo-terminal")
 	}
 	t.Parallel()
 	w := newWorld(t)

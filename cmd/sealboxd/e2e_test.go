@@ -304,7 +304,7 @@ func TestDaemonEndToEnd(t *testing.T) {
 	e.expectRead(nobody, 503)
 	e.expectRead(stranger, 403)
 	e.expectRead(0, 403)
-	if st := e.online(0, "", "status", "--json").out; !strings.Contains(st, `"sealed": true`) {
+	if st := e.online(7, "", "status", "--json").out; !strings.Contains(st, `"sealed": true`) {
 		t.Fatalf("status: %s", st)
 	}
 
@@ -435,7 +435,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.out, "another process is listening") {
 		t.Fatalf("second daemon on the socket: exit %d\n%s", r.code, r.out)
 	}
-	e.online(0, "", "status")
+	e.online(7, "", "status")
 	// A regular file where a socket should go is never removed.
 	os.MkdirAll(filepath.Dir(e2.sock), 0o755)
 	os.WriteFile(e2.sock, []byte("keep me"), 0o600)
@@ -556,7 +556,7 @@ func TestBadRequests(t *testing.T) {
 		}
 	}
 	// Nothing above changed the keyring or the state.
-	if st := e.online(0, "", "status", "--json").out; !strings.Contains(st, `"sealed": true`) || !strings.Contains(st, `"admins": 2`) {
+	if st := e.online(7, "", "status", "--json").out; !strings.Contains(st, `"sealed": true`) || !strings.Contains(st, `"admins": 2`) {
 		t.Fatalf("state after bad requests: %s", st)
 	}
 }
@@ -698,7 +698,7 @@ func TestReloadOnSIGHUP(t *testing.T) {
 	if !strings.Contains(e.log.String(), "log_levle") {
 		t.Fatalf("the reload error does not name the bad key:\n%s", e.log.String())
 	}
-	e.online(0, "", "status")
+	e.online(7, "", "status")
 	if code := e.stop(syscall.SIGINT); code != 0 {
 		t.Fatalf("SIGINT exit %d", code)
 	}
@@ -1333,7 +1333,7 @@ func TestHostileInputs(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Write([]byte("GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: "))
-		e.online(0, "", "status")
+		e.online(7, "", "status")
 		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		if _, err := io.ReadAll(c); err != nil {
 			t.Errorf("%s: a half-sent request was not hung up on: %v", sock, err)

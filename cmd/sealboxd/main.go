@@ -101,6 +101,9 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn("sd_notify failed", "error", err)
 		}
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	d, err := daemon.New(cfg, daemon.Options{Log: log, Level: level, Notify: notify})
 	if err != nil {
 		log.Error("cannot start", "error", err)
@@ -126,6 +129,9 @@ func run(args []string, stderr io.Writer) int {
 			if err != nil {
 				log.Error("reload failed; keeping the running configuration", "error", err)
 				continue
+			}
+			for _, w := range c.Warnings {
+				log.Warn(w)
 			}
 			d.Reload(c)
 		}

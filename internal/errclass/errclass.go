@@ -111,6 +111,23 @@ const (
 	ExitTimeout   = 9
 )
 
+// ExitCodes is the table above, for the man pages.
+var ExitCodes = []struct {
+	Code    int
+	Meaning string
+}{
+	{ExitOK, "success"},
+	{ExitFailure, "failure not covered below"},
+	{ExitUsage, "usage, or input that is not acceptable (a bad name, a weak password, a path that is not a keyring file)"},
+	{ExitAuth, "wrong password or code, or unknown admin (one answer for both)"},
+	{ExitRefused, "refused by a rule; no such admin or client; not a registered active client"},
+	{ExitUnavail, "daemon unreachable, or the keyring is held by another process"},
+	{ExitIntegrity, "the keyring does not verify (edited, damaged or rolled back)"},
+	{ExitSealed, "the daemon is sealed (status too, after printing the state)"},
+	{ExitBusy, "too many attempts or derivations; retry later"},
+	{ExitTimeout, "a wait ran out"},
+}
+
 // Exit returns the exit code of an error of class c (see the table above).
 func Exit(c Class) int {
 	switch c {

@@ -11,6 +11,7 @@ package prompt
 import (
 	"bufio"
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -103,25 +104,35 @@ func (r *Reader) NewPassword(label string) (pw []byte, err error) {
 	return r.keep(pw), nil
 }
 
+// mismatchTries is how many times a terminal user may type a new password
+// and its repetition before ErrMismatch.
+const mismatchTries = 3
+
 func (r *Reader) newPassword(label string) ([]byte, error) {
 	if !r.tty {
 		return r.line()
 	}
-	a, err := r.readTerm(label + ": ")
-	if err != nil {
-		return nil, err
-	}
-	b, err := r.readTerm("repeat " + label + ": ")
-	if err != nil {
+	for try := 1; ; try++ {
+		a, err := r.readTerm(label + ": ")
+		if err != nil {
+			return nil, err
+		}
+		b, err := r.readTerm("repeat " + label + ": ")
+		if err != nil {
+			memlock.Wipe(a)
+			return nil, err
+		}
+		same := subtle.ConstantTimeCompare(a, b) == 1
+		memlock.Wipe(b)
+		if same {
+			return a, nil
+		}
 		memlock.Wipe(a)
-		return nil, err
+		if try == mismatchTries {
+			return nil, ErrMismatch
+		}
+		fmt.Fprintln(r.out, "the two passwords do not match; try again")
 	}
-	defer memlock.Wipe(b)
-	if !bytes.Equal(a, b) {
-		memlock.Wipe(a)
-		return nil, ErrMismatch
-	}
-	return a, nil
 }
 
 // line reads one line from the pipe without keeping copies behind: the

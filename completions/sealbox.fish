@@ -1,0 +1,16 @@
+# fish completion for sealbox. Generated from its command table; do not edit (make docs).
+complete -c sealbox -f
+complete -c sealbox -l socket -r -F -d 'service socket path (also accepted after the command)'
+complete -c sealbox -l version -d 'print the version and exit'
+complete -c sealbox -n 'not __fish_seen_subcommand_from get wait exec status' -a get -d 'write the secret to stdout, or to FILE (created 0600, atomically); refuses a terminal without --force'
+complete -c sealbox -n 'not __fish_seen_subcommand_from get wait exec status' -a wait -d 'block until the daemon is unsealed (for ExecStartPre=)'
+complete -c sealbox -n 'not __fish_seen_subcommand_from get wait exec status' -a exec -d 'run CMD with the secret on an inherited descriptor (or in an environment variable)'
+complete -c sealbox -n 'not __fish_seen_subcommand_from get wait exec status' -a status -d 'sealed or unsealed, and this user'\''s client name; exits 7 when sealed'
+complete -c sealbox -n '__fish_seen_subcommand_from get' -l force -d 'write to a terminal anyway'
+complete -c sealbox -n '__fish_seen_subcommand_from get' -l out -r -F -d 'write to this file (created 0600, replaced atomically)'
+complete -c sealbox -n '__fish_seen_subcommand_from get' -l wait -x -d 'wait up to duration for an unseal (default 0s)'
+complete -c sealbox -n '__fish_seen_subcommand_from wait' -l timeout -x -d 'give up after duration (exit 9) (default 5m0s)'
+complete -c sealbox -n '__fish_seen_subcommand_from exec' -l env -x -d 'put the secret in environment variable NAME (see the trade-off in --help)'
+complete -c sealbox -n '__fish_seen_subcommand_from exec' -l fd -x -d 'hand the secret over on inherited file descriptor n (default 3)'
+complete -c sealbox -n '__fish_seen_subcommand_from exec' -l wait -x -d 'wait up to duration for an unseal (default 0s)'
+complete -c sealbox -n '__fish_seen_subcommand_from status' -l json -d 'print JSON'
