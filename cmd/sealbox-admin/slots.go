@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -257,7 +258,7 @@ var errOutExists = errclass.New(errclass.Refused, "the output file exists; expor
 func (c *cli) exportSecret(o *opts) error {
 	toStdout := o.out == "-"
 	if toStdout {
-		if f, ok := c.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !o.force {
+		if isTerminal(c.stdout) && !o.force {
 			return usagef("refusing to write the master secret to a terminal (scrollback, screen sharing): give --out FILE, pipe it, or add --force")
 		}
 	} else if _, err := os.Lstat(o.out); err == nil {
@@ -327,6 +328,16 @@ func (c *cli) exportSecret(o *opts) error {
 		fmt.Fprintln(c.stderr, "sealbox-admin: warning: the keyring is read-only here, so this export is not in its audit log")
 	}
 	return nil
+}
+
+// isTerminal reports whether w is a terminal, through the wrapper that
+// ends a progress line first.
+func isTerminal(w io.Writer) bool {
+	if e, ok := w.(endFirst); ok {
+		w = e.w
+	}
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // initPolicy is init's policy from explicit parameters: those given, the

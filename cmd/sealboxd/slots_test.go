@@ -214,9 +214,9 @@ func TestSlotsPolicyAndKDFParameters(t *testing.T) {
 	}
 	// Raising the policy: above the daemon's KDF budget is refused (no
 	// login could rewrap to it), nothing changes.
-	before := e.online(0, "", "status", "--json").out
+	before := e.online(7, "", "status", "--json").out
 	e.online(2, pwAlice+"\n", "policy", "set", "--kdf-memory", "4096", "--as", "alice")
-	if after := e.online(0, "", "status", "--json").out; !strings.Contains(after, `"memory_kib": 65536`) || strings.Count(before, "memory_kib") != strings.Count(after, "memory_kib") {
+	if after := e.online(7, "", "status", "--json").out; !strings.Contains(after, `"memory_kib": 65536`) || strings.Count(before, "memory_kib") != strings.Count(after, "memory_kib") {
 		t.Fatalf("a refused policy changed something:\n%s", after)
 	}
 	e.online(0, pwAlice+"\n", "policy", "set", "--kdf-memory", "128", "--as", "alice")
@@ -331,7 +331,9 @@ func TestExportSecretFromABackup(t *testing.T) {
 		t.Fatalf("--out - to a pipe: %q", r.out)
 	}
 	if _, err := exec.LookPath("script"); err == nil {
-		cmd := adminBin + " --keyring " + backup + " export-secret --as alice --out -"
+		// timeout: were the terminal not refused, the password prompt
+		// would wait on it.
+		cmd := "timeout 30 " + adminBin + " --keyring " + backup + " export-secret --as alice --out -"
 		r = runCmd(t, "", "script", "-qec", cmd, "/dev/null")
 		if r.code != 2 || !strings.Contains(r.out, "terminal") || strings.Contains(r.out, "S3cr3t") {
 			t.Fatalf("to a terminal: exit %d, %q", r.code, r.out)
