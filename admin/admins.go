@@ -188,11 +188,13 @@ func (m *Manager) MaxSlotParams() (keyring.Params, error) {
 }
 
 // SetPolicy changes the Argon2id parameters new slots get, authorized by
-// actor's password; never below the floor. Each admin's slot is rewrapped
+// actor's password; never below the floor, nor above what the KDF budget
+// (when there is one) can derive: the logins that rewrap slots to it would
+// fail. Each admin's slot is rewrapped
 // to it at their next login (cryptsetup's luksConvertKey, without anyone
 // else present).
 func (m *Manager) SetPolicy(ctx context.Context, actor string, actorPassword []byte, p keyring.Params) error {
-	if err := unseal.CheckNewParams(p); err != nil {
+	if err := m.checkExplicit(p); err != nil {
 		return err
 	}
 	s, err := m.authenticate(ctx, audit.KindAdminPolicy, actor, actorPassword)

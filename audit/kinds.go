@@ -47,6 +47,7 @@ const (
 	KindClientEnable       Kind = "client.enable"
 	KindClientRemove       Kind = "client.remove"
 	KindSecretRotate       Kind = "secret.rotate"
+	KindSecretExport       Kind = "secret.export"
 	KindRecoveryRegenerate Kind = "recovery.regenerate"
 	KindRepair             Kind = "repair"
 	KindAuditPrune         Kind = "audit.prune"
@@ -65,7 +66,7 @@ var kinds = map[Kind]struct {
 	KindAdminAdd: {true}, KindAdminRemove: {true}, KindAdminPasswd: {true}, KindAdminInvite: {true},
 	KindAdminEnroll: {true}, KindAdminRekey: {true}, KindAdminRefresh: {true}, KindAdminUnlock: {true}, KindAdminPolicy: {true},
 	KindClientAdd: {true}, KindClientDisable: {true}, KindClientEnable: {true}, KindClientRemove: {true},
-	KindSecretRotate: {true}, KindRecoveryRegenerate: {true}, KindRepair: {true}, KindAuditPrune: {true},
+	KindSecretRotate: {true}, KindSecretExport: {true}, KindRecoveryRegenerate: {true}, KindRepair: {true}, KindAuditPrune: {true},
 	KindSeal: {}, KindRead: {}, KindCredential: {}, KindAuditVerify: {}, KindBackup: {},
 }
 

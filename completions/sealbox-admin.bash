@@ -5,37 +5,41 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		(--admin-socket|--keyring|--admin|--kdf-max-memory|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
 		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
 			cmd=$w
-		elif [[ -z $sub && " recovery client audit " == *" $cmd "* ]]; then
+		elif [[ -z $sub && " policy recovery client audit " == *" $cmd "* ]]; then
 			sub=$w
 		fi
 	done
 	case $prev in
-	(--admin-socket|--keyring|--secret-file|--ask-dir|--to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	(--admin|--kdf-max-memory|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since) COMPREPLY=(); return ;;
+	(--admin-socket|--keyring|--secret-file|--ask-dir|--to|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in
-		'init') opts='--admin --kdf-max-memory --kdf-time --recovery-code --secret-file' ;;
+		'init') opts='--admin --kdf-iterations --kdf-max-memory --kdf-memory --kdf-parallelism --kdf-time --recovery-code --secret-file' ;;
 		'unseal') opts='--admin --recovery' ;;
 		'ask-unseal') opts='--ask-dir --timeout' ;;
 		'seal') opts='' ;;
 		'status') opts='--json' ;;
-		'add') opts='--as' ;;
+		'add') opts='--as --kdf-iterations --kdf-memory --kdf-parallelism' ;;
 		'remove') opts='--as --rekey' ;;
 		'invite') opts='--as --expires' ;;
 		'enroll') opts='' ;;
 		'list') opts='--json' ;;
-		'passwd') opts='' ;;
+		'slots') opts='--json' ;;
+		'unlock') opts='--as' ;;
+		'policy set') opts='--as --kdf-iterations --kdf-memory --kdf-parallelism' ;;
+		'passwd') opts='--kdf-iterations --kdf-memory --kdf-parallelism' ;;
 		'check') opts='--as --json --repair --yes' ;;
 		'rotate') opts='--as --secret-file' ;;
 		'rekey') opts='--as --keep-invites' ;;
 		'recovery regenerate') opts='--as' ;;
 		'backup') opts='--to' ;;
+		'export-secret') opts='--as --force --out' ;;
 		'client add') opts='--as --gid --uid --unit' ;;
 		'client list') opts='--json' ;;
 		'client disable') opts='--as' ;;
@@ -49,11 +53,12 @@ _sealbox_admin() {
 		return
 	fi
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove invite enroll list passwd check rotate rekey recovery backup client audit help' -- "$cur"))
+		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove invite enroll list slots unlock policy passwd check rotate rekey recovery backup export-secret client audit help' -- "$cur"))
 		return
 	fi
 	if [[ -z $sub ]]; then
 		case $cmd in
+		policy) COMPREPLY=($(compgen -W 'set' -- "$cur")) ;;
 		recovery) COMPREPLY=($(compgen -W 'regenerate' -- "$cur")) ;;
 		client) COMPREPLY=($(compgen -W 'add list disable enable remove' -- "$cur")) ;;
 		audit) COMPREPLY=($(compgen -W 'verify' -- "$cur")) ;;

@@ -60,6 +60,10 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodPost, "/v1/recovery", withBody(d.recovery)},
 		{http.MethodPost, "/v1/rotate", withBody(d.rotate)},
 		{http.MethodPost, "/v1/rekey", withBody(d.rekey)},
+		{http.MethodGet, "/v1/slots", d.slots},
+		{http.MethodPost, "/v1/keyring/check", withBody(d.checkKeyring)},
+		{http.MethodPost, "/v1/admins/{name}/unlock", withBody(d.unlockAdmin)},
+		{http.MethodPost, "/v1/policy", withBody(d.setPolicy)},
 	}
 	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
 	for _, rt := range routes {
@@ -245,7 +249,7 @@ func (d *Daemon) listAdmins(r *http.Request, _ PeerCred) (any, error) {
 }
 
 func (d *Daemon) addAdmin(r *http.Request, cred PeerCred, req *api.AddAdminRequest) (any, error) {
-	return d.changed("add admin", req.Actor, req.Name, cred, d.mgr.AddAdmin(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password))
+	return d.changed("add admin", req.Actor, req.Name, cred, d.mgr.AddAdminWith(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password, req.KDF))
 }
 
 func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
@@ -255,7 +259,7 @@ func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred, req *api.AuthReques
 
 func (d *Daemon) passwd(r *http.Request, cred PeerCred, req *api.PasswdRequest) (any, error) {
 	name := mux.Vars(r)["name"]
-	return d.changed("passwd", name, name, cred, d.mgr.Passwd(r.Context(), name, req.Current, req.New))
+	return d.changed("passwd", name, name, cred, d.mgr.PasswdWith(r.Context(), name, req.Current, req.New, req.KDF))
 }
 
 func (d *Daemon) listClients(r *http.Request, _ PeerCred) (any, error) {

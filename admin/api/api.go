@@ -110,17 +110,20 @@ type AuthRequest struct {
 	ActorPassword []byte `json:"actor_password"`
 }
 
-// AddAdminRequest adds an admin.
+// AddAdminRequest adds an admin; KDF, if set, gives the new slot's
+// Argon2id parameters (never below the policy).
 type AddAdminRequest struct {
 	AuthRequest
-	Name     string `json:"name"`
-	Password []byte `json:"password"`
+	Name     string          `json:"name"`
+	Password []byte          `json:"password"`
+	KDF      *keyring.Params `json:"kdf,omitempty"`
 }
 
-// PasswdRequest changes an admin's password.
+// PasswdRequest changes an admin's password; KDF as in AddAdminRequest.
 type PasswdRequest struct {
-	Current []byte `json:"current"`
-	New     []byte `json:"new"`
+	Current []byte          `json:"current"`
+	New     []byte          `json:"new"`
+	KDF     *keyring.Params `json:"kdf,omitempty"`
 }
 
 // AddClientRequest registers a client: by uid (and gid), by systemd unit,

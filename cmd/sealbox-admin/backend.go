@@ -14,7 +14,6 @@ import (
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
-	"github.com/sealbox/sealbox/unseal"
 )
 
 // backend is what the commands need, offline (the file) or online (the
@@ -34,6 +33,11 @@ type backend interface {
 	Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error)
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 	CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error
+	AddAdminWith(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte, kdf *keyring.Params) error
+	PasswdWith(ctx context.Context, name string, cur, newPw []byte, kdf *keyring.Params) error
+	Slots(ctx context.Context) (*admin.SlotsView, error)
+	Unlock(ctx context.Context, actor string, actorPw []byte, name string) (uint32, error)
+	SetPolicyFields(ctx context.Context, actor string, actorPw []byte, p keyring.Params) (keyring.Params, error)
 	Close() error
 }
 
@@ -129,6 +133,9 @@ func (c *cli) check(o *opts) error {
 	if o.yes && !o.repair {
 		return usagef("--yes goes with --repair")
 	}
+	if c.global.keyring == "" {
+		return c.onlineCheck(o)
+	}
 	// With a password, authentication writes its audit record.
 	off, err := c.openOffline(o.as == "")
 	if err != nil {
@@ -155,29 +162,7 @@ func (c *cli) check(o *opts) error {
 	if err != nil {
 		return err
 	}
-	if o.json {
-		if err := writeJSON(c.stdout, res); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(c.stdout, "datakey: ok (%s's slot opens it; master secret version %d decrypts, %d bytes)\n", o.as, res.SecretVersion, res.SecretBytes)
-		for _, f := range res.Report.Findings {
-			fmt.Fprintf(c.stdout, "FAIL %s\n", f)
-		}
-		if res.Report.OK() {
-			fmt.Fprintf(c.stdout, "state: ok (the state root, generation %d, covers every record, and each matches)\n", res.Generation)
-		}
-		switch {
-		case res.AuditProblem != "":
-			fmt.Fprintf(c.stdout, "FAIL audit: %s\n", res.AuditProblem)
-		case res.Audit != nil:
-			fmt.Fprintf(c.stdout, "audit: ok (%d event records, %d read records)\n", res.Audit.Events.Records, res.Audit.Reads.Records)
-		}
-	}
-	if !res.OK() {
-		return fmt.Errorf("%w: %d problems (to see what a repair would do: check --as %s --repair)", unseal.ErrIntegrity, len(res.Report.Findings)+map[bool]int{true: 1}[res.AuditProblem != ""], o.as)
-	}
-	return nil
+	return c.printCheck(o, res)
 }
 
 // repair shows what a repair would do, asks (or takes --yes), and does it.

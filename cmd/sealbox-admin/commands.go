@@ -44,6 +44,10 @@ func (c *cli) init(o *opts) error {
 	if o.kdfMaxMemory < 64 || o.kdfMaxMemory > 4096 {
 		return usagef("--kdf-max-memory: want 64 to 4096 (MiB)")
 	}
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	if _, err := os.Lstat(c.global.keyring); err == nil {
 		return fmt.Errorf("%w: %s (it was left untouched)", keyring.ErrExists, c.global.keyring)
 	}
@@ -64,9 +68,14 @@ func (c *cli) init(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(pw)
-	policy := c.calibrate(target, uint32(o.kdfMaxMemory)<<10)
+	// Explicit parameters replace the calibration.
+	policy := initPolicy(kdf)
+	if policy == nil {
+		p := c.calibrate(target, uint32(o.kdfMaxMemory)<<10)
+		policy = &p
+	}
 	err = admin.Init(c.ctx, c.global.keyring, o.admin, pw, secret, admin.Options{
-		Policy: &policy, Memory: c.memory(), Progress: c.progress,
+		Policy: policy, Memory: c.memory(), Progress: c.progress,
 	})
 	if err != nil {
 		return err
@@ -152,6 +161,10 @@ func (c *cli) add(o *opts) error {
 	if err := keyring.ValidName(name); err != nil {
 		return usagef("admin name: %v", err)
 	}
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	return c.asActor(o, func(b backend, apw []byte) error {
 		// The acting admin's password is checked before a new one is asked
 		// for: a typo there should not cost typing the new one twice.
@@ -163,7 +176,7 @@ func (c *cli) add(o *opts) error {
 			return err
 		}
 		defer memlock.Wipe(npw)
-		if err := b.AddAdmin(c.ctx, o.as, apw, name, npw); err != nil {
+		if err := b.AddAdminWith(c.ctx, o.as, apw, name, npw, kdf); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "added admin %s\n", name)
@@ -197,6 +210,10 @@ func (c *cli) remove(o *opts) error {
 
 func (c *cli) passwd(o *opts) error {
 	name := o.pos[0]
+	kdf, err := o.kdf()
+	if err != nil {
+		return err
+	}
 	b, err := c.backend()
 	if err != nil {
 		return err
@@ -215,7 +232,7 @@ func (c *cli) passwd(o *opts) error {
 		return err
 	}
 	defer memlock.Wipe(npw)
-	if err := b.Passwd(c.ctx, name, cur, npw); err != nil {
+	if err := b.PasswdWith(c.ctx, name, cur, npw, kdf); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "changed the password of %s\n", name)

@@ -195,6 +195,7 @@ type opts struct {
 	reads        bool
 	keepInvites  bool
 	unit         string
+	slotOpts
 }
 
 func (cmd *command) run(c *cli, args []string) error {

@@ -295,7 +295,7 @@ func TestUsage(t *testing.T) {
 	expect(t, run(t, "", "client", "--help"), 0, "disable")
 	expect(t, run(t, "", "client", "frob"), 2, `client takes: add, list, disable, enable, remove`)
 	expect(t, run(t, "", "status", "extra"), 2, "status takes no arguments, got 1")
-	expect(t, run(t, "", "add", "bob"), 2, "--as is required (usage: sealbox-admin add NAME --as ACTOR)")
+	expect(t, run(t, "", "add", "bob"), 2, "--as is required (usage: sealbox-admin add NAME --as ACTOR [FLAGS])")
 	expect(t, run(t, "", "--help"), 0, "Exit codes")
 	expect(t, run(t, ""), 2, "Usage")
 	expect(t, run(t, "", "frobnicate"), 2, `unknown command "frobnicate"`)

@@ -15,13 +15,14 @@ import (
 var commands = []*command{
 	{
 		name: "init", summary: "create a keyring with its first admin", required: []string{"keyring", "admin"},
-		help: "Create a keyring with its first admin. Prompts: NAME's new password.\nWithout --secret-file the master secret is 32 random bytes.",
+		help: "Create a keyring with its first admin. Prompts: NAME's new password.\nWithout --secret-file the master secret is 32 random bytes. Argon2id is\ncalibrated to --kdf-time on this host, unless --kdf-memory, --kdf-iterations\nor --kdf-parallelism is given: then those (the floor t=3 m=64MiB p=4 for\nthe others) are the keyring's policy and the first slot's parameters.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.admin, "admin", "", "the first admin's `name`")
 			fs.StringVar(&o.secretFile, "secret-file", "", "read the master secret from this `file` (at most 64 KiB)")
 			fs.StringVar(&o.kdfTime, "kdf-time", "1s", "calibrate Argon2id to about this `duration` per unlock (never below t=3 m=64MiB p=4)")
 			fs.UintVar(&o.kdfMaxMemory, "kdf-max-memory", 1024, "calibrate with at most this much Argon2id memory, in `MiB` (64 to 4096)")
 			fs.BoolVar(&o.recoveryCode, "recovery-code", false, "also create a recovery code and print it once")
+			kdfFlags(fs, o)
 		},
 		do: (*cli).init,
 	},
@@ -57,9 +58,12 @@ var commands = []*command{
 	{
 		name: "add", summary: "add admin NAME, authorized by ACTOR", required: []string{"as"},
 		args: " NAME", nPos: 1,
-		help:  "Add admin NAME. Prompts: ACTOR's password, NAME's new password.",
-		flags: asFlag,
-		do:    (*cli).add,
+		help: "Add admin NAME. Prompts: ACTOR's password, NAME's new password.\nThe new slot gets the keyring's KDF policy, or the Argon2id parameters\ngiven (never below the policy; those not given are the policy's).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			kdfFlags(fs, o)
+		},
+		do: (*cli).add,
 	},
 	{
 		name: "remove", summary: "remove admin NAME (never the last one)", required: []string{"as"},
@@ -94,14 +98,37 @@ var commands = []*command{
 		do:    (*cli).list,
 	},
 	{
-		name: "passwd", summary: "change NAME's password",
-		args: " NAME", nPos: 1,
-		help: "Change NAME's password. Prompts: current password, new password.",
-		do:   (*cli).passwd,
+		name: "slots", summary: "every slot: kind, Argon2id, created, last used, failures, backoff, state",
+		help:  "Show every slot (cryptsetup's luksDump, without anything secret): its kind,\nArgon2id parameters, when it was created and last used (from the audit\nlog), failed attempts counted against it and how long tries are still\nrefused, a pending rekey, an invite's expiry, and whether it is below the\nKDF policy (rewrapped at its owner's next login). Needs no password;\nnothing shown is verified (check --as NAME does that).",
+		flags: jsonFlag,
+		do:    (*cli).slots,
 	},
 	{
-		name: "check", mode: fileOnly, summary: "verify the keyring file; with --as NAME also its DataKey, records and secret",
-		help: "Verify the keyring file (offline): bbolt pages and the format. With\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair, show what a repair would do\nfor what fails (drop failing records, invite their admins again; nothing is\never re-signed) and do it once confirmed (on the terminal, or --yes).",
+		name: "unlock", summary: "clear the failed attempts counted against NAME (a lockout)", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Clear the failed attempts counted against admin NAME, so that their next\ntry is not delayed (after a typo storm, or guesses by someone else).\nRecorded in the audit log (admin.unlock). Your own count is cleared by any\nsuccessful login. The counter shared by all non-root callers is left alone\n(it decays an hour after its last failure; root is never held by it).\nPrompt: ACTOR's password. Exit 4 when nothing is counted against NAME.",
+		flags: asFlag,
+		do:    (*cli).unlock,
+	},
+	{
+		name: "policy set", summary: "set the Argon2id parameters new slots get; lower slots are rewrapped at next login", required: []string{"as"},
+		help: "Set the keyring's KDF policy: the Argon2id parameters new slots get\n(parameters not given keep their value). Never below the floor\n(t=3 m=64MiB p=4), nor, through the daemon, above its KDF memory budget.\nNo one can rewrap another admin's slot without their password, so each\nslot below the new policy is rewrapped at its owner's next login (unseal,\ncheck --as NAME, any change): cryptsetup's luksConvertKey, one admin at a\ntime. sealbox-admin slots shows which slots are still below.\nPrompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			kdfFlags(fs, o)
+		},
+		do: (*cli).policySet,
+	},
+	{
+		name: "passwd", summary: "change NAME's password",
+		args: " NAME", nPos: 1,
+		help:  "Change NAME's password. Prompts: current password, new password.\nThe new slot gets the keyring's KDF policy, or the Argon2id parameters\ngiven (never below the policy; those not given are the policy's).",
+		flags: kdfFlags,
+		do:    (*cli).passwd,
+	},
+	{
+		name: "check", summary: "test NAME's password and verify the keyring (online too); offline, the file's pages",
+		help: "Verify the keyring. Offline (--keyring): bbolt pages and the format; with\n--as NAME (prompt: NAME's password), also the DataKey, the state root over\nevery record, that the master secret decrypts, and the audit log; a format-1\nkeyring is upgraded by that login. With --repair (offline only), show what a\nrepair would do for what fails (drop failing records, invite their admins\nagain; nothing is ever re-signed) and do it once confirmed (on the terminal,\nor --yes).\nThrough the daemon, --as NAME is required: it tests NAME's password without\ndowntime (cryptsetup's --test-passphrase) and verifies the same, leaving the\ndaemon sealed or unsealed as it was. A wrong password counts toward NAME's\nbackoff exactly as a failed unseal does. Like any login, it rewraps NAME's\nslot if it is below the KDF policy.\nExit: 0 ok, 3 wrong password or unknown admin, 6 something does not verify,\n8 too many attempts (wait).",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			fs.StringVar(&o.as, "as", "", "admin `name` whose password unlocks the deeper checks")
 			fs.BoolVar(&o.repair, "repair", false, "repair what fails (needs --as)")
@@ -139,6 +166,16 @@ var commands = []*command{
 		help:  "Write a consistent copy of the keyring (taken in one read transaction)\nto a new file, mode 0600. It is as sensitive as the keyring itself.",
 		flags: func(fs *flag.FlagSet, o *opts) { fs.StringVar(&o.to, "to", "", "the new `file`") },
 		do:    (*cli).backup,
+	},
+	{
+		name: "export-secret", mode: fileOnly, summary: "write the master secret of a keyring file (a backup) to a new file", required: []string{"as", "out"},
+		help: "Disaster recovery without a daemon (cryptsetup's --dump-volume-key): open\nthe keyring file (a backup, say) with ACTOR's password, verify it (the state\nroot, the header, the secret record and ACTOR's slot), and write the master\nsecret to --out FILE, created with mode 0600; an existing file is never\nreplaced. --out - writes to standard output, but not to a terminal\nunless --force. The export is recorded in the file's audit log\n(secret.export) when the file is writable; a read-only one is exported\nwithout a record (a warning says so). Prompt: ACTOR's password.\nExit: 0 written, 2 a terminal without --force, 3 wrong password or unknown\nadmin, 4 the output file exists, 5 the keyring is in use (stop the\ndaemon, or export from a backup), 6 the file does not verify, 8 too many\nattempts. Nothing is written unless everything verified.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			asFlag(fs, o)
+			fs.StringVar(&o.out, "out", "", "the new `file` (- for standard output)")
+			fs.BoolVar(&o.force, "force", false, "with --out -: write to a terminal anyway")
+		},
+		do: (*cli).exportSecret,
 	},
 	{
 		name: "client add", summary: "register a service by its uid/gid, its systemd unit, or both", required: []string{"as"},
