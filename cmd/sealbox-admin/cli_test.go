@@ -110,6 +110,8 @@ func TestCLIWithoutADaemon(t *testing.T) {
 			want: []string{"calibrating: timing (Argon2id t=3 m=64MiB p=4)… 0.", "calibrated Argon2id t=", "calibration took", "created keyring"}},
 		{name: "calibration memory cap", args: []string{"init", "--keyring", filepath.Join(dir, "other.db"), "--admin", "alice", "--kdf-max-memory", "10"}, code: 2,
 			want: []string{"--kdf-max-memory: want 64 to 4096"}},
+		{name: "calibration or explicit cost, not both", args: []string{"init", "--keyring", filepath.Join(dir, "other.db"), "--admin", "alice", "--kdf-time", "2s", "--kdf-memory", "128"}, code: 2,
+			want: []string{"give one or the other"}},
 		// A directory is a wrong path (exit 2), not a tampered file (6).
 		{name: "keyring is a directory", args: []string{"--keyring", dir, "list"}, code: 2,
 			want: []string{"is a directory", "names the keyring file"}, notWant: []string{"tampered"}},

@@ -48,6 +48,9 @@ func (c *cli) init(o *opts) error {
 	if err != nil {
 		return err
 	}
+	if initPolicy(kdf) != nil && (o.set["kdf-time"] || o.set["kdf-max-memory"]) {
+		return usagef("--kdf-time and --kdf-max-memory calibrate; --kdf-memory, --kdf-iterations and --kdf-parallelism set the cost outright: give one or the other")
+	}
 	if _, err := os.Lstat(c.global.keyring); err == nil {
 		return fmt.Errorf("%w: %s (it was left untouched)", keyring.ErrExists, c.global.keyring)
 	}

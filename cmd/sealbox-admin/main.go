@@ -175,6 +175,7 @@ type command struct {
 // opts collects every flag a command may take.
 type opts struct {
 	pos          []string
+	set          map[string]bool // the flags given on the command line
 	as           string
 	admin        string
 	secretFile   string
@@ -219,6 +220,8 @@ func (cmd *command) run(c *cli, args []string) error {
 		return usagef("%s takes %s, got %d (usage: sealbox-admin %s)", cmd.name, want, len(pos), cmd.synopsis(fs))
 	}
 	o.pos = pos
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	if c.global.keyring != "" && c.global.adminSocket != "" {
 		return usagef("give --keyring or --admin-socket, not both")
 	}
