@@ -198,6 +198,23 @@ func (m *Manager) AuditRecords(f audit.Filter) ([]audit.Record, error) {
 	return out, err
 }
 
+// AuditTail is AuditRecords, with the sequence number of the stream's last
+// record read in the same transaction: an audit follower goes on after it.
+func (m *Manager) AuditTail(f audit.Filter) ([]audit.Record, uint64, error) {
+	var out []audit.Record
+	var last uint64
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		out = audit.List(tx, f)
+		s := keyring.Events
+		if f.Reads {
+			s = keyring.Reads
+		}
+		_, last = tx.AuditBounds(s)
+		return nil
+	})
+	return out, max(last, f.After), err
+}
+
 // VerifyAudit checks the audit chains with the keys that actor's password
 // unlocks, against the verified state root.
 func (m *Manager) VerifyAudit(ctx context.Context, actor string, actorPassword []byte) (*audit.Report, error) {

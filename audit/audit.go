@@ -424,10 +424,28 @@ func verifyStream(tx *keyring.Tx, s keyring.Stream, key []byte, epochs epochs, s
 // Filter selects records for List.
 type Filter struct {
 	Since  time.Time
+	Until  time.Time // records before Until; zero means no end
 	Client string
-	Admin  string // matches Actor or Target
-	Limit  int    // the newest Limit records; 0 means all
-	Reads  bool   // the reads stream instead of events
+	Admin  string  // matches Actor or Target
+	UID    *uint32 // the peer's uid; nil means any
+	Limit  int     // the newest Limit records; 0 means all
+	Reads  bool    // the reads stream instead of events
+	After  uint64  // only records after this sequence number
+}
+
+// Match reports whether rec passes f's conditions (all but Limit).
+func (f Filter) Match(rec *Record) bool {
+	switch {
+	case rec.Seq <= f.After && f.After > 0:
+	case !f.Since.IsZero() && rec.Time.Before(f.Since):
+	case !f.Until.IsZero() && !rec.Time.Before(f.Until):
+	case f.Client != "" && rec.Client != f.Client:
+	case f.Admin != "" && rec.Actor != f.Admin && rec.Target != f.Admin:
+	case f.UID != nil && (rec.Peer == nil || rec.Peer.UID != *f.UID):
+	default:
+		return true
+	}
+	return false
 }
 
 // List returns the records of one stream that match f, oldest first. It
@@ -439,22 +457,19 @@ func List(tx *keyring.Tx, f Filter) []Record {
 		s = keyring.Reads
 	}
 	var out []Record
-	tx.AuditRecords(s, 0, func(seq uint64, raw []byte) bool {
+	from := uint64(0)
+	if f.After > 0 {
+		from = f.After + 1
+	}
+	tx.AuditRecords(s, from, func(seq uint64, raw []byte) bool {
 		rec, _, err := decode(raw)
 		if err != nil {
 			return true
 		}
 		rec.Stream = s
-		if !f.Since.IsZero() && rec.Time.Before(f.Since) {
-			return true
+		if f.Match(rec) {
+			out = append(out, *rec)
 		}
-		if f.Client != "" && rec.Client != f.Client {
-			return true
-		}
-		if f.Admin != "" && rec.Actor != f.Admin && rec.Target != f.Admin {
-			return true
-		}
-		out = append(out, *rec)
 		return true
 	})
 	if f.Limit > 0 && len(out) > f.Limit {

@@ -5,7 +5,7 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since) ((i++)); continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
 		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
@@ -16,7 +16,7 @@ _sealbox_admin() {
 	done
 	case $prev in
 	(--admin-socket|--keyring|--secret-file|--ask-dir|--to|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since) COMPREPLY=(); return ;;
+	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in
@@ -45,7 +45,7 @@ _sealbox_admin() {
 		'client disable') opts='--as' ;;
 		'client enable') opts='--as' ;;
 		'client remove') opts='--as' ;;
-		'audit') opts='--admin --client --json --limit --reads --since' ;;
+		'audit') opts='--admin --client --follow --json --jsonl --limit --reads --since --uid --until' ;;
 		'audit verify') opts='--as --json' ;;
 		*) opts= ;;
 		esac

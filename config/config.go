@@ -60,6 +60,11 @@ type Config struct {
 	// are pruned behind an anchor that keeps the chain verifiable. 0 keeps
 	// everything.
 	AuditMaxRecords int `toml:"audit_max_records"`
+	// AuditJournal forwards every committed audit record to systemd's
+	// journal with structured fields (SEALBOX_KIND=, …): "auto" when
+	// sealboxd runs as a systemd service, "off", or the path of a journald
+	// socket (a namespace's).
+	AuditJournal string `toml:"audit_journal"`
 	// AuditMaxEvents caps the audit log of unseals, seals and changes, which
 	// no volume of reads can touch. 0 (the default) keeps everything.
 	AuditMaxEvents int `toml:"audit_max_events"`
@@ -86,6 +91,7 @@ func Default() Config {
 		KDFTime:         time.Second,
 		KDFMaxMemoryMiB: 1024,
 		AuditMaxRecords: 1_000_000,
+		AuditJournal:    "auto",
 		MaxConnections:  256,
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
@@ -145,6 +151,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AuditMaxEvents < 0 || (c.AuditMaxEvents > 0 && c.AuditMaxEvents < 1000) {
 		errs = append(errs, fmt.Errorf("audit_max_events: %d out of range (0 for no cap, or at least 1000)", c.AuditMaxEvents))
+	}
+	if j := c.AuditJournal; j != "auto" && j != "off" && (!filepath.IsAbs(j) || len(j) > 107 || strings.IndexByte(j, 0) >= 0) {
+		errs = append(errs, fmt.Errorf("audit_journal: %q is not auto, off, or an absolute socket path", j))
 	}
 	if c.MaxConnections < 1 || c.MaxConnections > 65536 {
 		errs = append(errs, fmt.Errorf("max_connections: %d out of range (1 to 65536)", c.MaxConnections))

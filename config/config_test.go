@@ -43,6 +43,7 @@ func TestParseRejectsUnknownKeysAndBadValues(t *testing.T) {
 		"bad duration": "max_wait = \"soon\"\n",
 		"conns":        "max_connections = 0\n",
 		"kdf memory":   "kdf_max_memory_mib = 8\n",
+		"journal":      "audit_journal = \"journal.sock\"\n",
 		"wrong type":   "max_connections = \"many\"\n",
 		"nested":       "[daemon]\nkeyring = \"/x\"\n",
 	}

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +65,9 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodPost, "/v1/policy", withBody(d.setPolicy)},
 	}
 	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
+	// An audit stream (?follow=1), JSON Lines until the follower hangs up:
+	// before the routes, which would take GET /v1/audit as a list.
+	r.Handle("/v1/audit", http.HandlerFunc(d.auditFollow)).Methods(http.MethodGet).Queries("follow", "1")
 	for _, rt := range routes {
 		r.Handle(rt.path, d.adminEndpoint(rt.h)).Methods(rt.method)
 	}
@@ -86,6 +88,9 @@ func (d *Daemon) adminEndpoint(h adminHandler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxAdminBody)
 		r = r.WithContext(audit.WithPeer(r.Context(), audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID}))
 		v, err := h(r, cred)
+		// The request may have written audit records (a change, a login,
+		// a failed attempt): followers and the journal hear of them.
+		d.audit.publish()
 		// What the request's derivations, unwraps and decoding left on the
 		// heap was allocated inside memlock.Do: one collection, before the
 		// answer, erases it (runtime/secret), so that nothing of a password
@@ -325,28 +330,9 @@ func okIf(err error) (any, error) {
 }
 
 func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
-	q := r.URL.Query()
-	f := audit.Filter{Client: q.Get("client"), Admin: q.Get("admin")}
-	switch q.Get("stream") {
-	case "", "events":
-	case "reads":
-		f.Reads = true
-	default:
-		return nil, badRequest("stream: want events or reads")
-	}
-	if v := q.Get("since"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			return nil, badRequest("since: want an RFC 3339 time such as 2026-11-22T09:00:00Z")
-		}
-		f.Since = t
-	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return nil, badRequest("limit: want a whole number")
-		}
-		f.Limit = n
+	f, err := api.ParseFilterQuery(r.URL.Query())
+	if err != nil {
+		return nil, err
 	}
 	if err := d.audit.Flush(); err != nil {
 		return nil, err

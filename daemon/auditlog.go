@@ -75,6 +75,36 @@ type auditor struct {
 	writeMu sync.Mutex
 	// since counts records written since the last retention check.
 	since int
+
+	// written is closed (and replaced) after every committed batch: audit
+	// followers wait on it, and the writer never waits on them.
+	writtenMu sync.Mutex
+	written   chan struct{}
+	// journal, if set, gets every committed record (journal.go).
+	journal *journal
+	// published is each stream's last record followers and the journal
+	// have been told of.
+	pubMu     sync.Mutex
+	published [2]uint64
+}
+
+// wroteCh returns the channel closed after the next committed batch.
+func (a *auditor) wroteCh() <-chan struct{} {
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if a.written == nil {
+		a.written = make(chan struct{})
+	}
+	return a.written
+}
+
+func (a *auditor) wrote() {
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if a.written != nil {
+		close(a.written)
+		a.written = nil
+	}
 }
 
 type pendingEvent struct {
@@ -289,12 +319,52 @@ func (a *auditor) write(batch []pendingEvent) error {
 	}
 	if err != nil {
 		a.log.Error("audit: writing records failed", "records", len(batch), "error", err)
+		return err
 	}
-	return err
+	a.publish()
+	return nil
+}
+
+// publish tells audit followers that records were committed and forwards
+// the new ones to the journal. Records come from the writer here and from
+// admin.Manager's changes and logins (the admin socket calls publish after
+// each request), so it looks at what the keyring holds past what it last
+// published, rather than at what was handed to it.
+func (a *auditor) publish() {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	var last [2]uint64
+	_ = a.kr.View(func(tx *keyring.Tx) error {
+		for s := range last {
+			_, last[s] = tx.AuditBounds(keyring.Stream(s))
+			if a.journal != nil && last[s] > a.published[s] {
+				for _, rec := range audit.List(tx, audit.Filter{Reads: s == int(keyring.Reads), After: a.published[s]}) {
+					a.journal.send(&rec)
+				}
+			}
+		}
+		return nil
+	})
+	if last != a.published {
+		a.published = last
+		a.wrote()
+	}
+}
+
+// startPublishing marks what the keyring holds at start as published: the
+// journal gets what is written from now on.
+func (a *auditor) startPublishing() {
+	_ = a.kr.View(func(tx *keyring.Tx) error {
+		for s := range a.published {
+			_, a.published[s] = tx.AuditBounds(keyring.Stream(s))
+		}
+		return nil
+	})
 }
 
 // close destroys the keys; run must have returned.
 func (a *auditor) close() {
+	a.journal.close()
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()
 	a.keys.Destroy()

@@ -136,6 +136,20 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 	d.kr = kr
 	d.wm = &unseal.Watermark{}
 	d.audit = newAuditor(kr, d.log, cfg.AuditMaxEvents, cfg.AuditMaxRecords, d.wm)
+	d.audit.startPublishing()
+	if path := journalSocket(cfg.AuditJournal); path != "" {
+		j, err := openJournal(path, d.log)
+		switch {
+		case err == nil:
+			d.audit.journal = j
+			d.log.Info("audit: records are forwarded to the journal", "socket", path)
+		case cfg.AuditJournal == "" || cfg.AuditJournal == "auto":
+			d.log.Warn("audit: the journal's socket did not take a connection; records are not forwarded", "error", err)
+		default:
+			kr.Close()
+			return nil, err
+		}
+	}
 	probe := admin.New(kr, admin.Options{})
 	if d.slotMax, err = probe.MaxSlotParams(); err != nil {
 		kr.Close()

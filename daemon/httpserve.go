@@ -241,9 +241,10 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 	req.RemoteAddr = "@"
 	w.reset(req.ProtoAtLeast(1, 1), s.closeAfter || req.Close)
 	defer w.wipe()
-	// A long poll watches the connection: a peer that hangs up cancels it.
+	// A long poll, or an audit stream, watches the connection: a peer that
+	// hangs up cancels it.
 	var watch sync.WaitGroup
-	watching := req.URL.RawQuery != "" && req.URL.Query().Has("wait") && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
+	watching := req.URL.RawQuery != "" && (req.URL.Query().Has("wait") || req.URL.Query().Has("follow")) && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
 	// The request's context carries the peer's credentials and, for a long
 	// poll, the hang-up. A service read without one needs neither: its
 	// handler takes the peer from the writer (peerOf), and the request is
@@ -484,8 +485,19 @@ func (w *connWriter) WriteSecret(secret []byte) error {
 // deadline.
 func (w *connWriter) SetWriteDeadline(t time.Time) error { return w.c.SetWriteDeadline(t) }
 
-// Flush sends what is buffered (http.Flusher).
-func (w *connWriter) Flush() {}
+// Flush sends what is buffered (http.Flusher): the first call sends the
+// header without a length (the connection ends after the body), and every
+// later Write goes straight to the socket. The audit stream uses it.
+func (w *connWriter) Flush() {
+	w.WriteHeader(http.StatusOK)
+	if w.err != nil || w.streaming {
+		return
+	}
+	w.streaming, w.closeConn = true, true
+	w.header.Del("Content-Length")
+	w.err = w.send(-1, w.buf)
+	w.wipe()
+}
 
 func (w *connWriter) finish() error {
 	if w.err != nil || w.sent {

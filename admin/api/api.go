@@ -28,6 +28,10 @@ var (
 	ErrIntegrity     = errclass.New(errclass.Integrity, "integrity check failed")
 	ErrBusy          = errclass.New(errclass.Busy, "busy")
 	ErrUnreachable   = errclass.New(errclass.Unavailable, "cannot reach sealboxd")
+	ErrInvalid       = errclass.New(errclass.Invalid, "invalid request")
+	// ErrStreamEnded: the daemon closed an audit stream (it stopped, or
+	// dropped a follower that did not keep up).
+	ErrStreamEnded = errclass.New(errclass.Unavailable, "sealboxd ended the audit stream (it stopped, or this follower fell behind)")
 )
 
 // APIError is an error answer from the daemon: {"error": message, "code":

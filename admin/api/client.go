@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -166,9 +167,72 @@ func (e *backoffAPIError) Unwrap() []error {
 
 // Audit returns audit records; query holds since, client, admin, limit.
 func (c *Client) Audit(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+	var out []audit.Record
+	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+FilterQuery(f).Encode(), nil, &out)
+}
+
+// FollowAudit streams the records that match f: first those stored (the
+// newest f.Limit of them, if set), then each new one as the daemon writes
+// it, calling fn for each, until ctx ends (nil), fn fails, or the daemon
+// ends the stream (ErrStreamEnded; it stopped, or dropped a follower that
+// did not keep up).
+func (c *Client) FollowAudit(ctx context.Context, f audit.Filter, fn func(audit.Record) error) error {
+	q := FilterQuery(f)
+	q.Set("follow", "1")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://sealboxd/v1/audit?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	// No overall timeout: a follow lasts until it is stopped.
+	hc := &http.Client{Transport: c.hc.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w at %s: %w", ErrUnreachable, c.socket, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		ae := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
+			ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
+		}
+		return ae
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue // a keep-alive
+		}
+		var rec audit.Record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return fmt.Errorf("reading the audit stream: %w", err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStreamEnded, err)
+	}
+	return ErrStreamEnded
+}
+
+// FilterQuery is f as the audit endpoint's query parameters.
+func FilterQuery(f audit.Filter) url.Values {
 	q := url.Values{}
 	if !f.Since.IsZero() {
-		q.Set("since", f.Since.UTC().Format(time.RFC3339))
+		q.Set("since", f.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !f.Until.IsZero() {
+		q.Set("until", f.Until.UTC().Format(time.RFC3339Nano))
 	}
 	if f.Client != "" {
 		q.Set("client", f.Client)
@@ -176,14 +240,56 @@ func (c *Client) Audit(ctx context.Context, f audit.Filter) ([]audit.Record, err
 	if f.Admin != "" {
 		q.Set("admin", f.Admin)
 	}
+	if f.UID != nil {
+		q.Set("uid", strconv.FormatUint(uint64(*f.UID), 10))
+	}
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
 	if f.Reads {
 		q.Set("stream", "reads")
 	}
-	var out []audit.Record
-	return out, c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), nil, &out)
+	return q
+}
+
+// ParseFilterQuery reads what FilterQuery wrote; errors are ErrInvalid.
+func ParseFilterQuery(q url.Values) (audit.Filter, error) {
+	f := audit.Filter{Client: q.Get("client"), Admin: q.Get("admin")}
+	switch q.Get("stream") {
+	case "", "events":
+	case "reads":
+		f.Reads = true
+	default:
+		return f, fmt.Errorf("%w: stream: want events or reads", ErrInvalid)
+	}
+	for _, t := range []struct {
+		key string
+		dst *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(t.key); v != "" {
+			tm, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return f, fmt.Errorf("%w: %s: want an RFC 3339 time such as 2026-11-22T09:00:00Z", ErrInvalid, t.key)
+			}
+			*t.dst = tm
+		}
+	}
+	if v := q.Get("uid"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return f, fmt.Errorf("%w: uid: want a number", ErrInvalid)
+		}
+		u := uint32(n)
+		f.UID = &u
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, fmt.Errorf("%w: limit: want a whole number", ErrInvalid)
+		}
+		f.Limit = n
+	}
+	return f, nil
 }
 
 // VerifyAudit asks the daemon to verify the audit chain with its key.

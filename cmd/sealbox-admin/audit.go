@@ -1,7 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/sealbox/sealbox/admin/api"
@@ -15,14 +19,24 @@ func (o *opts) filter() (audit.Filter, error) {
 	if o.limit < 0 {
 		return f, usagef("--limit: want a whole number")
 	}
+	now := time.Now()
+	var err error
 	if o.since != "" {
-		if d, err := time.ParseDuration(o.since); err == nil && d >= 0 {
-			f.Since = time.Now().Add(-d)
-		} else if t, err := time.Parse(time.RFC3339, o.since); err == nil {
-			f.Since = t
-		} else {
-			return f, usagef("--since: want an RFC 3339 time (2026-11-22T09:00:00Z) or a duration (24h)")
+		if f.Since, err = parseWhen("since", o.since, now); err != nil {
+			return f, err
 		}
+	}
+	if o.until != "" {
+		if f.Until, err = parseWhen("until", o.until, now); err != nil {
+			return f, err
+		}
+		if !f.Since.IsZero() && !f.Until.After(f.Since) {
+			return f, usagef("--until must be after --since")
+		}
+	}
+	if o.auditUID >= 0 {
+		u := uint32(o.auditUID)
+		f.UID = &u
 	}
 	return f, nil
 }
@@ -31,6 +45,9 @@ func (c *cli) auditList(o *opts) error {
 	f, err := o.filter()
 	if err != nil {
 		return err
+	}
+	if o.follow {
+		return c.auditFollow(o, f)
 	}
 	var recs []audit.Record
 	if c.global.keyring != "" {
@@ -50,16 +67,45 @@ func (c *cli) auditList(o *opts) error {
 			return err
 		}
 	}
-	if o.json {
+	if o.json && !o.jsonl {
 		if recs == nil {
 			recs = []audit.Record{}
 		}
 		return writeJSON(c.stdout, recs)
 	}
 	for i := range recs {
-		fmt.Fprintln(c.stdout, recs[i].String())
+		if err := c.printRecord(o, &recs[i]); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// auditFollow streams the log through the daemon until Ctrl-C.
+func (c *cli) auditFollow(o *opts, f audit.Filter) error {
+	if c.global.keyring != "" {
+		return usagef("--follow works through the daemon (the file is not written while it is stopped): drop --keyring")
+	}
+	ctx, stop := signal.NotifyContext(c.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ac := api.NewClient(c.adminSocket())
+	defer ac.Close()
+	return ac.FollowAudit(ctx, f, func(rec audit.Record) error { return c.printRecord(o, &rec) })
+}
+
+// printRecord writes one record: a line of text, or of JSON (--jsonl, or
+// --json while following).
+func (c *cli) printRecord(o *opts, rec *audit.Record) error {
+	if o.jsonl || (o.json && o.follow) {
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		_, err = c.stdout.Write(append(b, '\n'))
+		return err
+	}
+	_, err := fmt.Fprintln(c.stdout, rec.String())
+	return err
 }
 
 func (c *cli) auditVerify(o *opts) error {

@@ -145,6 +145,18 @@ func TestCLIWithoutADaemon(t *testing.T) {
 			stdin: "bob's new long passphrase\n" + strings.Repeat("one long passphrase\nanother long passphrase\n", 3),
 			args:  append(kr, "passwd", "bob"), code: 2,
 			want: []string{"the two passwords do not match"}, notWant: []string{"changed the password"}},
+		// Users and groups by name.
+		{name: "client by user name", stdin: pwA + "\n", args: append(kr, "client", "add", "nob", "--uid", "nobody", "--gid", "nogroup", "--as", "alice"), code: 0,
+			want: []string{"nob"}},
+		{name: "client list shows the uid", args: append(kr, "client", "list"), code: 0, want: []string{"65534"}},
+		{name: "unknown user", args: append(kr, "client", "add", "x", "--uid", "no-such-user-here", "--as", "alice"), code: 2,
+			want: []string{`no user "no-such-user-here" on this host`}},
+		{name: "audit by user name and day", args: append(kr, "audit", "--uid", "root", "--since", "1d"), code: 0,
+			want: []string{"client.add"}},
+		{name: "audit bad since", args: append(kr, "audit", "--since", "yesterday"), code: 2,
+			want: []string{"--since: want a duration back from now"}},
+		{name: "audit until before since", args: append(kr, "audit", "--since", "1d", "--until", "2d"), code: 2,
+			want: []string{"--until must be after --since"}},
 		// Removing oneself: the rekey hint names another admin.
 		{name: "remove self --rekey refused first", args: append(kr, "remove", "bob", "--as", "bob", "--rekey"), code: 2,
 			want: []string{"once removed, bob cannot rekey"}},

@@ -188,7 +188,10 @@ type opts struct {
 	rekey        bool
 	recoveryCode bool
 	uid, gid     int64
-	since        string
+	since, until string
+	jsonl        bool
+	follow       bool
+	auditUID     int64
 	client       string
 	limit        int
 	repair       bool
@@ -200,7 +203,7 @@ type opts struct {
 }
 
 func (cmd *command) run(c *cli, args []string) error {
-	o := &opts{uid: -1, gid: -1}
+	o := &opts{uid: -1, gid: -1, auditUID: -1}
 	fs := cmd.flagSet(c, o)
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {

@@ -183,8 +183,8 @@ var commands = []*command{
 		help: "Register a client: a local service identified by what the kernel reports\nfor its socket connections: its uid (and, if given, gid), its systemd unit,\nor both. When several clients match a peer, the most specific one decides\n(unit over uid, then gid); a registration identical to another is refused.\nPrompt: ACTOR's password.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
-			fs.Int64Var(&o.uid, "uid", -1, "the service's user `id`")
-			fs.Int64Var(&o.gid, "gid", -1, "also require this group `id` (with --uid)")
+			fs.Var(idFlag{v: &o.uid}, "uid", "the service's `user` (a uid, or a name such as www-data)")
+			fs.Var(idFlag{v: &o.gid, group: true}, "gid", "also require this `group` (a gid or a name; with --uid)")
 			fs.StringVar(&o.unit, "unit", "", "the service's systemd `unit`, such as web.service")
 		},
 		do: (*cli).clientAdd,
@@ -217,14 +217,18 @@ var commands = []*command{
 		do:    func(c *cli, o *opts) error { return c.clientStatus(o, keyring.ClientRetired, "retired") },
 	},
 	{
-		name: "audit", summary: "show the audit log",
-		help: "Show the audit log: unseals, seals, admin and client changes (or, with\n--reads, client reads and refusals).\n--since takes an RFC 3339 time or a duration back from now (1h).",
+		name: "audit", summary: "show the audit log, or follow it",
+		help: "Show the audit log: unseals, seals, admin and client changes (or, with\n--reads, client reads and refusals). --since and --until take a duration\nback from now (90m, 36h, 1d), a date (2026-11-20), a local time\n(2026-11-20 10:00) or an RFC 3339 time. --uid takes a number or a user name.\n\nWith --follow (through the daemon), the records stored are shown, then each\nnew one as it is written, until Ctrl-C; it goes on across seals. --jsonl\nwrites one JSON object a line (with --follow, --json does too); the fields\nare those of --json: seq, keyed, event {time, kind, actor, target, client,\npeer {uid, gid, pid, unit}, outcome, detail, count, first}.\nExit: 0; 5 when the daemon stops or drops a follower that fell behind.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			jsonFlag(fs, o)
-			fs.StringVar(&o.since, "since", "", "only records from this `time` (RFC 3339) or this long ago (like 24h)")
+			fs.BoolVar(&o.jsonl, "jsonl", false, "print JSON Lines: one record a line")
+			fs.BoolVar(&o.follow, "follow", false, "keep showing new records as they are written (through the daemon)")
+			fs.StringVar(&o.since, "since", "", "only records from this `time` (1d, 2026-11-20, RFC 3339)")
+			fs.StringVar(&o.until, "until", "", "only records before this `time` (as --since)")
 			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
 			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
-			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records")
+			fs.Var(idFlag{v: &o.auditUID}, "uid", "only records of requests from this `user` (a uid or a name)")
+			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records (with --follow: of those stored)")
 			fs.BoolVar(&o.reads, "reads", false, "show the log of client reads and refusals instead of events")
 		},
 		do: (*cli).auditList,

@@ -15,7 +15,7 @@ import (
 var demo = Program{
 	Name: "demo-tool", Section: "8", Summary: "a tool - for tests",
 	Synopsis:    []string{"COMMAND [FLAGS]"},
-	Description: "First paragraph\nwrapped.\n\n  .verbatim line\n  second\n\nLast \\ paragraph.",
+	Description: "First paragraph\nwrapped, and so on…\n\n  .verbatim line\n  second\n\nLast \\ paragraph.",
 	Flags:       []Flag{{Name: "keyring", Arg: "file", Usage: "the keyring"}, {Name: "version", Usage: "print the version"}},
 	Commands: []Command{
 		{Name: "init", Synopsis: "init --admin NAME", Summary: "create it", Help: "Create it.", Flags: []Flag{{Name: "admin", Arg: "name", Usage: "the admin's name"}, {Name: "secret-file", Arg: "file", Usage: "read it"}}},

@@ -111,7 +111,16 @@ func roffEsc(s string) string {
 	if strings.HasPrefix(s, ".") || strings.HasPrefix(s, "'") {
 		s = `\&` + s
 	}
-	return s
+	// groff reads ASCII: anything else by its code point (… is \[u2026]).
+	var b strings.Builder
+	for _, r := range s {
+		if r > 127 {
+			fmt.Fprintf(&b, `\[u%04X]`, r)
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func roffQuote(s string) string { return `"` + strings.ReplaceAll(roffEsc(s), `"`, `\(dq`) + `"` }

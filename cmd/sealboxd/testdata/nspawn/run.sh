@@ -32,6 +32,17 @@ n=$(setpriv --reuid svc --regid svc --clear-groups -- sealbox --socket /run/seal
 [ "$n" = 32 ] || fail "the client read $n bytes"
 setpriv --reuid nobody --regid nogroup --clear-groups -- sealbox --socket /run/sealbox/sealbox.sock get >/dev/null 2>&1
 [ $? = 4 ] || fail "an unregistered user was not refused"
+# Audit records reach the journal with structured fields (audit_journal = auto);
+# reads are written in batches, within a few seconds.
+in_journal() {
+  for _ in $(seq 100); do
+    journalctl -o verbose --no-pager "$@" 2>/dev/null | grep -Eq 'SEALBOX_OUTCOME=(ok|served)' && return 0
+    sleep 0.1
+  done
+  return 1
+}
+in_journal SEALBOX_KIND=unseal SEALBOX_ACTOR=alice || fail "the unseal is not in the journal"
+in_journal SEALBOX_STREAM=reads SEALBOX_CLIENT=svc || fail "the read is not in the journal"
 
 # From inside the daemon: what systemd really gave it.
 st=/proc/$pid/status
