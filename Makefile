@@ -18,11 +18,18 @@ PREFIX      ?= /usr/local
 DESTDIR     ?=
 BINDIR      ?= $(PREFIX)/bin
 SYSCONFDIR  ?= /etc
-UNITDIR     ?= $(SYSCONFDIR)/systemd/system
+# A package (DESTDIR) puts units where packages do; a live install where
+# the administrator's own go.
+UNITDIR     ?= $(if $(DESTDIR),/usr/lib/systemd/system,$(SYSCONFDIR)/systemd/system)
 SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
 DOCDIR      ?= $(PREFIX)/share/doc/sealbox
+MANDIR      ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/vendor-completions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
-.PHONY: all build test vet fmt-check bench demo run install uninstall clean fuzz crash soak docs
+.PHONY: all build test vet fmt-check bench demo run install uninstall clean fuzz crash soak docs deb
 
 # Long runs of the hostile-conditions suites (the quick versions run in CI).
 FUZZTIME ?= 10m
@@ -72,7 +79,9 @@ demo run: build
 	./scripts/demo.sh
 
 install: build
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sealbox $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SYSCONFDIR)/sealbox $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	install -m 0755 $(addprefix $(BIN)/,$(CMDS)) $(DESTDIR)$(BINDIR)/
 	@# An existing configuration is the operator's: never overwrite it.
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml ]; then \
@@ -85,20 +94,45 @@ install: build
 			-e 's|file:///usr/share/doc/sealbox/|file://$(DOCDIR)/|' $$u > $(DESTDIR)$(UNITDIR)/$$u; \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
 	done
-	printf 'u sealbox - "sealbox daemon" /var/lib/sealbox /usr/sbin/nologin\n' > $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	install -m 0644 debian/sealbox.sysusers $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	install -m 0644 debian/sealbox.tmpfiles $(DESTDIR)$(TMPFILESDIR)/sealbox.conf
 	install -m 0644 README.md docs/operations.md docs/threat-model.md keyring/FORMAT.md $(DESTDIR)$(DOCDIR)/
-	@# On a live system (no DESTDIR): create the user now and tell systemd.
+	install -m 0644 docs/man/*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	for c in sealbox sealbox-admin; do \
+		install -m 0644 completions/$$c.bash $(DESTDIR)$(BASHCOMPDIR)/$$c; \
+		install -m 0644 completions/_$$c $(DESTDIR)$(ZSHCOMPDIR)/_$$c; \
+		install -m 0644 completions/$$c.fish $(DESTDIR)$(FISHCOMPDIR)/$$c.fish; \
+	done
+	@# On a live system (no DESTDIR): create the user and the keyring's
+	@# directory now, and tell systemd.
 	@if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then systemd-sysusers $(SYSUSERSDIR)/sealbox.conf; \
 		elif ! id sealbox >/dev/null 2>&1; then useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox; fi; \
+		install -d -o sealbox -g sealbox -m 0700 /var/lib/sealbox; \
 		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
-		echo "next: sudo -u sealbox sealbox-admin init --keyring /var/lib/sealbox/keyring.db --admin NAME (after systemd has created /var/lib/sealbox, or: install -d -o sealbox -m 0700 /var/lib/sealbox)"; \
+		echo "next: sudo -u sealbox sealbox-admin init --keyring /var/lib/sealbox/keyring.db --admin NAME, then systemctl enable --now sealboxd"; \
 	fi
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(UNITDIR)/sealbox-askpass.service $(DESTDIR)$(SYSUSERSDIR)/sealbox.conf
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(UNITDIR)/sealbox-askpass.service \
+		$(DESTDIR)$(SYSUSERSDIR)/sealbox.conf $(DESTDIR)$(TMPFILESDIR)/sealbox.conf \
+		$(DESTDIR)$(MANDIR)/man1/sealbox.1 $(DESTDIR)$(MANDIR)/man5/sealboxd.toml.5 $(DESTDIR)$(MANDIR)/man8/sealboxd.8 $(DESTDIR)$(MANDIR)/man8/sealbox-admin.8 \
+		$(DESTDIR)$(BASHCOMPDIR)/sealbox $(DESTDIR)$(BASHCOMPDIR)/sealbox-admin $(DESTDIR)$(ZSHCOMPDIR)/_sealbox $(DESTDIR)$(ZSHCOMPDIR)/_sealbox-admin \
+		$(DESTDIR)$(FISHCOMPDIR)/sealbox.fish $(DESTDIR)$(FISHCOMPDIR)/sealbox-admin.fish
 	rm -rf $(DESTDIR)$(DOCDIR)
 	@echo "kept $(DESTDIR)$(SYSCONFDIR)/sealbox and /var/lib/sealbox (the keyring): remove them yourself once you are sure"
 
+# The Debian package, with the standard tooling (debian/), into dist/. It
+# builds with this machine's Go, offline from its module cache.
+deb:
+	GOCACHE=$$($(GO) env GOCACHE) GOMODCACHE=$$($(GO) env GOMODCACHE) \
+		dpkg-buildpackage -us -uc -b --no-pre-clean
+	@mkdir -p dist
+	mv ../sealbox_$(VERSION)-*_*.deb ../sealbox_$(VERSION)-*_*.buildinfo ../sealbox_$(VERSION)-*_*.changes dist/
+	@ls dist/sealbox_$(VERSION)-*_*.deb
+
 clean:
-	rm -rf $(BIN) .sealbox-demo
+	rm -rf $(BIN) .sealbox-demo dist debian/sealbox debian/.debhelper debian/files debian/*.substvars \
+		debian/*.debhelper debian/*.debhelper.log debian/debhelper-build-stamp

@@ -925,7 +925,7 @@ func TestKDFBudgetBoundsPeakMemory(t *testing.T) {
 
 func TestMakeInstallAndUninstall(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("needs make")
+		testbin.Require(t, "needs make")
 	}
 	t.Parallel()
 	stage, bin := t.TempDir(), t.TempDir()
@@ -941,20 +941,30 @@ func TestMakeInstallAndUninstall(t *testing.T) {
 	makeIt("install")
 	for path, mode := range map[string]os.FileMode{
 		"usr/bin/sealboxd": 0o755, "usr/bin/sealbox-admin": 0o755, "usr/bin/sealbox": 0o755,
-		"etc/systemd/system/sealboxd.service": 0o644, "etc/sealbox/sealboxd.toml": 0o644,
-		"usr/lib/sysusers.d/sealbox.conf": 0o644, "usr/share/doc/sealbox/operations.md": 0o644,
+		// With DESTDIR (a package), units go where packages put them.
+		"usr/lib/systemd/system/sealboxd.service": 0o644, "etc/sealbox/sealboxd.toml": 0o644,
+		"usr/lib/sysusers.d/sealbox.conf": 0o644, "usr/lib/tmpfiles.d/sealbox.conf": 0o644,
+		"usr/share/doc/sealbox/operations.md": 0o644,
+		"usr/share/man/man8/sealbox-admin.8":  0o644, "usr/share/man/man5/sealboxd.toml.5": 0o644,
+		"usr/share/man/man1/sealbox.1":                        0o644,
+		"usr/share/bash-completion/completions/sealbox-admin": 0o644,
+		"usr/share/zsh/vendor-completions/_sealbox-admin":     0o644,
+		"usr/share/fish/vendor_completions.d/sealbox.fish":    0o644,
 	} {
 		st, err := os.Stat(filepath.Join(stage, path))
 		if err != nil || st.Mode().Perm() != mode {
 			t.Errorf("%s: %v %v, want mode %v", path, st, err, mode)
 		}
 	}
-	unit, _ := os.ReadFile(filepath.Join(stage, "etc/systemd/system/sealboxd.service"))
+	unit, _ := os.ReadFile(filepath.Join(stage, "usr/lib/systemd/system/sealboxd.service"))
 	if !strings.Contains(string(unit), "ExecStart=/usr/bin/sealboxd --config /etc/sealbox/sealboxd.toml") {
 		t.Errorf("unit ExecStart not adjusted to PREFIX:\n%s", unit)
 	}
-	if su, _ := os.ReadFile(filepath.Join(stage, "usr/lib/sysusers.d/sealbox.conf")); !strings.HasPrefix(string(su), "u sealbox ") {
+	if su, _ := os.ReadFile(filepath.Join(stage, "usr/lib/sysusers.d/sealbox.conf")); !strings.Contains(string(su), "\nu sealbox ") {
 		t.Errorf("sysusers entry: %q", su)
+	}
+	if tf, _ := os.ReadFile(filepath.Join(stage, "usr/lib/tmpfiles.d/sealbox.conf")); !strings.Contains(string(tf), "\nd /var/lib/sealbox 0700 sealbox sealbox -") {
+		t.Errorf("tmpfiles entry: %q", tf)
 	}
 	// An operator's configuration survives a reinstall and an uninstall.
 	cfg := filepath.Join(stage, "etc/sealbox/sealboxd.toml")
@@ -966,7 +976,8 @@ func TestMakeInstallAndUninstall(t *testing.T) {
 	if b, _ := os.ReadFile(cfg); string(b) != "log_level = \"debug\"\n" {
 		t.Errorf("config after uninstall: %q", b)
 	}
-	for _, gone := range []string{"usr/bin/sealboxd", "etc/systemd/system/sealboxd.service", "usr/share/doc/sealbox"} {
+	for _, gone := range []string{"usr/bin/sealboxd", "usr/lib/systemd/system/sealboxd.service", "usr/share/doc/sealbox",
+		"usr/share/man/man8/sealboxd.8", "usr/share/bash-completion/completions/sealbox", "usr/lib/tmpfiles.d/sealbox.conf"} {
 		if _, err := os.Stat(filepath.Join(stage, gone)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left after uninstall", gone)
 		}
@@ -1469,20 +1480,7 @@ func TestSecretHygiene(t *testing.T) {
 // machine cannot run it, testbin.Require says why: the test skips, and fails
 // under CI, which must run it.
 func TestSystemdNspawn(t *testing.T) {
-	nspawn, err := exec.LookPath("systemd-nspawn")
-	if err != nil {
-		testbin.Require(t, "systemd-nspawn is not installed (apt-get install systemd-container)")
-	}
-	if os.Geteuid() != 0 {
-		testbin.Require(t, "systemd-nspawn needs root")
-	}
-	rootfs := os.Getenv("SEALBOX_NSPAWN_ROOTFS")
-	if rootfs == "" {
-		rootfs = "/var/tmp/sealbox-nspawn-rootfs"
-	}
-	if _, err := os.Stat(filepath.Join(rootfs, "usr/lib/systemd/systemd")); err != nil {
-		testbin.Require(t, fmt.Sprintf("no container rootfs at %s: build it with scripts/nspawn-rootfs.sh", rootfs))
-	}
+	nspawn, rootfs := nspawnRootfs(t)
 	t.Parallel()
 	stage := t.TempDir()
 	os.MkdirAll(filepath.Join(stage, "bin"), 0o755)
@@ -1498,25 +1496,54 @@ func TestSystemdNspawn(t *testing.T) {
 	copyFile(t, filepath.Join(root, "sealbox-askpass.service"), filepath.Join(stage, "sealbox-askpass.service"), 0o644)
 	copyFile(t, filepath.Join(root, "config", "sealboxd.toml"), filepath.Join(stage, "sealboxd.toml"), 0o644)
 	copyFile(t, filepath.Join("testdata", "nspawn", "run.sh"), filepath.Join(stage, "run.sh"), 0o755)
-	copyFile(t, filepath.Join("testdata", "nspawn", "sealbox-test.service"), filepath.Join(stage, "sealbox-test.service"), 0o644)
+	bootContainer(t, nspawn, rootfs, stage, "sealbox-test.service", "SEALBOX-NSPAWN:")
+}
+
+// nspawnRootfs returns systemd-nspawn and the container rootfs that
+// scripts/nspawn-rootfs.sh builds, or stops the test (failing under CI).
+func nspawnRootfs(t *testing.T) (nspawn, rootfs string) {
+	t.Helper()
+	nspawn, err := exec.LookPath("systemd-nspawn")
+	if err != nil {
+		testbin.Require(t, "systemd-nspawn is not installed (apt-get install systemd-container)")
+	}
+	if os.Geteuid() != 0 {
+		testbin.Require(t, "systemd-nspawn needs root")
+	}
+	rootfs = os.Getenv("SEALBOX_NSPAWN_ROOTFS")
+	if rootfs == "" {
+		rootfs = "/var/tmp/sealbox-nspawn-rootfs"
+	}
+	if _, err := os.Stat(filepath.Join(rootfs, "usr/lib/systemd/systemd")); err != nil {
+		testbin.Require(t, fmt.Sprintf("no container rootfs at %s: build it with scripts/nspawn-rootfs.sh", rootfs))
+	}
+	return nspawn, rootfs
+}
+
+// bootContainer boots rootfs (on a throwaway overlay) with stage at
+// /sealbox-test and runs testdata/nspawn/UNIT, whose script prints lines
+// starting with marker and ends with "marker PASS".
+func bootContainer(t *testing.T, nspawn, rootfs, stage, unit, marker string) {
+	t.Helper()
+	copyFile(t, filepath.Join("testdata", "nspawn", unit), filepath.Join(stage, unit), 0o644)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, nspawn, "-D", rootfs, "--volatile=overlay", "--register=no", "--keep-unit",
 		"--console=read-only", "--capability=CAP_IPC_LOCK,CAP_NET_ADMIN",
 		"--bind-ro="+stage+":/sealbox-test",
-		"--bind-ro="+filepath.Join(stage, "sealbox-test.service")+":/etc/systemd/system/sealbox-test.service",
-		"--boot", "--", "systemd.unit=sealbox-test.service")
+		"--bind-ro="+filepath.Join(stage, unit)+":/etc/systemd/system/"+unit,
+		"--boot", "--", "systemd.unit="+unit)
 	out, err := cmd.CombinedOutput()
 	text := string(out)
-	if !strings.Contains(text, "SEALBOX-NSPAWN:") {
+	if !strings.Contains(text, marker) {
 		// The container never ran the test: this machine cannot boot one.
 		testbin.Require(t, fmt.Sprintf("systemd-nspawn could not boot a container here (%v):\n%s", err, lastLines(text, 15)))
 	}
-	if err != nil || !strings.Contains(text, "SEALBOX-NSPAWN: PASS") {
+	if err != nil || !strings.Contains(text, marker+" PASS") {
 		t.Fatalf("inside the container: %v\n%s", err, lastLines(text, 40))
 	}
 	for _, line := range strings.Split(text, "\n") {
-		if strings.Contains(line, "SEALBOX-NSPAWN:") {
+		if strings.Contains(line, marker) {
 			t.Log(strings.TrimSpace(line))
 		}
 	}
