@@ -55,6 +55,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -66,6 +67,7 @@ import (
 	"github.com/sealbox/sealbox/internal/argon2id"
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/testdaemon"
 	"github.com/sealbox/sealbox/internal/unixhttp"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
@@ -296,7 +298,7 @@ func mib(kib int) string        { return fmt.Sprintf("%.1f MiB", float64(kib)/10
 
 // daemonProc is a running sealboxd.
 type daemonProc struct {
-	cmd     *exec.Cmd
+	p       *testdaemon.Process
 	pid     int
 	ready   time.Duration
 	stopped bool
@@ -305,8 +307,7 @@ type daemonProc struct {
 func (d *daemonProc) stop() {
 	if !d.stopped {
 		d.stopped = true
-		d.cmd.Process.Signal(os.Interrupt)
-		d.cmd.Wait()
+		d.p.Stop(syscall.SIGINT, time.Minute)
 	}
 }
 
@@ -315,44 +316,24 @@ func (b *bench) startDaemon() (*daemonProc, error) {
 	return b.startDaemonAt(b.keyring, b.sock, b.adm, b.daemonConfig)
 }
 
-// startDaemonAt starts sealboxd with a notify socket and times READY=1.
-// Its log goes beside its admin socket.
+// startDaemonAt starts sealboxd (internal/testdaemon: the same start as
+// the tests') and times its READY=1. Its log goes beside its admin socket.
 func (b *bench) startDaemonAt(keyringPath, sock, adm, config string) (*daemonProc, error) {
-	ns := filepath.Join(filepath.Dir(adm), "notify")
-	os.Remove(ns)
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns, Net: "unixgram"})
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
 	logf, err := os.OpenFile(filepath.Join(filepath.Dir(adm), "sealboxd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
 	args := []string{"--keyring", keyringPath, "--socket", sock, "--admin-socket", adm}
 	if config != "" {
 		args = append(args, "--config", config)
 	}
-	cmd := exec.Command(b.daemonBin, args...)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns)
-	cmd.Stdout, cmd.Stderr = logf, logf // as journald would take them
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	p, err := testdaemon.Start(testdaemon.Options{Bin: b.daemonBin, Args: args, Log: logf})
+	if err != nil {
+		logf.Close()
 		return nil, err
 	}
-	buf := make([]byte, 256)
-	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-	for {
-		n, err := conn.Read(buf)
-		if err != nil {
-			cmd.Process.Kill()
-			return nil, fmt.Errorf("no READY from sealboxd: %w", err)
-		}
-		if strings.Contains(string(buf[:n]), "READY=1") {
-			return &daemonProc{cmd: cmd, pid: cmd.Process.Pid, ready: time.Since(start)}, nil
-		}
-	}
+	go func() { <-p.Exited; logf.Close() }() // the log is written until the daemon exits
+	return &daemonProc{p: p, pid: p.PID, ready: p.Ready}, nil
 }
 
 func fileMiB(path string) string {

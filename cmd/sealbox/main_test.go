@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/internal/testdaemon"
 )
 
 var sealboxBin, daemonBin, adminBin string
@@ -51,7 +52,7 @@ var secret = []byte("exec-secret\x00with\nbytes\xff")
 type world struct {
 	t                  *testing.T
 	dir, sock, adm, kr string
-	daemon             *exec.Cmd
+	daemon             *testdaemon.Process
 }
 
 type result struct {
@@ -117,30 +118,22 @@ func newStoppedWorld(t *testing.T, secret []byte) *world {
 	return w
 }
 
-// start runs sealboxd on the world's keyring and waits for its sockets.
+// start runs sealboxd on the world's keyring and waits for its READY=1.
 func (w *world) start() {
 	w.t.Helper()
-	os.Remove(w.adm) // a socket left by a killed daemon is not a started one
-	w.daemon = exec.Command(daemonBin, "--keyring", w.kr, "--socket", w.sock, "--admin-socket", w.adm)
-	var log bytes.Buffer
-	w.daemon.Stderr = &log
-	if err := w.daemon.Start(); err != nil {
+	p, err := testdaemon.Start(testdaemon.Options{Bin: daemonBin, Args: []string{"--keyring", w.kr, "--socket", w.sock, "--admin-socket", w.adm}})
+	if err != nil {
 		w.t.Fatal(err)
 	}
-	for i := 0; i < 300; i++ {
-		if _, err := os.Stat(w.adm); err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w.t.Fatalf("daemon did not start: %s", log.String())
+	w.daemon = p
 }
 
 // stop ends sealboxd as systemd would, with SIGTERM; its sockets go.
 func (w *world) stop() {
 	if w.daemon != nil {
-		w.daemon.Process.Signal(syscall.SIGTERM)
-		w.daemon.Wait()
+		if _, err := w.daemon.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+			w.t.Error(err)
+		}
 		w.daemon = nil
 	}
 }

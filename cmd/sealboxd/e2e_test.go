@@ -34,6 +34,7 @@ import (
 
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/internal/testdaemon"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
 )
@@ -78,28 +79,12 @@ type env struct {
 	keyring string
 	sock    string
 	admSock string
-	cmd     *exec.Cmd
+	proc    *testdaemon.Process
 	pid     int // the daemon's own pid (not a wrapper's such as strace)
-	log     *syncBuffer
-	exited  chan struct{}
+	log     *testdaemon.Buffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testdaemon.Buffer
 
 // newEnv makes a world-traversable directory (other uids must reach the
 // service socket) with a keyring holding admins alice and bob, the master
@@ -170,56 +155,23 @@ func (e *env) start(prefix []string, extra ...string) {
 
 func (e *env) startBin(bin string, prefix []string, extra ...string) {
 	e.t.Helper()
-	args := append(append([]string{}, prefix...), bin, "--keyring", e.keyring, "--socket", e.sock, "--admin-socket", e.admSock)
-	args = append(args, extra...)
-	e.cmd = exec.Command(args[0], args[1:]...)
-	e.log = &syncBuffer{}
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
+	args := append([]string{"--keyring", e.keyring, "--socket", e.sock, "--admin-socket", e.admSock}, extra...)
+	p, err := testdaemon.Start(testdaemon.Options{Bin: bin, Prefix: prefix, Args: args})
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.exited = make(chan struct{})
-	go func() { e.cmd.Wait(); close(e.exited) }()
-	e.pid = e.cmd.Process.Pid
-	e.t.Cleanup(func() { syscall.Kill(e.pid, syscall.SIGKILL); e.cmd.Process.Kill(); <-e.exited })
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-e.exited:
-			e.t.Fatalf("sealboxd exited at start:\n%s", e.log.String())
-		default:
-		}
-		if strings.Contains(e.log.String(), "listening, sealed") {
-			if len(prefix) > 0 && prefix[0] == "strace" {
-				e.pid = tracedChild(e.t, e.cmd.Process.Pid)
-			}
-			return
-		}
-	}
-	e.t.Fatalf("sealboxd did not get ready:\n%s", e.log.String())
-}
-
-// tracedChild returns the pid of the process strace (pid) started.
-func tracedChild(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-	f := strings.Fields(string(b))
-	if err != nil || len(f) != 1 {
-		t.Fatalf("strace's children: %q %v", b, err)
-	}
-	child, _ := strconv.Atoi(f[0])
-	return child
+	e.proc, e.pid, e.log = p, p.PID, p.Log
+	e.t.Cleanup(p.Kill)
 }
 
 // stop sends sig to the daemon and waits for the exit code.
 func (e *env) stop(sig syscall.Signal) int {
 	e.t.Helper()
-	syscall.Kill(e.pid, sig)
-	select {
-	case <-e.exited:
-	case <-time.After(30 * time.Second):
-		e.t.Fatalf("sealboxd did not exit on %v", sig)
+	code, err := e.proc.Stop(sig, 30*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	return e.cmd.ProcessState.ExitCode()
+	return code
 }
 
 // read fetches path from the service socket as uid (via setpriv), returning
@@ -780,32 +732,7 @@ func TestAuditTrailAndTamperDetection(t *testing.T) {
 // deleteAuditRecord removes one record straight from the bbolt file.
 func deleteAuditRecord(t *testing.T, path string, seq uint64) {
 	t.Helper()
-	kr, err := keyring.Open(path, keyring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kr.Close()
-	err = kr.Update(func(tx *keyring.Tx) error {
-		var keep = map[uint64][]byte{}
-		tx.AuditRecords(keyring.Events, 0, func(s uint64, raw []byte) bool {
-			if s != seq {
-				keep[s] = append([]byte(nil), raw...)
-			}
-			return true
-		})
-		if err := tx.DeleteAuditBefore(keyring.Events, 1<<62); err != nil {
-			return err
-		}
-		for s, raw := range keep {
-			if err := tx.PutAudit(keyring.Events, s, raw); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	editFile(t, path, func(tx *keyring.Tx) error { return deleteAuditRecordTx(tx, keyring.Events, seq) })
 }
 
 func TestBackoffSurvivesRestart(t *testing.T) {
