@@ -261,3 +261,39 @@ func TestTruncatedFileIsAnErrorNotACrash(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteAuditBeforeSurvivesAShortKey: a record stored under a key that
+// is not 8 bytes (an edited file) does not panic the pruning, which runs in
+// the daemon's audit writer; the records before the mark go, and the odd
+// key stays visible (as seq 0) for the chain check to name.
+func TestDeleteAuditBeforeSurvivesAShortKey(t *testing.T) {
+	t.Parallel()
+	kr, _ := newKeyring(t)
+	err := kr.Update(func(tx *Tx) error {
+		b, err := tx.auditBucket(Events, true)
+		if err != nil {
+			return err
+		}
+		if err := b.Put([]byte("abc"), []byte("forged")); err != nil {
+			return err
+		}
+		if err := tx.PutAudit(Events, 3, []byte("pruned")); err != nil {
+			return err
+		}
+		if err := tx.PutAudit(Events, 5, []byte("kept")); err != nil {
+			return err
+		}
+		return tx.DeleteAuditBefore(Events, 5)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr.View(func(tx *Tx) error {
+		var seqs []uint64
+		tx.AuditRecords(Events, 0, func(seq uint64, _ []byte) bool { seqs = append(seqs, seq); return true })
+		if len(seqs) != 2 || seqs[0] != 5 || seqs[1] != 0 {
+			t.Errorf("after pruning: %v, want record 5 and the odd key (seq 0)", seqs)
+		}
+		return nil
+	})
+}
