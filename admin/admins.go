@@ -13,10 +13,21 @@ import (
 
 // AddAdmin adds name with newPassword, authorized by actor's password.
 func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte) error {
+	return m.AddAdminWith(ctx, actor, actorPassword, name, newPassword, nil)
+}
+
+// AddAdminWith is AddAdmin with explicit Argon2id parameters for the new
+// slot (nil: the keyring's policy; a zero field: the policy's). They must be
+// at least the policy in every dimension, within the caps and the budget.
+func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte, kdf *keyring.Params) error {
 	if err := validAdminName(name); err != nil {
 		return err
 	}
 	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	params, detail, err := m.explicitOrPolicy(kdf)
+	if err != nil {
 		return err
 	}
 	if err := m.kr.View(func(tx *keyring.Tx) error { return slotFree(tx, name) }); err != nil {
@@ -27,11 +38,11 @@ func (m *Manager) AddAdmin(ctx context.Context, actor string, actorPassword []by
 		return err
 	}
 	defer s.close()
-	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now())
+	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now(), params)
 	if err != nil {
 		return err
 	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name}, func(t *txn) error {
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name, detail: detail}, func(t *txn) error {
 		if err := slotFree(t.Tx, name); err != nil {
 			return err
 		}
@@ -95,7 +106,17 @@ func usableAdmins(tx *keyring.Tx) int {
 // current password. The new slot replaces the old in the same transaction, so
 // there is no moment with neither.
 func (m *Manager) Passwd(ctx context.Context, name string, current, newPassword []byte) error {
+	return m.PasswdWith(ctx, name, current, newPassword, nil)
+}
+
+// PasswdWith is Passwd with explicit Argon2id parameters for the new slot,
+// as AddAdminWith takes them.
+func (m *Manager) PasswdWith(ctx context.Context, name string, current, newPassword []byte, kdf *keyring.Params) error {
 	if err := CheckNewPassword(name, newPassword); err != nil {
+		return err
+	}
+	params, detail, err := m.explicitOrPolicy(kdf)
+	if err != nil {
 		return err
 	}
 	if bytes.Equal(current, newPassword) {
@@ -106,11 +127,11 @@ func (m *Manager) Passwd(ctx context.Context, name string, current, newPassword 
 		return err
 	}
 	defer s.close()
-	slot, err := m.sealNew(ctx, s, name, newPassword, s.slot.Created)
+	slot, err := m.sealNew(ctx, s, name, newPassword, s.slot.Created, params)
 	if err != nil {
 		return err
 	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name}, func(t *txn) error { return t.PutSlot(slot) })
+	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name, detail: detail}, func(t *txn) error { return t.PutSlot(slot) })
 	return err
 }
 

@@ -257,7 +257,7 @@ func newSlotParams(policy keyring.Params) keyring.Params {
 // other: the file must verify first, so a tampered policy or pending key is
 // never acted on.
 func (m *Manager) refresh(ctx context.Context, s *session, password []byte) error {
-	slot, err := m.sealNew(ctx, s, s.slot.Name, password, s.slot.Created)
+	slot, err := m.sealNew(ctx, s, s.slot.Name, password, s.slot.Created, nil)
 	if err != nil {
 		return err
 	}
@@ -277,8 +277,11 @@ func (m *Manager) refresh(ctx context.Context, s *session, password []byte) erro
 }
 
 // sealNew wraps the DataKey for name under newPassword, inside the budget.
-func (m *Manager) sealNew(ctx context.Context, s *session, name string, newPassword []byte, created int64) (*keyring.Slot, error) {
+func (m *Manager) sealNew(ctx context.Context, s *session, name string, newPassword []byte, created int64, explicit *keyring.Params) (*keyring.Slot, error) {
 	params := newSlotParams(s.header.Policy)
+	if explicit != nil {
+		params = *explicit
+	}
 	var slot *keyring.Slot
 	err := m.opts.withKDF(ctx, params, func() error {
 		m.opts.progress("deriving key for "+name, params)

@@ -95,7 +95,7 @@ func (m *Manager) Enroll(ctx context.Context, name string, typedCode, newPasswor
 	if err := m.bringUpToDate(ctx, s, code); err != nil {
 		return err
 	}
-	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now())
+	slot, err := m.sealNew(ctx, s, name, newPassword, m.opts.now(), nil)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -218,84 +217,18 @@ func notBelowPolicy(p keyring.Params, policy keyring.Params) error {
 	return nil
 }
 
-// AddAdminWith is AddAdmin with explicit Argon2id parameters for the new
-// slot (nil: the keyring's policy; a zero field: the policy's). They must be
-// at least the policy in every dimension, within the caps and the budget.
-func (m *Manager) AddAdminWith(ctx context.Context, actor string, actorPassword []byte, name string, newPassword []byte, kdf *keyring.Params) error {
+// explicitOrPolicy checks explicit parameters (explicit); nil means the
+// keyring's policy, which sealNew takes at the change. detail is what the
+// audit record says of them.
+func (m *Manager) explicitOrPolicy(kdf *keyring.Params) (*keyring.Params, string, error) {
 	if kdf == nil {
-		return m.AddAdmin(ctx, actor, actorPassword, name, newPassword)
+		return nil, "", nil
 	}
-	if err := validAdminName(name); err != nil {
-		return err
-	}
-	if err := CheckNewPassword(name, newPassword); err != nil {
-		return err
-	}
-	params, err := m.explicit(*kdf)
+	p, err := m.explicit(*kdf)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if err := m.kr.View(func(tx *keyring.Tx) error { return slotFree(tx, name) }); err != nil {
-		return err
-	}
-	s, err := m.authenticate(ctx, audit.KindAdminAdd, actor, actorPassword)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	slot, err := m.sealWith(ctx, s, name, newPassword, m.opts.now(), params)
-	if err != nil {
-		return err
-	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminAdd, target: name, detail: "kdf " + params.String()}, func(t *txn) error {
-		if err := slotFree(t.Tx, name); err != nil {
-			return err
-		}
-		return t.PutSlot(slot)
-	})
-	return err
-}
-
-// PasswdWith is Passwd with explicit Argon2id parameters for the new slot,
-// as AddAdminWith takes them.
-func (m *Manager) PasswdWith(ctx context.Context, name string, current, newPassword []byte, kdf *keyring.Params) error {
-	if kdf == nil {
-		return m.Passwd(ctx, name, current, newPassword)
-	}
-	if err := CheckNewPassword(name, newPassword); err != nil {
-		return err
-	}
-	params, err := m.explicit(*kdf)
-	if err != nil {
-		return err
-	}
-	if bytes.Equal(current, newPassword) {
-		return fmt.Errorf("%w: the new password is the same as the current one", ErrWeakPassword)
-	}
-	s, err := m.authenticate(ctx, audit.KindAdminPasswd, name, current)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	slot, err := m.sealWith(ctx, s, name, newPassword, s.slot.Created, params)
-	if err != nil {
-		return err
-	}
-	_, err = m.change(ctx, s, op{kind: audit.KindAdminPasswd, target: name, detail: "kdf " + params.String()}, func(t *txn) error { return t.PutSlot(slot) })
-	return err
-}
-
-// sealWith wraps the DataKey for name under newPassword with params,
-// inside the budget.
-func (m *Manager) sealWith(ctx context.Context, s *session, name string, newPassword []byte, created int64, params keyring.Params) (*keyring.Slot, error) {
-	var slot *keyring.Slot
-	err := m.opts.withKDF(ctx, params, func() error {
-		m.opts.progress("deriving key for "+name, params)
-		var err error
-		slot, err = s.key.SealSlot(name, keyring.KindAdmin, newPassword, params, created, 0)
-		return err
-	})
-	return slot, err
+	return &p, "kdf " + p.String(), nil
 }
 
 // SetPolicyFields is SetPolicy where a zero field keeps the policy's
@@ -350,20 +283,9 @@ func (m *Manager) ExportSecret(ctx context.Context, name string, password []byte
 }
 
 // exportable refuses a state the secret must not be exported from: what an
-// unseal refuses (the root, the header, the secret record, the audit log or
-// the acting slot does not verify).
+// unseal refuses (servable).
 func exportable(actor string) func(rep *unseal.Report) error {
-	return func(rep *unseal.Report) error {
-		for _, f := range rep.Findings {
-			switch {
-			case f.What == "client":
-			case f.What == "slot" && f.Name != actor && !rep.Untrusted:
-			default:
-				return fmt.Errorf("%w; the export was refused (see: sealbox-admin --keyring PATH check --as NAME)", rep.Err())
-			}
-		}
-		return nil
-	}
+	return refuseUnsafe(actor, "the export was refused (see: sealbox-admin --keyring PATH check --as NAME)")
 }
 
 // exportReadOnly is ExportSecret without a write: the same derivation (a

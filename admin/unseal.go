@@ -66,13 +66,20 @@ func (m *Manager) UnsealRecovery(ctx context.Context, typed []byte) (*Unsealed, 
 
 // servable refuses a state an unseal must not serve from.
 func servable(actor string) func(rep *unseal.Report) error {
+	return refuseUnsafe(actor, "the unseal was refused (run: sealbox-admin --keyring PATH check --as NAME)")
+}
+
+// refuseUnsafe refuses what fails beyond a client record, or another admin's
+// slot in a state that is otherwise trusted: the root, the header, the
+// secret record, the audit log or the acting slot. why ends the error.
+func refuseUnsafe(actor, why string) func(rep *unseal.Report) error {
 	return func(rep *unseal.Report) error {
 		for _, f := range rep.Findings {
 			switch {
 			case f.What == "client":
 			case f.What == "slot" && f.Name != actor && !rep.Untrusted:
 			default:
-				return fmt.Errorf("%w; the unseal was refused (run: sealbox-admin --keyring PATH check --as NAME)", rep.Err())
+				return fmt.Errorf("%w; %s", rep.Err(), why)
 			}
 		}
 		return nil
