@@ -4,10 +4,11 @@
 # never in argv or the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=$PWD/.sealbox-demo
-admin=./bin/sealbox-admin
-daemon=./bin/sealboxd
-client=./bin/sealbox
+dir=${SEALBOX_DEMO_DIR:-$PWD/.sealbox-demo}
+bin=${SEALBOX_DEMO_BIN:-./bin}
+admin=$bin/sealbox-admin
+daemon=$bin/sealboxd
+client=$bin/sealbox
 for b in "$admin" "$daemon" "$client"; do
   [ -x "$b" ] || { echo "demo: run 'make build' first" >&2; exit 1; }
 done
@@ -34,7 +35,8 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do [ -S "$adm" ] && break; sleep 0.1; done
 ls -l "$dir/run"
-$admin --admin-socket "$adm" status
+# status exits 7 while the daemon is sealed, as scripts testing for it expect.
+$admin --admin-socket "$adm" status || [ $? = 7 ]
 
 step "a service reads while sealed (sealbox get exits 7)"
 read_secret

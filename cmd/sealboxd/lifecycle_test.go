@@ -476,3 +476,24 @@ func TestLifecycleThroughTheDaemon(t *testing.T) {
 	}
 	e.online(0, "", "audit", "verify")
 }
+
+// TestDemoScript runs scripts/demo.sh, what the README's first command
+// (make demo) runs, on the test's binaries and in a scratch directory: it
+// must go through to its end.
+func TestDemoScript(t *testing.T) {
+	t.Parallel()
+	bin := t.TempDir()
+	client, err := testbin.Build("sealbox", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]string{"sealboxd": daemonBin, "sealbox-admin": adminBin, "sealbox": client} {
+		copyFile(t, p, filepath.Join(bin, name), 0o755)
+	}
+	cmd := exec.Command(filepath.Join("..", "..", "scripts", "demo.sh"))
+	cmd.Env = append(os.Environ(), "SEALBOX_DEMO_DIR="+filepath.Join(t.TempDir(), "demo"), "SEALBOX_DEMO_BIN="+bin)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "demo: ok") {
+		t.Fatalf("demo.sh: %v\n%s", err, lastLines(string(out), 30))
+	}
+}
