@@ -246,3 +246,57 @@ func TestAuditJournal(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditFollowersAreCapped: someone on the admin socket opening follow
+// streams until something gives gets 16, then a busy answer, while the
+// service goes on; a closed stream frees its place.
+func TestAuditFollowersAreCapped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+	open := func() (net.Conn, string) {
+		c, err := net.Dial("unix", e.admSock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("GET /v1/audit?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("no answer to a follow: %v", err)
+		}
+		return c, line
+	}
+	var held []net.Conn
+	for i := 0; i < 16; i++ {
+		c, status := open()
+		if !strings.Contains(status, "200") {
+			t.Fatalf("follower %d: %q", i+1, status)
+		}
+		held = append(held, c)
+	}
+	c, status := open()
+	if !strings.Contains(status, "503") {
+		t.Fatalf("the 17th follower: %q, want 503 busy", status)
+	}
+	c.Close()
+	// The service and the admin socket still answer.
+	e.expectRead(nobody, 200)
+	e.online(0, "", "status")
+	// A follower that leaves frees its place.
+	held[0].Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c, status := open()
+		c.Close()
+		if strings.Contains(status, "200") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed follower's place was not freed: %q", status)
+		}
+	}
+	for _, c := range held[1:] {
+		c.Close()
+	}
+}
