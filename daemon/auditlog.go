@@ -338,9 +338,7 @@ func (a *auditor) publish() {
 		for s := range last {
 			_, last[s] = tx.AuditBounds(keyring.Stream(s))
 			if a.journal != nil && last[s] > a.published[s] {
-				for _, rec := range audit.List(tx, audit.Filter{Reads: s == int(keyring.Reads), After: a.published[s]}) {
-					a.journal.send(&rec)
-				}
+				a.journal.send(audit.List(tx, audit.Filter{Reads: s == int(keyring.Reads), After: a.published[s]}))
 			}
 		}
 		return nil

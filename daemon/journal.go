@@ -68,22 +68,32 @@ func (j *journal) close() {
 	}
 }
 
-// send writes one record as a journal entry.
-func (j *journal) send(rec *audit.Record) {
+// send writes records as journal entries, all within journalWait: a
+// journald that does not take them in that time loses the rest of the batch
+// (counted and logged), and the caller, the audit writer, goes on.
+func (j *journal) send(recs []audit.Record) {
+	if len(recs) == 0 {
+		return
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.buf.Reset()
-	appendJournalEntry(&j.buf, rec)
 	_ = j.conn.SetWriteDeadline(time.Now().Add(journalWait))
-	if _, err := j.conn.Write(j.buf.Bytes()); err != nil {
-		j.dropped++
-		// Once, then once per thousand: a stalled journald must not
-		// flood the log it feeds.
-		if j.dropped == 1 || j.dropped%1000 == 0 {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				err = errors.New("journald did not take the entry in time")
+	for i := range recs {
+		j.buf.Reset()
+		appendJournalEntry(&j.buf, &recs[i])
+		if _, err := j.conn.Write(j.buf.Bytes()); err != nil {
+			lost := int64(len(recs) - i)
+			before := j.dropped
+			j.dropped += lost
+			// Once, then once per thousand: a stalled journald must not
+			// flood the log it feeds.
+			if before == 0 || before/1000 != j.dropped/1000 {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					err = errors.New("journald did not take the entries in time")
+				}
+				j.log.Warn("audit: records were not forwarded to the journal (the keyring has them)", "lost", lost, "dropped", j.dropped, "error", err)
 			}
-			j.log.Warn("audit: a record was not forwarded to the journal (the keyring has it)", "dropped", j.dropped, "error", err)
+			return
 		}
 	}
 }

@@ -3,6 +3,10 @@ package daemon
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +39,36 @@ func TestJournalEntryEncoding(t *testing.T) {
 	// Empty fields are left out.
 	if strings.Contains(out, "SEALBOX_TARGET") || strings.Contains(out, "SEALBOX_CLIENT") {
 		t.Errorf("empty fields sent:\n%s", out)
+	}
+}
+
+// TestJournalThatDoesNotReadCostsOneWait: a journald that takes nothing
+// (its socket's queue full) costs the audit writer one short wait per
+// batch, however many records the batch holds; the loss is counted.
+func TestJournalThatDoesNotReadCostsOneWait(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "journal.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // never read
+	j, err := openJournal(sock, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.close()
+	recs := make([]audit.Record, 2000)
+	for i := range recs {
+		recs[i] = audit.Record{Stream: keyring.Reads, Seq: uint64(i + 1), Event: audit.Event{Kind: audit.KindRead, Outcome: audit.Served, Client: "svc", Detail: strings.Repeat("x", 200)}}
+	}
+	start := time.Now()
+	j.send(recs) // fills the queue, then waits once
+	j.send(recs) // the queue is full: one wait, all lost
+	if d := time.Since(start); d > 20*journalWait {
+		t.Fatalf("two batches into a stalled journal took %v", d)
+	}
+	if j.dropped < int64(len(recs)) {
+		t.Fatalf("dropped %d, want at least %d", j.dropped, len(recs))
 	}
 }
