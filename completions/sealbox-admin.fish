@@ -44,7 +44,7 @@ complete -c sealbox-admin -n '__fish_seen_subcommand_from init; and not __fish_s
 complete -c sealbox-admin -n '__fish_seen_subcommand_from unseal; and not __fish_seen_subcommand_from policy recovery client audit' -l admin -x -d 'admin name'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from unseal; and not __fish_seen_subcommand_from policy recovery client audit' -l recovery -d 'use the recovery code instead of an admin'\''s password'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from ask-unseal; and not __fish_seen_subcommand_from policy recovery client audit' -l ask-dir -r -F -d 'the agents'\'' directory (default /run/systemd/ask-password)'
-complete -c sealbox-admin -n '__fish_seen_subcommand_from ask-unseal; and not __fish_seen_subcommand_from policy recovery client audit' -l timeout -x -d 'give up after this duration (0: until unsealed) (default 0s)'
+complete -c sealbox-admin -n '__fish_seen_subcommand_from ask-unseal; and not __fish_seen_subcommand_from policy recovery client audit' -l timeout -x -d 'give up after this duration (0: until unsealed)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from status; and not __fish_seen_subcommand_from policy recovery client audit' -l json -d 'print JSON'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from add; and not __fish_seen_subcommand_from policy recovery client audit' -l as -x -d 'the acting admin, actor (their password is prompted)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from add; and not __fish_seen_subcommand_from policy recovery client audit' -l kdf-iterations -x -d 'Argon2id passes, t (never below 3, at most 16)'

@@ -61,7 +61,7 @@ func FlagsOf(fs *flag.FlagSet, skip ...string) []Flag {
 		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
 			arg = ""
 		}
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
 			usage += " (default " + f.DefValue + ")"
 		}
 		out = append(out, Flag{Name: f.Name, Arg: arg, Usage: usage})
