@@ -244,7 +244,7 @@ func (s *connServer) serveOne(ctx context.Context, c *peerConn, br *bufio.Reader
 	// A long poll, or an audit stream, watches the connection: a peer that
 	// hangs up cancels it.
 	var watch sync.WaitGroup
-	watching := req.URL.RawQuery != "" && (req.URL.Query().Has("wait") || req.URL.Query().Has("follow")) && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
+	watching := req.URL.RawQuery != "" && hasAny(req.URL.RawQuery, "wait", "follow") && req.ContentLength == 0 && req.Header.Get("Transfer-Encoding") == ""
 	// The request's context carries the peer's credentials and, for a long
 	// poll, the hang-up. A service read without one needs neither: its
 	// handler takes the peer from the writer (peerOf), and the request is
@@ -558,4 +558,16 @@ func (w *connWriter) send(n int, bodies ...[]byte) error {
 func (w *connWriter) wipe() {
 	memlock.Wipe(w.buf[:cap(w.buf)])
 	w.buf = w.buf[:0]
+}
+
+// hasAny reports whether a raw query names one of the keys (parsed once:
+// the service socket's reads come through here).
+func hasAny(rawQuery string, keys ...string) bool {
+	q, _ := url.ParseQuery(rawQuery)
+	for _, k := range keys {
+		if q.Has(k) {
+			return true
+		}
+	}
+	return false
 }

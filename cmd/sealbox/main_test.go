@@ -353,10 +353,10 @@ func TestExecEnv(t *testing.T) {
 
 func TestRefusedForOtherUsers(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to run as another uid")
+		testbin.Require(t, "needs root to run as another uid")
 	}
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("needs setpriv")
+		testbin.Require(t, "needs setpriv (util-linux; .ci/run installs it)")
 	}
 	t.Parallel()
 	w := newWorld(t)

@@ -196,7 +196,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 func TestMlockFailureNamesTheFix(t *testing.T) {
 	requireRootTools(t)
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("needs prlimit (util-linux)")
+		testbin.Require(t, "needs prlimit (util-linux; .ci/run installs it)")
 	}
 	t.Parallel()
 	e := newEnv(t)

@@ -24,7 +24,7 @@ import (
 func TestUnitExposureScore(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed (.ci/run installs it)")
+		testbin.Require(t, "systemd-analyze is not installed (.ci/run installs it)")
 	}
 	unit, _ := filepath.Abs(filepath.Join("..", "..", "sealboxd.service"))
 	r := runCmd(t, "", "systemd-analyze", "security", "--offline=yes", "--no-pager", unit)
@@ -56,7 +56,7 @@ func TestUnitExposureScore(t *testing.T) {
 func TestDaemonSyscallsWithinUnitFilter(t *testing.T) {
 	for _, tool := range []string{"strace", "systemd-analyze"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s (.ci/run installs it)", tool)
+			testbin.Require(t, "needs "+tool+" (.ci/run installs it)")
 		}
 	}
 	requireRootTools(t)
