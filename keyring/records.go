@@ -27,15 +27,20 @@ const (
 	// slotHdrSize is the part of a version-3 slot record before its body.
 	slotHdrSize = 1 + 1 + 8 + 8 + 1 + 2
 	// passwordBodySize is the body of a password or code slot (kinds 1-3).
-	passwordBodySize = paramsSize + SaltSize + NonceSize + WrappedSize + 2*(NonceSize+SealedKeySize)
-	slotSize         = slotHdrSize + passwordBodySize
-	clientHdrSize    = 1 + 1 + 4 + 4 + 1 + 8 + 8 + 1
-	secretHdrSize    = 8 + NonceSize + 4
-	auditStateSize   = 8 + MACSize + 8 + MACSize
-	rootSize         = 1 + 8 + 4*HashSize + 2*auditStateSize + MACSize
-	slotRecVersion   = 3
-	clientRecVer     = 2
-	rootRecVersion   = 1
+	passwordBodySize = paramsSize + SaltSize + keysBodySize
+	// keysBodySize is what every slot body ends with: nonce, wrapped,
+	// escrow and pending (212 bytes).
+	keysBodySize = NonceSize + WrappedSize + 2*(NonceSize+SealedKeySize)
+	// MaxBindingSize is the largest binding an unattended slot can hold.
+	MaxBindingSize = 0xffff - 2 - keysBodySize
+	slotSize       = slotHdrSize + passwordBodySize
+	clientHdrSize  = 1 + 1 + 4 + 4 + 1 + 8 + 8 + 1
+	secretHdrSize  = 8 + NonceSize + 4
+	auditStateSize = 8 + MACSize + 8 + MACSize
+	rootSize       = 1 + 8 + 4*HashSize + 2*auditStateSize + MACSize
+	slotRecVersion = 3
+	clientRecVer   = 2
+	rootRecVersion = 1
 )
 
 // Slot flags (version 3).
@@ -104,13 +109,18 @@ func parseHeader(b []byte) (*Header, error) {
 // SlotKind says what opens a slot.
 type SlotKind uint8
 
-// Slot kinds: an admin's password, the recovery code, an invite's code.
-// Kinds 4 and up are reserved for unattended slots (see FORMAT.md): this
-// build keeps them as opaque records and never opens them.
+// Slot kinds: an admin's password, the recovery code, an invite's code, and
+// the unattended kinds, whose key comes from a binding instead of a typed
+// secret: a Tang server, the TPM, or a threshold of such members. Kinds 7 and
+// up are reserved (see FORMAT.md): this build keeps them as opaque records
+// and never opens them.
 const (
-	KindAdmin    SlotKind = 1
-	KindRecovery SlotKind = 2
-	KindInvite   SlotKind = 3
+	KindAdmin     SlotKind = 1
+	KindRecovery  SlotKind = 2
+	KindInvite    SlotKind = 3
+	KindTang      SlotKind = 4
+	KindTPM2      SlotKind = 5
+	KindThreshold SlotKind = 6
 )
 
 func (k SlotKind) String() string {
@@ -121,6 +131,12 @@ func (k SlotKind) String() string {
 		return "recovery"
 	case KindInvite:
 		return "invite"
+	case KindTang:
+		return "tang"
+	case KindTPM2:
+		return "tpm2"
+	case KindThreshold:
+		return "threshold"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -152,9 +168,14 @@ type Slot struct {
 	// was not present for.
 	Pending Sealed
 
+	// Binding says how an unattended slot (Tang, TPM2, threshold) gets
+	// its key: the stored form of the binding, which the kind's own code
+	// parses. Empty for the other kinds.
+	Binding []byte
+
 	// Body is the record's body for kinds this build does not open
-	// (reserved for unattended slots): kept byte for byte, covered by the
-	// state root, never opened.
+	// (reserved): kept byte for byte, covered by the state root, never
+	// opened.
 	Body []byte
 
 	// Format 1 only (see FORMAT.md, appendix): record version 1 or 2.
@@ -162,7 +183,14 @@ type Slot struct {
 }
 
 // Opaque reports whether the slot is of a kind this build does not open.
-func (s *Slot) Opaque() bool { return s.Kind > KindInvite }
+func (s *Slot) Opaque() bool { return s.Kind > KindThreshold }
+
+// Unattended reports whether the slot's key comes from a binding (Tang,
+// TPM2, threshold) rather than a password or a code.
+func (s *Slot) Unattended() bool { return s.Kind.Unattended() }
+
+// Unattended reports whether slots of kind k open without a typed secret.
+func (k SlotKind) Unattended() bool { return k >= KindTang && k <= KindThreshold }
 
 // LegacySlot is what a format-1 slot record holds beyond the common fields.
 type LegacySlot struct {
@@ -178,8 +206,11 @@ func (s *Slot) HasPending() bool { return s.Flags&SlotPending != 0 }
 // Marshal returns the stored form of a version-3 slot.
 func (s *Slot) Marshal() []byte {
 	n := passwordBodySize
-	if s.Opaque() {
+	switch {
+	case s.Opaque():
 		n = len(s.Body)
+	case s.Unattended():
+		n = 2 + len(s.Binding) + keysBodySize
 	}
 	b := make([]byte, slotHdrSize+n)
 	b[0] = slotRecVersion
@@ -189,13 +220,19 @@ func (s *Slot) Marshal() []byte {
 	b[18] = s.Flags
 	binary.BigEndian.PutUint16(b[19:], uint16(n))
 	off := slotHdrSize
-	if s.Opaque() {
+	switch {
+	case s.Opaque():
 		copy(b[off:], s.Body)
 		return b
+	case s.Unattended():
+		binary.BigEndian.PutUint16(b[off:], uint16(len(s.Binding)))
+		off += 2
+		off += copy(b[off:], s.Binding)
+	default:
+		s.Params.put(b[off:])
+		off += paramsSize
+		off += copy(b[off:], s.Salt[:])
 	}
-	s.Params.put(b[off:])
-	off += paramsSize
-	off += copy(b[off:], s.Salt[:])
 	off += copy(b[off:], s.Nonce[:])
 	off += copy(b[off:], s.Wrapped[:])
 	off += copy(b[off:], s.Escrow.Nonce[:])
@@ -234,19 +271,32 @@ func ParseSlot(name string, b []byte) (*Slot, error) {
 		s.Body = append([]byte(nil), b[slotHdrSize:]...)
 		return s, nil
 	}
-	if n != passwordBodySize {
-		return nil, fmt.Errorf("%w: slot %q has a %d-byte body, want %d", ErrCorrupt, name, n, passwordBodySize)
-	}
-	if s.Flags&^slotFlagsKnown != 0 {
-		return nil, fmt.Errorf("%w: slot %q has unknown flags %#x", ErrCorrupt, name, s.Flags)
-	}
-	if s.Flags&SlotStale != 0 && s.Flags&SlotPending != 0 {
-		return nil, fmt.Errorf("%w: slot %q is both stale and pending", ErrCorrupt, name)
-	}
 	off := slotHdrSize
-	s.Params = getParams(b[off:])
-	off += paramsSize
-	off += copy(s.Salt[:], b[off:])
+	if s.Unattended() {
+		// blen || binding || the keys part, with an exact length.
+		if n < 2+keysBodySize {
+			return nil, fmt.Errorf("%w: %s slot %q has a %d-byte body, shorter than its fixed part", ErrCorrupt, s.Kind, name, n)
+		}
+		blen := int(binary.BigEndian.Uint16(b[off:]))
+		if blen == 0 || n != 2+blen+keysBodySize {
+			return nil, fmt.Errorf("%w: %s slot %q has a %d-byte body, its binding length says %d", ErrCorrupt, s.Kind, name, n, 2+blen+keysBodySize)
+		}
+		if s.Flags&(SlotLegacyWrap|SlotStale) != 0 || s.Expires != 0 {
+			return nil, fmt.Errorf("%w: %s slot %q has flags %#x or an expiry, which unattended slots never have", ErrCorrupt, s.Kind, name, s.Flags)
+		}
+		s.Binding = append([]byte(nil), b[off+2:off+2+blen]...)
+		off += 2 + blen
+	} else {
+		if n != passwordBodySize {
+			return nil, fmt.Errorf("%w: slot %q has a %d-byte body, want %d", ErrCorrupt, name, n, passwordBodySize)
+		}
+		if s.Flags&SlotStale != 0 && s.Flags&SlotPending != 0 {
+			return nil, fmt.Errorf("%w: slot %q is both stale and pending", ErrCorrupt, name)
+		}
+		s.Params = getParams(b[off:])
+		off += paramsSize
+		off += copy(s.Salt[:], b[off:])
+	}
 	off += copy(s.Nonce[:], b[off:])
 	off += copy(s.Wrapped[:], b[off:])
 	off += copy(s.Escrow.Nonce[:], b[off:])

@@ -49,13 +49,80 @@ func TestParseSlotExactLength(t *testing.T) {
 
 func TestOpaqueSlotKindsRoundTrip(t *testing.T) {
 	t.Parallel()
-	s := &Slot{Name: "tang-1", Kind: 4, Created: 3, Flags: 0, Body: []byte("{\"jwe\": \"a later kind\"}")}
-	got, err := ParseSlot("tang-1", s.Marshal())
+	s := &Slot{Name: "fido-1", Kind: 7, Created: 3, Flags: 0, Body: []byte("{\"jwe\": \"a later kind\"}")}
+	got, err := ParseSlot("fido-1", s.Marshal())
 	if err != nil || !got.Opaque() || string(got.Body) != string(s.Body) || got.Created != 3 {
 		t.Fatalf("opaque kind: %v %+v", err, got)
 	}
 	if !bytes.Equal(got.Marshal(), s.Marshal()) {
 		t.Fatal("opaque slot does not round-trip")
+	}
+}
+
+func unattendedSlot() *Slot {
+	s := &Slot{Name: "tang-a", Kind: KindTang, Created: 9, Binding: []byte("eyJhbGciOiJFQ0RILUVTIn0..iv.ct.tag")}
+	for i := range s.Wrapped {
+		s.Wrapped[i] = byte(i)
+	}
+	s.Nonce[0], s.Escrow.Nonce[0], s.Escrow.Box[0] = 1, 2, 3
+	return s
+}
+
+func TestUnattendedSlotRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, k := range []SlotKind{KindTang, KindTPM2, KindThreshold} {
+		s := unattendedSlot()
+		s.Kind = k
+		b := s.Marshal()
+		if len(b) != slotHdrSize+2+len(s.Binding)+keysBodySize {
+			t.Fatalf("%s: %d bytes", k, len(b))
+		}
+		got, err := ParseSlot(s.Name, b)
+		if err != nil || !got.Unattended() || got.Opaque() || !bytes.Equal(got.Binding, s.Binding) || got.Wrapped != s.Wrapped || got.Escrow != s.Escrow {
+			t.Fatalf("%s: %v %+v", k, err, got)
+		}
+		if !bytes.Equal(got.Marshal(), b) {
+			t.Fatalf("%s does not round-trip", k)
+		}
+		s.Flags = SlotPending
+		s.Pending.Nonce[3], s.Pending.Box[7] = 4, 5
+		if got, err := ParseSlot(s.Name, s.Marshal()); err != nil || got.Pending != s.Pending {
+			t.Fatalf("%s pending: %v", k, err)
+		}
+	}
+}
+
+func TestParseUnattendedSlotRefusesCorruption(t *testing.T) {
+	t.Parallel()
+	good := unattendedSlot().Marshal()
+	if _, err := ParseSlot("tang-a", good); err != nil {
+		t.Fatal(err)
+	}
+	const bl = slotHdrSize // offset of the binding length
+	for name, mutate := range map[string]func([]byte) []byte{
+		"short":                  func(b []byte) []byte { return b[:len(b)-1] },
+		"long":                   func(b []byte) []byte { return append(b, 0) },
+		"binding length longer":  func(b []byte) []byte { b[bl+1]++; return b },
+		"binding length shorter": func(b []byte) []byte { b[bl+1]--; return b },
+		"empty binding": func(b []byte) []byte {
+			n := 2 + keysBodySize
+			out := append(b[:bl:bl], make([]byte, n)...)
+			out[19], out[20] = byte(n>>8), byte(n)
+			return out
+		},
+		"no fixed part": func(b []byte) []byte {
+			out := append(b[:bl:bl], 0, 1, 'x')
+			out[19], out[20] = 0, 3
+			return out
+		},
+		"legacy-wrap flag":   func(b []byte) []byte { b[18] = SlotLegacyWrap; return b },
+		"stale flag":         func(b []byte) []byte { b[18] = SlotStale; return b },
+		"an expiry":          func(b []byte) []byte { b[17] = 1; return b },
+		"pending bytes only": func(b []byte) []byte { b[len(b)-1] = 1; return b },
+	} {
+		if _, err := ParseSlot("tang-a", mutate(append([]byte{}, good...))); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", name, err)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -42,6 +43,9 @@ var (
 	ErrCommitment    = errclass.New(errclass.Integrity, "slot holds a key that is not this keyring's DataKey")
 	ErrIntegrity     = errclass.New(errclass.Integrity, "the keyring does not verify")
 	ErrSecret        = errclass.New(errclass.Integrity, "master secret does not decrypt under the DataKey")
+	// ErrBinding is returned when an unattended slot's binding gave a key
+	// that does not open the slot's wrapped DataKey.
+	ErrBinding = errclass.New(errclass.Integrity, "the key the binding gave does not open the slot")
 	// ErrStale is returned for a slot that missed a rekey made by format 1,
 	// whose hand-over cannot be authenticated: its admin must enrol again.
 	ErrStale = errclass.New(errclass.Integrity, "this slot missed a rekey made by an earlier sealbox, which cannot be authenticated; an admin must invite its owner again (sealbox-admin invite NAME --as ADMIN)")
@@ -266,6 +270,50 @@ func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, secret
 	return s, nil
 }
 
+// SealSlotKEK wraps the DataKey for a new unattended slot under kek (32
+// bytes, the key its binding yields), with a fresh hand-over key escrowed
+// under this DataKey. binding is stored as it is.
+func (k *Key) SealSlotKEK(name string, kind keyring.SlotKind, binding, kek []byte, created int64) (*keyring.Slot, error) {
+	return k.sealSlotKEK(rand.Reader, name, kind, binding, kek, created)
+}
+
+// sealSlotKEK draws the nonce, the hand-over key and the escrow nonce, in
+// that order, from rng (the test vectors depend on that order).
+func (k *Key) sealSlotKEK(rng io.Reader, name string, kind keyring.SlotKind, binding, kek []byte, created int64) (*keyring.Slot, error) {
+	if err := keyring.ValidName(name); err != nil {
+		return nil, err
+	}
+	if !kind.Unattended() {
+		return nil, fmt.Errorf("unseal: %s is not an unattended slot kind", kind)
+	}
+	if len(kek) != keyring.KeySize {
+		return nil, fmt.Errorf("unseal: an unattended slot's key must be %d bytes", keyring.KeySize)
+	}
+	if len(binding) == 0 || len(binding) > keyring.MaxBindingSize {
+		return nil, fmt.Errorf("unseal: a binding must be 1 to %d bytes, not %d", keyring.MaxBindingSize, len(binding))
+	}
+	s := &keyring.Slot{Name: name, Kind: kind, Created: created, Binding: append([]byte(nil), binding...)}
+	if _, err := io.ReadFull(rng, s.Nonce[:]); err != nil {
+		return nil, err
+	}
+	payload, err := memlock.New(2*keyring.KeySize+keyring.TagSize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil, err
+	}
+	defer payload.Destroy()
+	p := payload.Bytes()
+	copy(p, k.dataKey())
+	hand := p[keyring.KeySize : 2*keyring.KeySize]
+	if _, err := io.ReadFull(rng, hand); err != nil {
+		return nil, err
+	}
+	if err := k.escrow(rng, s, hand); err != nil {
+		return nil, err
+	}
+	copy(s.Wrapped[:], gcmSeal(kek, p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, kind, name)))
+	return s, nil
+}
+
 // escrow seals the slot's hand-over key under this DataKey's escrow key.
 func (k *Key) escrow(rng io.Reader, s *keyring.Slot, hand []byte) error {
 	if _, err := io.ReadFull(rng, s.Escrow.Nonce[:]); err != nil {
@@ -338,6 +386,9 @@ func (k *Key) handOver(rng io.Reader, s *keyring.Slot, next *Key) (*keyring.Slot
 // and sets Key.Folded, so the caller can rewrap the slot. It does not verify
 // the rest of the file: call VerifyState with the key.
 func OpenSlot(h *keyring.Header, s *keyring.Slot, secret []byte, mo memlock.Options) (*Key, error) {
+	if s.Unattended() || s.Opaque() {
+		return nil, fmt.Errorf("slot %q is a %s slot: it does not open with a password or a code", s.Name, s.Kind)
+	}
 	if err := CheckParams(s.Params); err != nil {
 		return nil, fmt.Errorf("slot %q: %w", s.Name, err)
 	}
@@ -349,6 +400,30 @@ func OpenSlot(h *keyring.Header, s *keyring.Slot, secret []byte, mo memlock.Opti
 		return nil, err
 	}
 	defer kek.Destroy()
+	return openWrapped(h, s, kek.Bytes(), mo)
+}
+
+// OpenSlotKEK opens an unattended slot (Tang, TPM2, threshold) with the
+// 32-byte key its binding gave, and otherwise does what OpenSlot does. A key
+// that does not open the slot is an integrity error: the binding and the
+// slot's wrapped key no longer belong together.
+func OpenSlotKEK(h *keyring.Header, s *keyring.Slot, kek []byte, mo memlock.Options) (*Key, error) {
+	if !s.Unattended() {
+		return nil, fmt.Errorf("slot %q is a %s slot, not an unattended one", s.Name, s.Kind)
+	}
+	if len(kek) != keyring.KeySize {
+		return nil, fmt.Errorf("slot %q: its binding gave %d bytes, not a %d-byte key: %w", s.Name, len(kek), keyring.KeySize, ErrBinding)
+	}
+	k, err := openWrapped(h, s, kek, mo)
+	if errors.Is(err, ErrWrongPassword) {
+		return nil, fmt.Errorf("slot %q: %w", s.Name, ErrBinding)
+	}
+	return k, err
+}
+
+// openWrapped opens the slot's wrapped DataKey with kek and finds the
+// current DataKey (directly, or through the pending key).
+func openWrapped(h *keyring.Header, s *keyring.Slot, kek []byte, mo memlock.Options) (*Key, error) {
 	payload, err := memlock.New(keyring.WrappedSize, memlock.Options{AllowUnlocked: true})
 	if err != nil {
 		return nil, err
@@ -359,7 +434,7 @@ func OpenSlot(h *keyring.Header, s *keyring.Slot, secret []byte, mo memlock.Opti
 	if legacy {
 		aad = legacySlotAAD(h.ID, s.Kind, s.Name)
 	}
-	plain, err := gcmOpen(kek.Bytes(), payload.Bytes()[:0], s.Nonce[:], s.Wrapped[:], aad)
+	plain, err := gcmOpen(kek, payload.Bytes()[:0], s.Nonce[:], s.Wrapped[:], aad)
 	if err != nil {
 		return nil, ErrWrongPassword
 	}
