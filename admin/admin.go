@@ -88,6 +88,12 @@ type Options struct {
 	// daemon needs to follow it: the client records as they now stand (all
 	// verified), and, after a rekey, the new log keys, which it then owns.
 	OnCommit func(c *Commit)
+	// Reseal, if set, is asked after every unseal, for each unattended
+	// slot but the one that unsealed, whether its binding must be made
+	// again (a TPM whose PCRs changed since it was sealed). It returns nil
+	// when not, or how to make the new binding over a new key and why; the
+	// slot is then rebound in a change of its own (KindSlotReseal).
+	Reseal func(ctx context.Context, s *keyring.Slot) (build func(kek []byte) ([]byte, error), why string, err error)
 }
 
 // Commit is what a committed change tells Options.OnCommit.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/unattended"
 	"github.com/sealbox/sealbox/unseal"
 )
 
@@ -153,6 +154,10 @@ type AdminInfo struct {
 	// Legacy says the slot still holds a format-1 payload; its owner's
 	// next login rewraps it.
 	Legacy bool `json:"legacy_layout,omitempty"`
+	// Binding says what an unattended slot is bound to ("tang http://…",
+	// "tpm2 sha256:7", "threshold 2 of 3: …"), as the file says: it is
+	// verified only when the slot opens.
+	Binding string `json:"binding,omitempty"`
 }
 
 // ListAdmins returns every slot, by name. It needs no password; the records
@@ -172,6 +177,9 @@ func (m *Manager) ListAdmins() ([]AdminInfo, error) {
 				Created: time.Unix(s.Created, 0).UTC(), Pending: s.HasPending() || (s.Legacy != nil && s.Legacy.Pending != nil),
 				Stale:  s.Flags&keyring.SlotStale != 0,
 				Legacy: s.Legacy != nil || s.Flags&keyring.SlotLegacyWrap != 0,
+			}
+			if s.Unattended() {
+				ai.Binding = unattended.Describe(s.Kind, s.Binding)
 			}
 			if s.Expires != 0 {
 				e := time.Unix(s.Expires, 0).UTC()

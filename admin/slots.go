@@ -27,8 +27,9 @@ var ErrNothingToUnlock = errclass.New(errclass.Refused, "no failed attempts are 
 // password, like the slots themselves).
 type SlotInfo struct {
 	AdminInfo
-	// KDF is the slot's key derivation: "argon2id" for every kind this
-	// build opens, empty for a kind it keeps but does not open.
+	// KDF is the slot's key derivation: "argon2id" for password and code
+	// slots, "binding" for unattended slots (Binding says what to), empty
+	// for a kind this build keeps but does not open.
 	KDF string `json:"kdf"`
 	// BelowPolicy says the slot's Argon2id parameters are weaker than what
 	// new slots get: its owner's next login rewraps it.
@@ -93,7 +94,10 @@ func (m *Manager) Slots() (*SlotsView, error) {
 		}
 		for _, a := range admins {
 			si := SlotInfo{AdminInfo: a, KDF: "argon2id"}
-			if !opens(a.Kind) {
+			switch {
+			case a.Binding != "":
+				si.KDF = "binding"
+			case !opens(a.Kind):
 				si.KDF = ""
 			}
 			if a.Kind == keyring.KindAdmin.String() && !a.Stale {

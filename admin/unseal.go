@@ -20,6 +20,10 @@ type Unsealed struct {
 	Report     *unseal.Report    // records that did not verify (not honoured)
 	Header     *keyring.Header   // the header, verified
 	Generation uint64            // the state root's generation after the unseal
+	// Resealed names the unattended slots rebound after the unseal
+	// (Options.Reseal); ResealErrors says why others could not be.
+	Resealed     []string
+	ResealErrors []error
 }
 
 // Destroy wipes what an Unsealed holds.
@@ -116,7 +120,50 @@ func (m *Manager) unsealWith(ctx context.Context, s *session, how string) (*Unse
 		u.Destroy()
 		return nil, err
 	}
+	u.Resealed, u.ResealErrors = m.resealDrifted(ctx, s)
 	return u, nil
+}
+
+// resealDrifted asks Options.Reseal about every unattended slot but the
+// acting one, and rebinds those it says must be. Failures are returned, not
+// fatal: the unseal stands.
+func (m *Manager) resealDrifted(ctx context.Context, s *session) (done []string, errs []error) {
+	if m.opts.Reseal == nil {
+		return nil, nil
+	}
+	type cand struct {
+		slot *keyring.Slot
+		raw  []byte
+	}
+	var cands []cand
+	_ = m.kr.View(func(tx *keyring.Tx) error {
+		slots, err := tx.Slots()
+		if err != nil {
+			return err
+		}
+		for _, sl := range slots {
+			if sl.Unattended() && sl.Name != s.slot.Name {
+				cands = append(cands, cand{sl, append([]byte(nil), tx.RawSlot(sl.Name)...)})
+			}
+		}
+		return nil
+	})
+	for _, c := range cands {
+		build, why, err := m.opts.Reseal(ctx, c.slot)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("slot %s: %w", c.slot.Name, err))
+			continue
+		}
+		if build == nil {
+			continue
+		}
+		if err := m.reseal(ctx, s, c.slot.Name, c.raw, build, why); err != nil {
+			errs = append(errs, fmt.Errorf("slot %s: resealing: %w", c.slot.Name, err))
+			continue
+		}
+		done = append(done, c.slot.Name)
+	}
+	return done, errs
 }
 
 // CheckResult is what Check found.

@@ -53,6 +53,9 @@ const (
 	KindAuditPrune         Kind = "audit.prune"
 	KindAuditVerify        Kind = "audit.verify"
 	KindBackup             Kind = "backup"
+	KindSlotBind           Kind = "slot.bind"
+	KindSlotUnbind         Kind = "slot.unbind"
+	KindSlotReseal         Kind = "slot.reseal"
 )
 
 // kinds lists every kind this build writes, with its properties.
@@ -67,6 +70,7 @@ var kinds = map[Kind]struct {
 	KindAdminEnroll: {true}, KindAdminRekey: {true}, KindAdminRefresh: {true}, KindAdminUnlock: {true}, KindAdminPolicy: {true},
 	KindClientAdd: {true}, KindClientDisable: {true}, KindClientEnable: {true}, KindClientRemove: {true},
 	KindSecretRotate: {true}, KindSecretExport: {true}, KindRecoveryRegenerate: {true}, KindRepair: {true}, KindAuditPrune: {true},
+	KindSlotBind: {true}, KindSlotUnbind: {true}, KindSlotReseal: {true},
 	KindSeal: {}, KindRead: {}, KindCredential: {}, KindAuditVerify: {}, KindBackup: {},
 }
 

@@ -76,6 +76,19 @@ type Config struct {
 	// LogLevel is debug, info, warn or error. Reloaded on SIGHUP.
 	LogLevel string `toml:"log_level"`
 
+	// UnattendedTimeout bounds one attempt at an unattended slot (a Tang
+	// request, a TPM unseal), connect included; UnattendedDialTimeout
+	// bounds a TCP connect to a Tang server within it.
+	UnattendedTimeout     time.Duration `toml:"unattended_timeout"`
+	UnattendedDialTimeout time.Duration `toml:"unattended_dial_timeout"`
+	// UnattendedRetryMax caps the wait between background retries of an
+	// unattended slot that failed for a reason that may pass (a server
+	// down); 0 turns retries off.
+	UnattendedRetryMax time.Duration `toml:"unattended_retry_max"`
+	// TPM2TCTI says how tpm2-tools reach the TPM for tpm2 slots, in their
+	// TCTI syntax ("device:/dev/tpmrm0", "swtpm:host=…,port=…").
+	TPM2TCTI string `toml:"tpm2_tcti"`
+
 	// Warnings are about keys that are accepted but have no effect; the
 	// daemon logs them at start and reload.
 	Warnings []string `toml:"-"`
@@ -95,6 +108,11 @@ func Default() Config {
 		MaxConnections:  256,
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
+
+		UnattendedTimeout:     10 * time.Second,
+		UnattendedDialTimeout: 3 * time.Second,
+		UnattendedRetryMax:    5 * time.Minute,
+		TPM2TCTI:              "device:/dev/tpmrm0",
 	}
 }
 
@@ -166,6 +184,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWait < 0 || c.MaxWait > time.Hour {
 		errs = append(errs, fmt.Errorf("max_wait: %v out of range (0 to 1h)", c.MaxWait))
+	}
+	if c.UnattendedTimeout < 100*time.Millisecond || c.UnattendedTimeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("unattended_timeout: %v out of range (100ms to 5m)", c.UnattendedTimeout))
+	}
+	if c.UnattendedDialTimeout < 100*time.Millisecond || c.UnattendedDialTimeout > c.UnattendedTimeout {
+		errs = append(errs, fmt.Errorf("unattended_dial_timeout: %v out of range (100ms to unattended_timeout)", c.UnattendedDialTimeout))
+	}
+	if c.UnattendedRetryMax != 0 && (c.UnattendedRetryMax < time.Second || c.UnattendedRetryMax > 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("unattended_retry_max: %v out of range (0 for no retries, or 1s to 24h)", c.UnattendedRetryMax))
+	}
+	if c.TPM2TCTI == "" || strings.ContainsAny(c.TPM2TCTI, "\x00\n") {
+		errs = append(errs, errors.New("tpm2_tcti: must be a TCTI string such as device:/dev/tpmrm0"))
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {

@@ -63,6 +63,8 @@ func (d *Daemon) adminRouter() http.Handler {
 		{http.MethodPost, "/v1/keyring/check", withBody(d.checkKeyring)},
 		{http.MethodPost, "/v1/admins/{name}/unlock", withBody(d.unlockAdmin)},
 		{http.MethodPost, "/v1/policy", withBody(d.setPolicy)},
+		{http.MethodPost, "/v1/slots/bind", withBody(d.bind)},
+		{http.MethodPost, "/v1/slots/{name}/unbind", withBody(d.unbind)},
 	}
 	r := mux.NewRouter().SkipClean(true) // no redirects: an unclean path is just not found
 	// An audit stream (?follow=1), JSON Lines until the follower hangs up:
@@ -182,6 +184,7 @@ func (d *Daemon) Status() (*api.Status, error) {
 		return nil, err
 	}
 	s.Slots, s.Admins, s.Recovery, s.Format, s.KDFPolicy = sum.Slots, sum.Admins, sum.Recovery, sum.Format, sum.Policy
+	s.Unattended = d.unattended.list()
 	return s, nil
 }
 
@@ -223,6 +226,7 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) 
 	if err := u.Report.Err(); err != nil {
 		d.log.Error("records failed verification and are not honoured", "report", err)
 	}
+	d.logResealed(u)
 	d.notify("STATUS=unsealed")
 	return d.Status()
 }
@@ -255,6 +259,19 @@ func (d *Daemon) listAdmins(r *http.Request, _ PeerCred) (any, error) {
 
 func (d *Daemon) addAdmin(r *http.Request, cred PeerCred, req *api.AddAdminRequest) (any, error) {
 	return d.changed("add admin", req.Actor, req.Name, cred, d.mgr.AddAdminWith(r.Context(), req.Actor, req.ActorPassword, req.Name, req.Password, req.KDF))
+}
+
+func (d *Daemon) bind(r *http.Request, cred PeerCred, req *api.BindRequest) (any, error) {
+	spec, err := req.Spec(d.unattendedEnv())
+	if err == nil {
+		err = d.mgr.Bind(r.Context(), req.Actor, req.ActorPassword, req.Name, spec)
+	}
+	return d.changed("bind "+req.Kind, req.Actor, req.Name, cred, err)
+}
+
+func (d *Daemon) unbind(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
+	name := mux.Vars(r)["name"]
+	return d.changed("unbind", req.Actor, name, cred, d.mgr.Unbind(r.Context(), req.Actor, req.ActorPassword, name))
 }
 
 func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {

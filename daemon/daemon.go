@@ -35,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/admin/api"
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -98,6 +99,7 @@ type Daemon struct {
 	svcSrv, admSrv *connServer
 	credSrv        *credentialServer // nil when credential_socket is ""
 	credWait       atomic.Int64      // time.Duration
+	unattended     attempts
 }
 
 // Options are what New needs beyond the configuration.
@@ -122,6 +124,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		notify:   opts.Notify,
 		stopping: make(chan struct{}),
 	}
+	d.unattended.m = map[string]*api.UnattendedAttempt{}
 	if d.notify == nil {
 		d.notify = func(string) {}
 	}
@@ -171,6 +174,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		Watermark: d.wm,
 		OnCommit:  d.onCommit,
 		Refusal:   func(ev audit.Event) { d.audit.Read(keyring.Events, ev) },
+		Reseal:    d.resealHook,
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.
@@ -310,6 +314,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String(), "kdf_budget_mib", d.budget.CapKiB()>>10)
 	d.notify("READY=1\nSTATUS=sealed")
 	go d.keepArena()
+	go d.runUnattended(actx)
 	var err error
 	select {
 	case <-ctx.Done():

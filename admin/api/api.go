@@ -191,6 +191,33 @@ type Status struct {
 	Keyring             string            `json:"keyring"`
 	PID                 int               `json:"pid"`
 	Started             time.Time         `json:"started"`
+	// Unattended lists the unattended slots the daemon tried since it
+	// started, and how each attempt went.
+	Unattended []UnattendedAttempt `json:"unattended,omitempty"`
+}
+
+// UnattendedAttempt is how the daemon's attempts at one unattended slot
+// went.
+type UnattendedAttempt struct {
+	Slot   string `json:"slot"`
+	Method string `json:"method"` // "tang http://…", "tpm2 sha256:7", "threshold 2 of 3: …"
+	// State: trying, waiting (a retry is due at NextTry), failed (for
+	// good, until an admin acts), unsealed (this slot unsealed the
+	// daemon), stopped (another way unsealed it, or an admin sealed).
+	State     string          `json:"state"`
+	Tries     int             `json:"tries"`
+	LastTry   *time.Time      `json:"last_try,omitempty"`
+	ElapsedMS int64           `json:"elapsed_ms"` // of the last try
+	Error     string          `json:"error,omitempty"`
+	NextTry   *time.Time      `json:"next_try,omitempty"`
+	Members   []MemberAttempt `json:"members,omitempty"`
+}
+
+// MemberAttempt is one threshold member's part in the last try.
+type MemberAttempt struct {
+	Method    string `json:"method"`
+	ElapsedMS int64  `json:"elapsed_ms"`
+	Error     string `json:"error,omitempty"`
 }
 
 // ServiceStatus is what clients see on the service socket.

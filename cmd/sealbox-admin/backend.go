@@ -14,6 +14,7 @@ import (
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 // backend is what the commands need, offline (the file) or online (the
@@ -38,7 +39,19 @@ type backend interface {
 	Slots(ctx context.Context) (*admin.SlotsView, error)
 	Unlock(ctx context.Context, actor string, actorPw []byte, name string) (uint32, error)
 	SetPolicyFields(ctx context.Context, actor string, actorPw []byte, p keyring.Params) (keyring.Params, error)
+	Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) error
+	Unbind(ctx context.Context, actor string, actorPw []byte, name string) error
 	Close() error
+}
+
+// Bind makes the binding here (sealbox-admin reaches the TPM with --tcti)
+// and adds the slot.
+func (o *offline) Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) error {
+	spec, err := req.Spec(env)
+	if err != nil {
+		return err
+	}
+	return o.Manager.Bind(ctx, req.Actor, req.ActorPassword, req.Name, spec)
 }
 
 // offline works on the keyring file through the admin package.

@@ -163,7 +163,8 @@ const (
 type command struct {
 	name     string   // "add", or a group's "client add"
 	args     string   // positional arguments, for the usage line: " NAME"
-	nPos     int      // exact number of positional arguments
+	nPos     int      // exact number of positional arguments (the least, with variadic)
+	variadic bool     // more positional arguments may follow
 	required []string // flags it cannot do without ("keyring" is the global one)
 	mode     mode     // whether it works through the daemon, on the file, or both
 	summary  string   // one line, for the list of commands
@@ -200,6 +201,7 @@ type opts struct {
 	keepInvites  bool
 	unit         string
 	slotOpts
+	bindOpts
 }
 
 func (cmd *command) run(c *cli, args []string) error {
@@ -215,7 +217,7 @@ func (cmd *command) run(c *cli, args []string) error {
 	if err != nil {
 		return usagef("%s: %v", cmd.name, err)
 	}
-	if len(pos) != cmd.nPos {
+	if len(pos) != cmd.nPos && !(cmd.variadic && len(pos) > cmd.nPos) {
 		want := "no arguments"
 		if cmd.nPos > 0 {
 			want = strings.TrimSpace(cmd.args)

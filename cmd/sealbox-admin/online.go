@@ -13,6 +13,7 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/config"
 	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 // online talks to the daemon; every change shows progress, since the daemon
@@ -45,6 +46,18 @@ func (o *online) deriving(who string) {
 func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name string, npw []byte) error {
 	o.deriving(actor)
 	return o.Client.AddAdmin(ctx, actor, apw, name, npw)
+}
+
+// Bind asks the daemon, which makes the binding (and reaches the TPM
+// with its own tpm2_tcti).
+func (o *online) Bind(ctx context.Context, req *api.BindRequest, _ *unattended.Env) error {
+	o.deriving(req.Actor)
+	return o.Client.Bind(ctx, req)
+}
+
+func (o *online) Unbind(ctx context.Context, actor string, apw []byte, name string) error {
+	o.deriving(actor)
+	return o.Client.Unbind(ctx, actor, apw, name)
 }
 
 func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name string) error {

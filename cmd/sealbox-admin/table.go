@@ -76,6 +76,43 @@ var commands = []*command{
 		do: (*cli).remove,
 	},
 	{
+		name: "bind tang", summary: "add a slot that unseals while a Tang server answers", required: []string{"as"},
+		args: " URL", nPos: 1,
+		help: "Add an unattended slot bound to the Tang server at URL: sealboxd unseals\nat start, with no person, while it can reach that server (which never\nsees the key). The advertisement is fetched here and must be signed by\nthe key whose thumbprint --thp gives (read it on the server); without\n--thp the thumbprints are shown to confirm on the terminal. The slot is\nstored as a clevis JWE: clevis decrypt opens it too. Prompt: ACTOR's\npassword.\nExit: 0 bound, 5 the server did not answer, 6 not signed by --thp.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			bindFlags(fs, o)
+			fs.StringVar(&o.thp, "thp", "", "trust the advertisement signed by the key with this `thumbprint` (S256)")
+		},
+		do: (*cli).bindTang,
+	},
+	{
+		name: "bind tpm2", summary: "add a slot sealed to this machine's TPM", required: []string{"as"},
+		help: "Add an unattended slot sealed to this machine's TPM and the current\nvalues of --pcrs (sha256 bank): sealboxd unseals at start while they are\nthe same. After a firmware, boot loader or kernel update changes them the\nslot fails cleanly, and the next admin unseal seals it again to the new\nvalues. Through the daemon, sealboxd reaches the TPM (tpm2_tcti); on the\nfile, this command does (--tcti). Prompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			bindFlags(fs, o)
+			fs.StringVar(&o.pcrs, "pcrs", "7", "seal to these `PCRs`, comma-separated (7: Secure Boot state)")
+			tpmFlags(fs, o)
+		},
+		do: (*cli).bindTPM2,
+	},
+	{
+		name: "bind threshold", summary: "join unattended slots into one that needs K of them", required: []string{"as"},
+		args: " K SLOT...", nPos: 2, variadic: true,
+		help: "Replace the unattended slots named (tang, tpm2) by one slot that unseals\nonly when K of them answer: 2 of 3 Tang servers survives one server down\nand a disk carried off to another network. The key is split in shares\n(Shamir), one per member, each bound as its slot was (Tang offline; the\nTPM sealed again). Prompt: ACTOR's password.",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			bindFlags(fs, o)
+			tpmFlags(fs, o)
+		},
+		do: (*cli).bindThreshold,
+	},
+	{
+		name: "unbind", summary: "remove an unattended slot (tang, tpm2, threshold)", required: []string{"as"},
+		args: " NAME", nPos: 1,
+		help:  "Remove the unattended slot NAME. Admins are removed with remove, not\nunbind. A binding someone copied keeps opening that copy of the file:\nrekey after unbinding a slot whose server or TPM you no longer trust.\nPrompt: ACTOR's password.",
+		flags: asFlag,
+		do:    (*cli).unbind,
+	},
+	{
 		name: "invite", summary: "print a one-time code for NAME to enroll with", required: []string{"as"},
 		args: " NAME", nPos: 1,
 		help: "Invite NAME to become an admin and choose their own password: prints a\none-time code (give it to them by a separate channel) that expires.\nPrompt: ACTOR's password. They run: sealbox-admin enroll NAME",

@@ -1,0 +1,233 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/errclass"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+// Unattended slots (Tang, TPM2, threshold) hold the DataKey under a key that
+// a binding yields without a person: see keyring/FORMAT.md. This file is
+// what the admin rules say about them; making and opening bindings is
+// unseal/unattended's.
+
+// Errors of bindings.
+var (
+	ErrSlotExists    = errclass.New(errclass.Refused, "a slot of that name already exists; pick another --name or unbind it first")
+	ErrNotUnattended = errclass.New(errclass.Refused, "that slot is not an unattended one (tang, tpm2, threshold)")
+)
+
+// BindSpec is a new unattended slot: its kind, and how to make its binding
+// over the slot's new key.
+type BindSpec struct {
+	Kind keyring.SlotKind
+	// Build returns the binding over kek (32 random bytes, the slot's new
+	// key). members are the slots named in Replaces, as stored.
+	Build func(ctx context.Context, kek []byte, members []*keyring.Slot) ([]byte, error)
+	// Replaces names unattended slots that the new slot replaces in the
+	// same change (a threshold's members).
+	Replaces []string
+	// Detail goes into the audit record (what the binding is bound to).
+	Detail string
+}
+
+// Bind adds the unattended slot name, authorized by actor's password. The
+// binding is made before the change, outside the transaction; the change
+// then checks that the slots it replaces are the records the binding was
+// made from.
+func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, name string, spec BindSpec) error {
+	if !spec.Kind.Unattended() {
+		return fmt.Errorf("%w: %s is not an unattended slot kind", ErrInvalid, spec.Kind)
+	}
+	if err := validAdminName(name); err != nil {
+		return err
+	}
+	s, err := m.authenticate(ctx, audit.KindSlotBind, actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	var members []*keyring.Slot
+	var raws [][]byte
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		if _, err := tx.Slot(name); err == nil && !contains(spec.Replaces, name) {
+			return fmt.Errorf("%w: %q", ErrSlotExists, name)
+		}
+		for _, r := range spec.Replaces {
+			sl, err := tx.Slot(r)
+			if err != nil {
+				return fmt.Errorf("slot %q: %w", r, err)
+			}
+			if !sl.Unattended() {
+				return fmt.Errorf("%w: %q is a %s slot", ErrNotUnattended, r, sl.Kind)
+			}
+			members = append(members, sl)
+			raws = append(raws, append([]byte(nil), tx.RawSlot(r)...))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return err
+	}
+	defer kek.Destroy()
+	if _, err := rand.Read(kek.Bytes()); err != nil {
+		return err
+	}
+	binding, err := spec.Build(ctx, kek.Bytes(), members)
+	if err != nil {
+		return err
+	}
+	_, err = m.change(ctx, s, op{kind: audit.KindSlotBind, target: name, detail: spec.Kind.String() + " " + spec.Detail}, func(t *txn) error {
+		if _, err := t.Slot(name); err == nil && !contains(spec.Replaces, name) {
+			return fmt.Errorf("%w: %q", ErrSlotExists, name)
+		}
+		for i, r := range spec.Replaces {
+			if !bytes.Equal(t.RawSlot(r), raws[i]) {
+				return fmt.Errorf("%w: slot %q", ErrChanged, r)
+			}
+			if err := t.DeleteSlot(r); err != nil {
+				return err
+			}
+		}
+		slot, err := t.s.key.SealSlotKEK(name, spec.Kind, binding, kek.Bytes(), t.now.Unix())
+		if err != nil {
+			return err
+		}
+		return t.PutSlot(slot)
+	})
+	return err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Unbind removes the unattended slot name, authorized by actor's password.
+// It never removes an admin's slot (that is RemoveAdmin).
+func (m *Manager) Unbind(ctx context.Context, actor string, actorPassword []byte, name string) error {
+	s, err := m.authenticate(ctx, audit.KindSlotUnbind, actor, actorPassword)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	_, err = m.change(ctx, s, op{kind: audit.KindSlotUnbind, target: name}, func(t *txn) error {
+		sl, err := t.Slot(name)
+		if err != nil {
+			if errors.Is(err, keyring.ErrNoSlot) {
+				return fmt.Errorf("%w: no slot %q", keyring.ErrNoSlot, name)
+			}
+			return err
+		}
+		if !sl.Unattended() {
+			return fmt.Errorf("%w: %q is a %s slot (remove admins with: sealbox-admin remove NAME)", ErrNotUnattended, name, sl.Kind)
+		}
+		t.detail = append(t.detail, sl.Kind.String())
+		return t.DeleteSlot(name)
+	})
+	return err
+}
+
+// Reseal replaces the binding of the unattended slot name by one build
+// makes over a new key, in a change authorized by an admin's session: used
+// after an admin unseal, for a TPM2 slot whose PCRs drifted. The slot must
+// still be the record the caller read (raw).
+func (m *Manager) reseal(ctx context.Context, s *session, name string, raw []byte, build func(kek []byte) ([]byte, error), why string) error {
+	kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return err
+	}
+	defer kek.Destroy()
+	if _, err := rand.Read(kek.Bytes()); err != nil {
+		return err
+	}
+	binding, err := build(kek.Bytes())
+	if err != nil {
+		return err
+	}
+	_, err = m.change(ctx, s, op{kind: audit.KindSlotReseal, target: name, detail: why}, func(t *txn) error {
+		if !bytes.Equal(t.RawSlot(name), raw) {
+			return fmt.Errorf("%w: slot %q", ErrChanged, name)
+		}
+		old, err := t.Slot(name)
+		if err != nil {
+			return err
+		}
+		slot, err := t.s.key.SealSlotKEK(name, old.Kind, binding, kek.Bytes(), old.Created)
+		if err != nil {
+			return err
+		}
+		return t.PutSlot(slot)
+	})
+	return err
+}
+
+// UnattendedSlots returns the unattended slots as stored. Nothing in them
+// is verified before an unseal: a binding that was tampered with yields a
+// key that opens nothing (OpenSlotKEK), and the state root is checked once
+// a key is at hand.
+func (m *Manager) UnattendedSlots() ([]*keyring.Slot, error) {
+	var out []*keyring.Slot
+	err := m.kr.View(func(tx *keyring.Tx) error {
+		slots, err := tx.Slots()
+		if err != nil {
+			return err
+		}
+		for _, s := range slots {
+			if s.Unattended() {
+				out = append(out, s)
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
+// UnsealKEK unseals with the unattended slot name, whose binding yielded
+// kek, as Unseal does with a password: the file must verify, and the
+// unseal is recorded (how says by what, such as the Tang server). There is
+// no backoff: a binding's key is 256 random bits, not a guess.
+func (m *Manager) UnsealKEK(ctx context.Context, name string, kek []byte, how string) (*Unsealed, error) {
+	var h *keyring.Header
+	var slot *keyring.Slot
+	var raw []byte
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		var err error
+		if h, err = tx.Header(); err != nil {
+			return err
+		}
+		if slot, err = tx.Slot(name); err != nil {
+			return err
+		}
+		raw = append([]byte(nil), tx.RawSlot(name)...)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	key, err := unseal.OpenSlotKEK(h, slot, kek, m.opts.Memory)
+	if err != nil {
+		m.logFailure(ctx, audit.KindUnseal, name, audit.Failed, err)
+		return nil, err
+	}
+	lk, err := key.LogKeys(m.opts.Memory)
+	if err != nil {
+		key.Destroy()
+		return nil, err
+	}
+	return m.unsealWith(ctx, &session{key: key, logKeys: lk, header: h, slot: slot, raw: raw}, how)
+}

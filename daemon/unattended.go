@@ -1,0 +1,269 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sealbox/sealbox/admin"
+	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/audit"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+	"github.com/sealbox/sealbox/unseal/tpm2"
+	"github.com/sealbox/sealbox/unseal/unattended"
+)
+
+// firstRetry is the wait before the first background retry; each further
+// one doubles it, up to unattended_retry_max, with ±25 % jitter so that a
+// rack of hosts does not retry in step.
+const firstRetry = time.Second
+
+// attempts is what status shows of the unattended slots.
+type attempts struct {
+	mu sync.Mutex
+	m  map[string]*api.UnattendedAttempt
+	// unsealMu makes one success the unseal: a second one finds the
+	// daemon unsealed and stops.
+	unsealMu sync.Mutex
+}
+
+func (a *attempts) update(name string, fn func(at *api.UnattendedAttempt)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	at := a.m[name]
+	if at == nil {
+		at = &api.UnattendedAttempt{Slot: name}
+		a.m[name] = at
+	}
+	fn(at)
+}
+
+func (a *attempts) list() []api.UnattendedAttempt {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]api.UnattendedAttempt, 0, len(a.m))
+	for _, at := range a.m {
+		c := *at
+		c.Members = append([]api.MemberAttempt(nil), at.Members...)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Slot < out[j].Slot })
+	return out
+}
+
+func (d *Daemon) unattendedEnv() *unattended.Env {
+	return &unattended.Env{
+		Timeout:     d.cfg.UnattendedTimeout,
+		DialTimeout: d.cfg.UnattendedDialTimeout,
+		TPM:         tpm2.Config{TCTI: d.cfg.TPM2TCTI},
+	}
+}
+
+// runUnattended tries every unattended slot at once, each on its own, and
+// unseals with the first that opens; the others are then cancelled. A slot
+// that failed for a reason that may pass is retried in the background. It
+// stops for good once the daemon is unsealed by any way, or an admin seals
+// it (an explicit seal is not undone by a machine), or ctx ends.
+func (d *Daemon) runUnattended(ctx context.Context) {
+	slots, err := d.mgr.UnattendedSlots()
+	if err != nil {
+		d.log.Error("unattended slots could not be read; only an admin can unseal", "error", err)
+		return
+	}
+	if len(slots) == 0 {
+		return
+	}
+	epoch := d.vault.sealEpoch()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Stop every attempt as soon as the daemon is unsealed, by whatever
+	// way, or sealed by an admin.
+	go func() {
+		_, unsealed := d.vault.isSealed()
+		select {
+		case <-ctx.Done():
+		case <-unsealed:
+			cancel()
+		case <-d.sealedByAdmin(epoch, ctx.Done()):
+			cancel()
+		}
+	}()
+	env := d.unattendedEnv()
+	d.log.Info("unattended unseal: trying", "slots", len(slots))
+	var wg sync.WaitGroup
+	for _, s := range slots {
+		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+			at.Method, at.State = unattended.Describe(s.Kind, s.Binding), "trying"
+		})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.trySlot(ctx, env, s, epoch)
+		}()
+	}
+	wg.Wait()
+	d.unattended.mu.Lock()
+	for _, at := range d.unattended.m {
+		if at.State == "trying" || at.State == "waiting" {
+			at.State, at.NextTry = "stopped", nil
+		}
+	}
+	d.unattended.mu.Unlock()
+}
+
+// sealedByAdmin returns a channel closed once a seal happens after epoch.
+func (d *Daemon) sealedByAdmin(epoch uint64, done <-chan struct{}) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if d.vault.sealEpoch() != epoch {
+					close(ch)
+					return
+				}
+			}
+		}
+	}()
+	return ch
+}
+
+func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Slot, epoch uint64) {
+	wait := firstRetry
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		kek, err := memlock.New(unattended.KeySize, memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			d.log.Error("unattended unseal: no memory for a key", "slot", s.Name, "error", err)
+			return
+		}
+		start := time.Now()
+		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+			at.State, at.NextTry = "trying", nil
+			at.Tries++
+			t := start.UTC()
+			at.LastTry = &t
+		})
+		r := unattended.Open(ctx, env, s.Kind, s.Binding, kek.Bytes())
+		if ctx.Err() != nil {
+			kek.Destroy()
+			return // another way unsealed, an admin sealed, or shutdown
+		}
+		if r.Err == nil {
+			r.Err = d.unsealUnattended(ctx, s, kek.Bytes(), r.Method, epoch)
+		}
+		kek.Destroy()
+		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+			at.ElapsedMS = r.Elapsed.Milliseconds()
+			at.Members = at.Members[:0]
+			for _, m := range r.Members {
+				ma := api.MemberAttempt{Method: m.Method, ElapsedMS: m.Elapsed.Milliseconds()}
+				if m.Err != nil {
+					ma.Error = m.Err.Error()
+				}
+				at.Members = append(at.Members, ma)
+			}
+			at.Error = ""
+			if r.Err != nil {
+				at.Error = r.Err.Error()
+			}
+		})
+		if r.Err == nil {
+			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "unsealed" })
+			return
+		}
+		if errors.Is(r.Err, errAlreadyUnsealed) {
+			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State, at.Error = "stopped", "" })
+			return
+		}
+		transient := unattended.Transient(r.Err)
+		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", transient && d.cfg.UnattendedRetryMax > 0, "error", r.Err)
+		if !errors.Is(r.Err, errUnsealRecorded) {
+			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + r.Err.Error()})
+		}
+		if !transient || d.cfg.UnattendedRetryMax == 0 {
+			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })
+			return
+		}
+		wait = min(wait, d.cfg.UnattendedRetryMax)
+		j := wait*3/4 + rand.N(wait/2+1)
+		next := time.Now().Add(j)
+		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+			t := next.UTC()
+			at.State, at.NextTry = "waiting", &t
+		})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(j):
+		}
+		wait *= 2
+	}
+}
+
+var (
+	errAlreadyUnsealed = errors.New("already unsealed")
+	// errUnsealRecorded marks a failure the admin package recorded itself.
+	errUnsealRecorded = errors.New("recorded")
+)
+
+// unsealUnattended unseals with the key an unattended slot's binding gave:
+// the same verification and record as an admin's unseal.
+func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []byte, method string, epoch uint64) error {
+	d.unattended.unsealMu.Lock()
+	defer d.unattended.unsealMu.Unlock()
+	if sealed, _ := d.vault.isSealed(); !sealed || d.vault.sealEpoch() != epoch {
+		return errAlreadyUnsealed
+	}
+	u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method)
+	if err != nil {
+		return errors.Join(err, errUnsealRecorded)
+	}
+	keys := u.LogKeys
+	u.LogKeys = nil
+	d.audit.setKeys(keys)
+	if !d.vault.unseal(u, s.Name, epoch) {
+		u.Destroy()
+		return errAlreadyUnsealed
+	}
+	unseal.DropArena()
+	d.log.Info("unsealed", "slot", s.Name, "method", method, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
+	if err := u.Report.Err(); err != nil {
+		d.log.Error("records failed verification and are not honoured", "report", err)
+	}
+	d.logResealed(u)
+	d.notify("STATUS=unsealed")
+	return nil
+}
+
+// resealHook is admin.Options.Reseal: after an unseal, a tpm2 slot (or a
+// threshold with a tpm2 member) whose PCRs drifted is sealed again to the
+// current values.
+func (d *Daemon) resealHook(ctx context.Context, s *keyring.Slot) (func(kek []byte) ([]byte, error), string, error) {
+	env := d.unattendedEnv()
+	need, why, err := unattended.NeedsReseal(ctx, env, s.Kind, s.Binding)
+	if err != nil || !need {
+		return nil, "", err
+	}
+	return func(kek []byte) ([]byte, error) { return unattended.Remake(ctx, env, s.Kind, s.Binding, kek) }, why, nil
+}
+
+func (d *Daemon) logResealed(u *admin.Unsealed) {
+	for _, name := range u.Resealed {
+		d.log.Info("unattended slot sealed again to the current PCR values", "slot", name)
+	}
+	for _, err := range u.ResealErrors {
+		d.log.Warn("unattended slot could not be checked or sealed again", "error", err)
+	}
+}
