@@ -379,3 +379,46 @@ func BenchmarkDrifted(b *testing.B) {
 		}
 	}
 }
+
+// TestHungUnsealKilled: a tpm2_unseal that hangs while a child of its own
+// holds the output pipe (a shell running sleep) is killed with its whole
+// process group when the context ends, so Unseal returns ErrUnavailable
+// at the deadline instead of waiting for the pipe to close.
+func TestHungUnsealKilled(t *testing.T) {
+	t.Parallel()
+	tpm := startSWTPM(t)
+	binding, err := Seal(testCtx(t), tpm.cfg(), secret(32), []int{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrap := t.TempDir()
+	for _, tool := range tools[1:] {
+		real, _ := exec.LookPath(tool)
+		script := fmt.Sprintf("#!/bin/sh\nexec %q \"$@\"\n", real)
+		if tool == "tpm2_unseal" {
+			script = "#!/bin/sh\nsleep 30\necho late\n"
+		}
+		if err := os.WriteFile(filepath.Join(wrap, tool), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := tpm.cfg()
+	cfg.Tools = wrap
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	t0 := time.Now()
+	err = Unseal(ctx, cfg, binding, make([]byte, 32))
+	took := time.Since(t0)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want ErrUnavailable (deadline)", err)
+	}
+	if took > 1300*time.Millisecond {
+		t.Fatalf("took %v with a 1 s deadline", took)
+	}
+	// The TPM is fine afterwards: the next operation flushes what the
+	// interrupted one left.
+	got := make([]byte, 32)
+	if err := Unseal(testCtx(t), tpm.cfg(), binding, got); err != nil || !bytes.Equal(got, secret(32)) {
+		t.Fatalf("after the hang: %v", err)
+	}
+}
