@@ -1,0 +1,318 @@
+// Package fleettest runs the real servers unattended slots talk to, for
+// end-to-end tests: Debian's tangd under socat on a free 127.0.0.1 port,
+// and swtpm (a software TPM 2.0) on free 127.0.0.1 ports. Both are stopped
+// by t.Cleanup. Missing tools fail the test under CI=true and skip it
+// elsewhere (testbin.Require). It is for tests only.
+package fleettest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/internal/testbin"
+)
+
+// Debian's tang programs.
+const (
+	Tangd       = "/usr/libexec/tangd"
+	TangdKeygen = "/usr/libexec/tangd-keygen"
+	TangdRotate = "/usr/libexec/tangd-rotate-keys"
+)
+
+// RequireTang stops t unless tang, clevis, jose and socat are installed.
+func RequireTang(t testing.TB) {
+	t.Helper()
+	for _, p := range []string{Tangd, TangdKeygen, TangdRotate} {
+		if _, err := os.Stat(p); err != nil {
+			testbin.Require(t, p+" is missing (apt-get install tang)")
+		}
+	}
+	for _, tool := range []string{"socat", "clevis", "jose"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testbin.Require(t, tool+" is missing (apt-get install tang clevis jose socat)")
+		}
+	}
+}
+
+// Run runs a command with stdin and no proxy settings, and returns its
+// stdout; it fails t on error.
+func Run(t testing.TB, stdin []byte, name string, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), "http_proxy=", "HTTP_PROXY=", "https_proxy=", "HTTPS_PROXY=", "all_proxy=", "ALL_PROXY=")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out
+}
+
+// Tang is a running tangd.
+type Tang struct {
+	t    testing.TB
+	Dir  string // its key directory
+	URL  string // http://127.0.0.1:PORT
+	port int
+	cmd  *exec.Cmd
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// StartTang makes a key directory and serves it.
+func StartTang(t testing.TB) *Tang {
+	t.Helper()
+	RequireTang(t)
+	s := &Tang{t: t, Dir: t.TempDir(), port: FreePort(t)}
+	Run(t, nil, TangdKeygen, s.Dir)
+	s.URL = fmt.Sprintf("http://127.0.0.1:%d", s.port)
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Start serves the key directory again on the same port (after Stop).
+func (s *Tang) Start() {
+	s.t.Helper()
+	cmd := exec.Command("socat",
+		fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", s.port),
+		fmt.Sprintf("EXEC:%s %s", Tangd, s.Dir))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd = cmd
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := c.Get(s.URL + "/adv")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("tangd under socat does not answer on %s: %v\n%s", s.URL, err, stderr.Bytes())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills socat and any tangd it forked: the port then refuses.
+func (s *Tang) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Thumbprint is the S256 thumbprint of the server's signing key (the
+// name of its ES512 key file).
+func (s *Tang) Thumbprint() string {
+	s.t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.Dir, "*.jwk"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		var k struct {
+			Alg string `json:"alg"`
+		}
+		if json.Unmarshal(b, &k) == nil && k.Alg == "ES512" {
+			return strings.TrimSuffix(filepath.Base(f), ".jwk")
+		}
+	}
+	s.t.Fatalf("no signing key in %s", s.Dir)
+	return ""
+}
+
+// Rotate makes new keys; the old ones are hidden (.*.jwk) and still
+// answer /rec, but /adv no longer lists them.
+func (s *Tang) Rotate() {
+	s.t.Helper()
+	Run(s.t, nil, TangdRotate, "-d", s.Dir)
+}
+
+// DropHidden deletes the hidden (rotated) keys: /rec for them is 404.
+func (s *Tang) DropHidden() {
+	s.t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.Dir, ".*.jwk"))
+	if len(files) == 0 {
+		s.t.Fatal("no hidden keys to drop")
+	}
+	for _, f := range files {
+		if err := os.Remove(f); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// HungServer accepts connections on 127.0.0.1 and never answers; it
+// returns the URL.
+func HungServer(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + l.Addr().String()
+}
+
+// RefusedURL is a 127.0.0.1 URL whose port refuses connections.
+func RefusedURL(t testing.TB) string {
+	return fmt.Sprintf("http://127.0.0.1:%d", FreePort(t))
+}
+
+// SWTPM is a running software TPM.
+type SWTPM struct {
+	t      testing.TB
+	dir    string
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// RequireTPMTools stops t unless swtpm and tpm2-tools are installed.
+func RequireTPMTools(t testing.TB) {
+	t.Helper()
+	for _, tool := range []string{"swtpm", "tpm2_createprimary", "tpm2_create", "tpm2_load", "tpm2_unseal", "tpm2_pcrread", "tpm2_pcrextend", "tpm2_flushcontext"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testbin.Require(t, tool+" is not installed (apt-get install swtpm swtpm-tools tpm2-tools)")
+		}
+	}
+}
+
+// StartSWTPM starts a TPM on a fresh state directory.
+func StartSWTPM(t testing.TB) *SWTPM {
+	t.Helper()
+	RequireTPMTools(t)
+	s := &SWTPM{t: t, dir: t.TempDir()}
+	s.start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// TCTI is how tpm2-tools reach it.
+func (s *SWTPM) TCTI() string { return "swtpm:host=127.0.0.1,port=" + strconv.Itoa(s.port) }
+
+func (s *SWTPM) start() {
+	s.t.Helper()
+	for i := range 10 {
+		port := s.port
+		if i > 0 || port == 0 {
+			port = FreePort(s.t)
+		}
+		if l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+1)); err != nil {
+			continue
+		} else {
+			l.Close()
+		}
+		cmd := exec.Command("swtpm", "socket", "--tpmstate", "dir="+s.dir, "--tpm2",
+			"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port),
+			"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", port+1),
+			"--flags", "not-need-init,startup-clear")
+		if err := cmd.Start(); err != nil {
+			s.t.Fatalf("starting swtpm: %v", err)
+		}
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 200*time.Millisecond)
+			if err == nil {
+				c.Close()
+				s.port, s.cmd, s.exited = port, cmd, exited
+				return
+			}
+			select {
+			case <-exited:
+				deadline = time.Time{}
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		cmd.Process.Kill()
+		<-exited
+	}
+	s.t.Fatal("swtpm did not start")
+}
+
+// Stop ends the TPM.
+func (s *SWTPM) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
+	s.cmd = nil
+}
+
+// Reboot restarts the TPM on the same state: the PCRs are reset. It keeps
+// its port unless that was taken meanwhile; read TCTI again.
+func (s *SWTPM) Reboot() {
+	s.t.Helper()
+	s.Stop()
+	s.start()
+}
+
+// Extend extends PCR pcr of the sha256 bank, as a firmware or kernel
+// update does at the next boot.
+func (s *SWTPM) Extend(pcr int) {
+	s.t.Helper()
+	cmd := exec.Command("tpm2_pcrextend", fmt.Sprintf("%d:sha256=%s", pcr, strings.Repeat("ab", 32)))
+	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+s.TCTI())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("tpm2_pcrextend: %v\n%s", err, out)
+	}
+}
