@@ -1,0 +1,105 @@
+package main
+
+// Attacks on the surfaces added last (the online check, audit following,
+// the journal copy, export-secret, unlock and policy set) by someone who did
+// not write them: each test fails if its attack works.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// forgedLine is what a stranger puts in the path of a refused read: a
+// newline, then a line that looks like an admin change, then a terminal
+// escape that clears the screen of whoever reads the log.
+const forgedLine = "%0a%20%20%204242%202026-12-06T06:00:00Z%20admin.add%20%20%20%20%20%20%20ok%20actor=alice%20target=mallory%1b[2J"
+
+// strangerGets runs curl as uid stranger for each path, on the service socket.
+func strangerGets(t *testing.T, e *env, paths []string) {
+	t.Helper()
+	script := "for p in \"$@\"; do curl -s -g -o /dev/null --path-as-is --unix-socket " + e.sock + " \"http://sealbox$p\"; done"
+	args := append([]string{"--reuid", strconv.Itoa(stranger), "--regid", strconv.Itoa(stranger), "--clear-groups", "sh", "-c", script, "sh"}, paths...)
+	if out, err := exec.Command("setpriv", args...).CombinedOutput(); err != nil {
+		t.Fatalf("the stranger's curl: %v\n%s", err, out)
+	}
+}
+
+// TestRefusedPathCannotForgeOrFloodTheAudit: a local user who is no client
+// chooses the path of its refused reads. The path must not reach the audit
+// log's text (a forged line, a terminal escape), the journal copy, or defeat
+// the aggregation of refusals (one record per peer per window, not one per
+// distinct path).
+func TestRefusedPathCannotForgeOrFloodTheAudit(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	e := newEnv(t)
+	sock := filepath.Join(e.dir, "journal.sock")
+	jconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jconn.Close()
+	e.start(nil, "--config", writeFile(t, e.dir, "journal.toml", "audit_journal = \""+sock+"\"\n"))
+	var paths []string
+	for i := 0; i < 40; i++ {
+		paths = append(paths, fmt.Sprintf("/v1/secret-%d%s", i, forgedLine))
+	}
+	strangerGets(t, e, paths)
+	// The refusals are aggregated per window: flush them now.
+	e.online(0, "", "seal")
+	text := e.online(0, "", "audit", "--reads").out
+	if strings.ContainsRune(text, 0x1b) {
+		t.Errorf("a stranger's terminal escape reached `audit --reads`:\n%q", text)
+	}
+	for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		if strings.Contains(l, "4242 2026-12-06T06:00:00Z admin.add") && strings.HasPrefix(strings.TrimLeft(l, " "), "4242") {
+			t.Errorf("a stranger forged an audit line:\n%s", text)
+			break
+		}
+	}
+	var recs []struct {
+		Event struct {
+			Count int64
+			Peer  *struct{ UID uint32 }
+		}
+	}
+	if err := json.Unmarshal([]byte(e.online(0, "", "audit", "--reads", "--json").out), &recs); err != nil {
+		t.Fatal(err)
+	}
+	n, counted := 0, int64(0)
+	for _, r := range recs {
+		if r.Event.Peer != nil && r.Event.Peer.UID == stranger {
+			n++
+			counted += max(r.Event.Count, 1)
+		}
+	}
+	if counted != int64(len(paths)) {
+		t.Errorf("%d of %d refusals accounted for", counted, len(paths))
+	}
+	if n > 2 {
+		t.Errorf("%d refused reads with distinct paths took %d records: a stranger defeats the aggregation by varying the path", len(paths), n)
+	}
+	// The journal copy has neither the escape nor the forged line.
+	buf := make([]byte, 64<<10)
+	var all strings.Builder
+	for {
+		jconn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		k, err := jconn.Read(buf)
+		if err != nil {
+			break
+		}
+		all.Write(buf[:k])
+	}
+	if j := all.String(); !strings.Contains(j, "SEALBOX_UID="+strconv.Itoa(stranger)) {
+		t.Errorf("the refusals are not in the journal:\n%q", j)
+	} else if strings.ContainsRune(j, 0x1b) || strings.Contains(j, "target=mallory") {
+		t.Errorf("a stranger's path reached the journal:\n%q", j)
+	}
+}
