@@ -103,3 +103,36 @@ func TestRefusedPathCannotForgeOrFloodTheAudit(t *testing.T) {
 		t.Errorf("a stranger's path reached the journal:\n%q", j)
 	}
 }
+
+// TestBackupReachesFollowersAndJournal: a backup through the daemon is
+// recorded (audit.backup); a follower and the journal copy must hear of it
+// when it is committed, not whenever some later record happens to be
+// written. On an idle daemon, "later" was never: someone with the admin
+// socket could copy the keyring with no follower or journal reader told.
+func TestBackupReachesFollowersAndJournal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	sock := filepath.Join(e.dir, "journal.sock")
+	jconn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jconn.Close()
+	e.start(nil, "--config", writeFile(t, e.dir, "journal.toml", "audit_journal = \""+sock+"\"\n"))
+	f := e.follow("--jsonl")
+	f.waitFor(t, `"kind":"admin.add"`) // the stored records are out: following
+	e.online(0, "", "backup", "--to", filepath.Join(e.dir, "copy.db"))
+	// Nothing else happens on this daemon from here on.
+	buf := make([]byte, 64<<10)
+	journalHas := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !journalHas; {
+		jconn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, err := jconn.Read(buf); err == nil && strings.Contains(string(buf[:n]), "SEALBOX_KIND=backup\n") {
+			journalHas = true
+		}
+	}
+	if !journalHas {
+		t.Error("the backup's record never reached the journal")
+	}
+	f.waitFor(t, `"kind":"backup"`)
+}
