@@ -5,9 +5,11 @@ package main
 // not write them: each test fails if its attack works.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -135,4 +137,55 @@ func TestBackupReachesFollowersAndJournal(t *testing.T) {
 		t.Error("the backup's record never reached the journal")
 	}
 	f.waitFor(t, `"kind":"backup"`)
+}
+
+// TestExportSecretOutputSwappedDuringTheExport: a careless admin exports
+// into a directory someone else can write. While the password is derived,
+// that someone moves the freshly created (empty) output file aside and puts
+// a file of their own under its name. The export must not then report
+// success with the attacker's bytes at --out (an admin restoring from it
+// would use a key of the attacker's choosing), nor leave the secret in the
+// file that was moved.
+func TestExportSecretOutputSwappedDuringTheExport(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	backup := filepath.Join(e.dir, "backup.db")
+	e.admin(0, "", "--keyring", e.keyring, "backup", "--to", backup)
+	shared := filepath.Join(e.dir, "shared")
+	os.Mkdir(shared, 0o777)
+	out := filepath.Join(shared, "secret.out")
+	aside := filepath.Join(shared, "moved")
+	attackerKey := []byte("attacker-chosen key")
+	swapped := make(chan error, 1)
+	go func() {
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			if _, err := os.Lstat(out); err == nil {
+				if err := os.Rename(out, aside); err != nil {
+					swapped <- err
+					return
+				}
+				swapped <- os.WriteFile(out, attackerKey, 0o644)
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+		swapped <- fmt.Errorf("the output file never appeared")
+	}()
+	r := runCmd(t, pwAlice+"\n", adminBin, "--keyring", backup, "export-secret", "--as", "alice", "--out", out)
+	if err := <-swapped; err != nil {
+		t.Fatalf("the swap: %v", err)
+	}
+	got, _ := os.ReadFile(out)
+	if r.code == 0 && !bytes.Equal(got, masterSecret) {
+		t.Errorf("export-secret said it wrote the secret to %s, which holds %q (the attacker's file):\n%s", out, got, r.out)
+	}
+	if moved, _ := os.ReadFile(aside); bytes.Contains(moved, masterSecret[:12]) {
+		t.Errorf("the secret was left in the file moved aside (%q)", moved)
+	}
+	if r.code != 4 || !strings.Contains(r.out, "moved or replaced") {
+		t.Errorf("export with its output file replaced: exit %d, want 4 (refused, saying why):\n%s", r.code, r.out)
+	}
+	if !bytes.Equal(got, attackerKey) {
+		t.Errorf("the export touched the attacker's file: %q", got)
+	}
 }
