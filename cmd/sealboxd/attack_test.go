@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -187,5 +188,84 @@ func TestExportSecretOutputSwappedDuringTheExport(t *testing.T) {
 	}
 	if !bytes.Equal(got, attackerKey) {
 		t.Errorf("the export touched the attacker's file: %q", got)
+	}
+}
+
+// adminPost sends a raw JSON body to the admin socket and returns the status
+// and the answer.
+func adminPost(t *testing.T, e *env, path, body string) (int, string) {
+	t.Helper()
+	resp, err := unixClient(e.admSock).Post("http://sealbox"+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestAdminSocketCannotLowerHideOrForge: on the admin socket, without an
+// admin's password or below the floor, policy set and unlock change nothing
+// and are recorded; an unknown admin name chosen to look like a record (a
+// newline, a forged line, a terminal escape) is recorded, but neither
+// `audit` nor `audit --follow` prints it as a line of its own.
+func TestAdminSocketCannotLowerHideOrForge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+	follow := e.follow()
+	follow.waitFor(t, "admin.add")
+	policyBefore := e.slotsOf("--admin-socket", e.admSock).Policy
+	// Below the floor, with alice's own password: refused, nothing changes.
+	if code, ans := adminPost(t, e, "/v1/policy", `{"actor":"alice","actor_password":"`+b64(pwAlice)+`","kdf":{"t":1,"memory_kib":8,"p":1}}`); code != 400 {
+		t.Fatalf("a policy below the floor: %d %s", code, ans)
+	}
+	// Zero fields mean "keep": a zero policy is no way under the floor.
+	if code, ans := adminPost(t, e, "/v1/policy", `{"actor":"alice","actor_password":"`+b64(pwAlice)+`","kdf":{"t":0,"memory_kib":0,"p":0}}`); code != 200 || strings.Contains(ans, `"t":0`) {
+		t.Fatalf("a zero policy: %d %s", code, ans)
+	}
+	// Someone with the socket but no password: policy and unlock refused.
+	if code, ans := adminPost(t, e, "/v1/policy", `{"actor":"mallory","actor_password":"`+b64("mallory's guess here")+`","kdf":{"t":3,"memory_kib":65536,"p":4}}`); code < 400 {
+		t.Fatalf("a policy set by no admin: %d %s", code, ans)
+	}
+	e.pushBackoff(4, "unseal", "--admin", "bob")
+	if code, ans := adminPost(t, e, "/v1/admins/bob/unlock", `{"actor":"alice","actor_password":"`+b64("not alice's password")+`"}`); code < 400 {
+		t.Fatalf("an unlock with a wrong password: %d %s", code, ans)
+	}
+	if b := e.slotsOf("--admin-socket", e.admSock).slot(t, "bob"); b.Failures+b.RootFail < 4 {
+		t.Fatalf("bob's failures were cleared without alice's password: %+v", b)
+	}
+	if after := e.slotsOf("--admin-socket", e.admSock).Policy; after != policyBefore {
+		t.Fatalf("the policy changed: %+v, was %+v", after, policyBefore)
+	}
+	if n := e.auditCount([]string{"--admin-socket", e.admSock}, "admin.policy", "wrong_password"); n != 1 {
+		t.Errorf("%d admin.policy wrong_password records, want 1 (mallory's)", n)
+	}
+	if n := e.auditCount([]string{"--admin-socket", e.admSock}, "admin.unlock", "wrong_password"); n != 1 {
+		t.Errorf("%d admin.unlock wrong_password records, want 1", n)
+	}
+	if n := e.auditCount([]string{"--admin-socket", e.admSock}, "admin.unlock", "ok"); n != 0 {
+		t.Errorf("%d admin.unlock ok records, want 0", n)
+	}
+	// A name that forges a line.
+	forged := "x\n   4242 2026-12-06T06:00:00Z admin.add       ok actor=alice target=mallory\x1b[2J"
+	body, _ := json.Marshal(map[string]any{"admin": forged, "password": []byte("anything long enough")})
+	if code, ans := adminPost(t, e, "/v1/unseal", string(body)); code != 401 && code != 403 {
+		t.Fatalf("unseal as a forged name: %d %s", code, ans)
+	}
+	follow.waitFor(t, "target=mallory")
+	text := e.online(0, "", "audit").out
+	follow.mu.Lock()
+	followed := strings.Join(follow.lines, "\n")
+	follow.mu.Unlock()
+	for what, out := range map[string]string{"audit": text, "audit --follow": followed} {
+		if strings.ContainsRune(out, 0x1b) {
+			t.Errorf("%s printed a terminal escape from a name:\n%q", what, out)
+		}
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(strings.TrimLeft(l, " "), "4242 ") {
+				t.Errorf("%s printed a forged line: %q", what, l)
+			}
+		}
 	}
 }
