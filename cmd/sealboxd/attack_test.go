@@ -269,3 +269,89 @@ func TestAdminSocketCannotLowerHideOrForge(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileBodiesOnTheNewEndpoints: malformed, oversized or out-of-range
+// requests to check, keyring check, unlock, policy and the audit stream are
+// refused before any derivation, with no password echoed in the answer or
+// the daemon's log; refused follow requests do not use up follower places.
+func TestHostileBodiesOnTheNewEndpoints(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil, "--config", writeFile(t, e.dir, "debug.toml", "log_level = \"debug\"\n"))
+	const marker = "SEKRET-PASSWORD-MARKER"
+	pw := `"actor_password":"` + b64(pwAlice) + `"`
+	cases := []struct {
+		name, path, body string
+		want             int
+	}{
+		{"check: syntax error around a password", "/v1/check", `{"actor":"alice","actor_password":` + marker + `}`, 400},
+		{"check: password not base64", "/v1/check", `{"actor":"alice","actor_password":"` + marker + `!!"}`, 400},
+		{"check: wrong type holding a password", "/v1/check", `{"actor":["` + marker + `"],` + pw + `}`, 400},
+		{"check: unknown before", "/v1/check", `{"actor":"alice",` + pw + `,"before":"x\n\u001b[2J"}`, 400},
+		{"keyring check: oversized", "/v1/keyring/check", `{"actor":"alice","actor_password":"` + strings.Repeat("QUFB", 5<<10) + `"}`, 413},
+		{"keyring check: trailing data", "/v1/keyring/check", `{"actor":"alice",` + pw + `} {"actor_password":"` + b64(marker) + `"}`, 400},
+		{"unlock: a name with a newline", "/v1/admins/b%0Ab/unlock", `{"actor":"alice",` + pw + `}`, 400},
+		{"unlock: a name too long", "/v1/admins/" + strings.Repeat("b", 300) + "/unlock", `{"actor":"alice",` + pw + `}`, 400},
+		{"policy: negative memory", "/v1/policy", `{"actor":"alice",` + pw + `,"kdf":{"memory_kib":-1}}`, 400},
+		{"policy: time past the cap", "/v1/policy", `{"actor":"alice",` + pw + `,"kdf":{"t":4294967295}}`, 400},
+		{"policy: memory past the cap", "/v1/policy", `{"actor":"alice",` + pw + `,"kdf":{"memory_kib":4294967295}}`, 400},
+		{"policy: threads overflow", "/v1/policy", `{"actor":"alice",` + pw + `,"kdf":{"p":256}}`, 400},
+	}
+	ac := unixClient(e.admSock)
+	before := e.slotsOf("--admin-socket", e.admSock)
+	for _, c := range cases {
+		code, ans := adminPost(t, e, c.path, c.body)
+		if code != c.want {
+			t.Errorf("%s: %d %s, want %d", c.name, code, ans, c.want)
+		}
+		if strings.Contains(ans, marker) || strings.Contains(ans, b64(marker)) || strings.Contains(ans, pwAlice) {
+			t.Errorf("%s: the answer echoes a password: %s", c.name, ans)
+		}
+		if strings.ContainsRune(ans, 0x1b) {
+			t.Errorf("%s: the answer carries a terminal escape: %q", c.name, ans)
+		}
+	}
+	// The audit stream: bad filters are 400 and take no place.
+	for i := 0; i < 40; i++ {
+		for _, q := range []string{"since=yesterday", "uid=-1", "limit=-5", "stream=both", "until=2026-13-01T00:00:00Z"} {
+			resp, err := ac.Get("http://sealbox/v1/audit?follow=1&" + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 400 {
+				t.Fatalf("follow with %s: %d", q, resp.StatusCode)
+			}
+		}
+	}
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 16; i++ {
+		c, err := net.Dial("unix", e.admSock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		c.Write([]byte("GET /v1/audit?follow=1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line := make([]byte, 12)
+		if _, err := io.ReadFull(c, line); err != nil || !strings.Contains(string(line), "200") {
+			t.Fatalf("follower %d after 200 refused follows: %q %v", i+1, line, err)
+		}
+	}
+	// No derivation ran, nothing changed, no password in the log.
+	if after := e.slotsOf("--admin-socket", e.admSock); after.Policy != before.Policy {
+		t.Fatalf("the policy changed: %+v", after.Policy)
+	}
+	st := e.online(7, "", "status", "--json").out // 7: sealed
+	if !strings.Contains(st, `"kdf_derivations": 0`) {
+		t.Errorf("refused requests ran a derivation:\n%s", st)
+	}
+	if l := e.log.String(); strings.Contains(l, marker) || strings.Contains(l, b64(marker)) || strings.Contains(l, pwAlice) {
+		t.Errorf("the daemon's log holds a password:\n%s", l)
+	}
+}
