@@ -38,7 +38,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -534,13 +537,13 @@ func (r *Record) String() string {
 	fmt.Fprintf(&b, "%6d %s %-15s %-8s", r.Seq, r.Time.Format(time.RFC3339), r.Kind, r.Outcome)
 	for _, kv := range [][2]string{{"actor", r.Actor}, {"target", r.Target}, {"client", r.Client}, {"detail", r.Detail}} {
 		if kv[1] != "" {
-			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+			fmt.Fprintf(&b, " %s=%s", kv[0], printable(kv[1]))
 		}
 	}
 	if r.Peer != nil {
 		fmt.Fprintf(&b, " uid=%d gid=%d pid=%d", r.Peer.UID, r.Peer.GID, r.Peer.PID)
 		if r.Peer.Unit != "" {
-			fmt.Fprintf(&b, " unit=%s", r.Peer.Unit)
+			fmt.Fprintf(&b, " unit=%s", printable(r.Peer.Unit))
 		}
 	}
 	if r.Count > 1 {
@@ -553,6 +556,20 @@ func (r *Record) String() string {
 		b.WriteString(" (unkeyed)")
 	}
 	return b.String()
+}
+
+// printable returns v as it is, or quoted (strconv.Quote) when it holds a
+// newline, a terminal escape or anything else not printable: a record's
+// text is one line, and a name in it may be a caller's choice (an unknown
+// admin name in a failed unseal) or a file writer's, which must not forge
+// a line or drive the terminal of the admin who reads the log.
+func printable(v string) string {
+	for _, c := range v {
+		if c == utf8.RuneError || !unicode.IsPrint(c) {
+			return strconv.Quote(v)
+		}
+	}
+	return v
 }
 
 // Key epochs. The audit key derives from the DataKey, so a rekey changes it.

@@ -399,3 +399,24 @@ func TestLookalikeRecordsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordStringIsOneLine: a record's text is one line, whatever its names
+// hold: a newline, a terminal escape or invalid UTF-8 in an actor (an
+// unknown name in a failed unseal is the caller's choice), a detail or a
+// unit is quoted, and plain values are not.
+func TestRecordStringIsOneLine(t *testing.T) {
+	hostile := "x\n   4242 2026-12-06T06:00:00Z admin.add ok actor=alice\x1b[2J\xff"
+	rec := Record{Seq: 7, Event: Event{Kind: KindUnseal, Outcome: WrongPassword, Actor: hostile, Detail: hostile,
+		Peer: &Peer{UID: 1, Unit: hostile}}}
+	s := rec.String()
+	if strings.ContainsAny(s, "\n\x1b") || strings.Contains(s, "\xff") {
+		t.Fatalf("a record's text carries a control character: %q", s)
+	}
+	if n := strings.Count(s, `"x\n   4242`); n != 3 {
+		t.Fatalf("the hostile values are not quoted (%d of 3): %s", n, s)
+	}
+	plain := Record{Seq: 8, Event: Event{Kind: KindRead, Outcome: OK, Client: "svc", Detail: "/v1/secret"}}
+	if s := plain.String(); !strings.Contains(s, " client=svc detail=/v1/secret") {
+		t.Fatalf("a plain record is quoted: %s", s)
+	}
+}

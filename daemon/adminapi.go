@@ -452,7 +452,13 @@ func (d *Daemon) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminWriteTimeout))
-	if _, err := d.mgr.Backup(ctx, w); err != nil {
+	_, err := d.mgr.Backup(ctx, w)
+	// The backup's record was written by the manager, not the audit writer:
+	// followers and the journal hear of it now, as adminEndpoint does for
+	// the other routes, not at whatever batch comes next (on an idle
+	// daemon, none).
+	d.audit.publish()
+	if err != nil {
 		d.log.Error("backup failed", "uid", cred.UID, "error", err)
 		return
 	}

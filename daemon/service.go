@@ -91,8 +91,21 @@ func (d *Daemon) logRead(r *http.Request, cred PeerCred, c *keyring.Client, outc
 	d.log.LogAttrs(r.Context(), slog.LevelDebug, "read", slog.String("path", r.URL.Path), slog.String("client", name),
 		slog.Uint64("uid", uint64(cred.UID)), slog.Uint64("gid", uint64(cred.GID)), slog.Int64("pid", int64(cred.PID)), slog.String("outcome", string(outcome)))
 	if !d.noReadAudit {
-		d.audit.Read(keyring.Reads, audit.Event{Kind: audit.KindRead, Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID, Unit: cred.Unit}, Outcome: outcome, Detail: r.URL.Path})
+		d.audit.Read(keyring.Reads, audit.Event{Kind: audit.KindRead, Client: name, Peer: &audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID, Unit: cred.Unit}, Outcome: outcome, Detail: auditPath(r.URL.Path)})
 	}
+}
+
+// auditPath is what the audit log says of a request's path: an endpoint's
+// own, or "another path". The path is the peer's choice, decoded (%0a is a
+// newline): recorded as sent, it would let any local user write lines and
+// terminal escapes into the log an admin reads, and defeat the aggregation
+// of refusals, which counts one record per peer and detail.
+func auditPath(p string) string {
+	switch p {
+	case "/v1/secret", "/v1/status":
+		return p
+	}
+	return "another path"
 }
 
 // waitParam parses ?wait=DURATION, capped by max_wait.

@@ -253,6 +253,20 @@ func (c *cli) printCheck(o *opts, res *admin.CheckResult) error {
 // errOutExists: export-secret never replaces a file.
 var errOutExists = errclass.New(errclass.Refused, "the output file exists; export-secret never replaces a file: choose a new name")
 
+// errOutReplaced: the output file was moved away while the export ran.
+var errOutReplaced = errclass.New(errclass.Refused, "the output file was moved or replaced while the export ran (someone else can write its directory?): the secret was not left in it; export to a directory only you can write")
+
+// stillAt reports whether path names the file f is open on (not through a
+// symlink).
+func stillAt(f *os.File, path string) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	li, err := os.Lstat(path)
+	return err == nil && os.SameFile(fi, li)
+}
+
 // exportSecret writes the master secret of a keyring file (a backup, with
 // no daemon) to a new file, after the file verified under NAME's password.
 func (c *cli) exportSecret(o *opts) error {
@@ -295,8 +309,10 @@ func (c *cli) exportSecret(o *opts) error {
 		}
 		defer func() {
 			if out != nil { // not written through: nothing is left
+				if stillAt(out, o.out) {
+					os.Remove(o.out)
+				}
 				out.Close()
-				os.Remove(o.out)
 			}
 		}()
 	}
@@ -310,9 +326,22 @@ func (c *cli) exportSecret(o *opts) error {
 			return fmt.Errorf("writing the secret: %w", err)
 		}
 	} else {
+		// Whoever can write the directory may have moved the file aside
+		// and put one of theirs under its name meanwhile: the secret goes
+		// only into the file that is still at --out, and is taken back out
+		// of one that was moved while it was written.
+		if !stillAt(out, o.out) {
+			return fmt.Errorf("%w: %s", errOutReplaced, o.out)
+		}
 		_, err := out.Write(buf.Bytes())
 		if err == nil {
 			err = out.Sync()
+		}
+		if err == nil && !stillAt(out, o.out) {
+			err = errOutReplaced
+			if terr := out.Truncate(0); terr == nil {
+				_ = out.Sync()
+			}
 		}
 		if err == nil {
 			err = out.Close()
