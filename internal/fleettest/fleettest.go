@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,6 +69,7 @@ type Tang struct {
 	URL  string // http://127.0.0.1:PORT
 	port int
 	cmd  *exec.Cmd
+	hung func() // ends Hang's listener
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -93,9 +95,15 @@ func StartTang(t testing.TB) *Tang {
 	return s
 }
 
-// Start serves the key directory again on the same port (after Stop).
+// Start serves the key directory again on the same port (after Stop or
+// Hang).
 func (s *Tang) Start() {
 	s.t.Helper()
+	s.Stop()
+	if s.hung != nil {
+		s.hung()
+		s.hung = nil
+	}
 	cmd := exec.Command("socat",
 		fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", s.port),
 		fmt.Sprintf("EXEC:%s %s", Tangd, s.Dir))
@@ -131,6 +139,52 @@ func (s *Tang) Stop() {
 	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	s.cmd.Wait()
 	s.cmd = nil
+}
+
+// Hang stops the server and, on its port, accepts connections and never
+// answers them: a server that hangs.
+func (s *Tang) Hang() {
+	s.t.Helper()
+	s.Stop()
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.port))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.hung = hang(l)
+	s.t.Cleanup(func() {
+		if s.hung != nil {
+			s.hung()
+			s.hung = nil
+		}
+	})
+}
+
+// hang accepts on l and never answers, until the returned func is called.
+func hang(l net.Listener) func() {
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 }
 
 // Thumbprint is the S256 thumbprint of the server's signing key (the
@@ -183,25 +237,7 @@ func HungServer(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	t.Cleanup(hang(l))
 	return "http://" + l.Addr().String()
 }
 

@@ -26,6 +26,7 @@ type Adv struct {
 	// stores it in the JWE and Recover contacts it.
 	URL string
 
+	jws      []byte            // the advertisement as received
 	keys     []json.RawMessage // the advertised JWK set, as sent
 	signers  []*point
 	exchange []*point // ECMR deriveKey keys, in advertised order
@@ -60,8 +61,13 @@ func ParseAdv(url string, jws []byte) (*Adv, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadAdv, err)
 	}
 	a.URL = url
+	a.jws = bytes.Clone(jws)
 	return a, nil
 }
+
+// JWS returns the advertisement as it was received, for ParseAdv to check
+// again elsewhere (sealbox-admin fetches it, sealboxd binds).
+func (a *Adv) JWS() []byte { return bytes.Clone(a.jws) }
 
 func parseAdv(jws []byte) (*Adv, error) {
 	var j jwsJSON

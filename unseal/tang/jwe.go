@@ -265,3 +265,31 @@ func findKey(keys []json.RawMessage, kid string) (*point, error) {
 	}
 	return nil, fmt.Errorf("no key in clevis.tang.adv has thumbprint kid")
 }
+
+// Rebind binds plaintext to the server key a stored JWE is bound to, with
+// the advertisement and URL it holds: offline, and trusted exactly as far
+// as that JWE was (the caller must have it from a verified place, such as
+// a keyring record under its state root).
+func Rebind(jwe, plaintext []byte) ([]byte, error) {
+	b, err := Parse(jwe)
+	if err != nil {
+		return nil, err
+	}
+	hj, err := b64.DecodeString(b.hdr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: header is not base64url", ErrBadJWE)
+	}
+	var old header
+	if err := json.Unmarshal(hj, &old); err != nil || old.Clevis.Tang == nil || old.Clevis.Tang.Adv == nil {
+		return nil, fmt.Errorf("%w: header", ErrBadJWE)
+	}
+	h := header{
+		Alg:    algECDHES,
+		Enc:    encA256,
+		Kid:    thumbprint(b.s),
+		Clevis: clevisHdr{Pin: "tang", Tang: &tangHdr{URL: b.URL, Adv: old.Clevis.Tang.Adv}},
+	}
+	var out []byte
+	memlock.Do(func() { out, err = encrypt(&h, b.s, plaintext) })
+	return out, err
+}

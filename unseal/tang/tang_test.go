@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -444,5 +445,43 @@ func TestErrorsCarryNoKeys(t *testing.T) {
 		if strings.Contains(err.Error(), s) {
 			t.Fatalf("error %q carries key material", err)
 		}
+	}
+}
+
+// Rebind makes a new JWE, offline, to the same server key and URL as a
+// stored one; the server opens it, and the adv JWS survives a round trip
+// through Adv.JWS.
+func TestRebind(t *testing.T) {
+	t.Parallel()
+	f := newFakeTang(t)
+	jwe := bind(t, f)
+	n := f.recCount()
+	other := []byte("another plaintext, rebound offline")
+	jwe2, err := Rebind(jwe, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.recCount() != n {
+		t.Fatal("Rebind contacted the server")
+	}
+	b1, _ := Parse(jwe)
+	b2, err := Parse(jwe2)
+	if err != nil || b2.URL != b1.URL || b2.Kid != b1.Kid || bytes.Equal(b2.c.uncompressed(), b1.c.uncompressed()) {
+		t.Fatalf("rebound binding: %v (same epk reused?)", err)
+	}
+	dst := make([]byte, len(other))
+	if err := Recover(ctxT(t), Client(time.Second), jwe2, dst); err != nil || !bytes.Equal(dst, other) {
+		t.Fatalf("recovering the rebound JWE: %v", err)
+	}
+	if _, err := Rebind([]byte("not.a.jwe"), other); !errors.Is(err, ErrBadJWE) {
+		t.Fatalf("Rebind of garbage: %v", err)
+	}
+	adv, err := Fetch(ctxT(t), Client(time.Second), f.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ParseAdv(adv.URL, adv.JWS())
+	if err != nil || !slices.Equal(again.Signers(), adv.Signers()) {
+		t.Fatalf("ParseAdv(JWS()): %v", err)
 	}
 }

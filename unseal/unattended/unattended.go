@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sealbox/sealbox/internal/errclass"
@@ -51,6 +52,8 @@ type Env struct {
 	Timeout time.Duration // per attempt of one binding or member (dial + request); 0: DefaultTimeout
 	// DialTimeout bounds a TCP connect to a Tang server; 0: DefaultDialTimeout.
 	DialTimeout time.Duration
+
+	once sync.Once
 }
 
 func (e *Env) timeout() time.Duration {
@@ -61,14 +64,16 @@ func (e *Env) timeout() time.Duration {
 }
 
 func (e *Env) http() *http.Client {
-	if e.HTTP != nil {
-		return e.HTTP
-	}
-	d := e.DialTimeout
-	if d <= 0 {
-		d = DefaultDialTimeout
-	}
-	e.HTTP = tang.Client(d)
+	e.once.Do(func() {
+		if e.HTTP != nil {
+			return
+		}
+		d := e.DialTimeout
+		if d <= 0 {
+			d = DefaultDialTimeout
+		}
+		e.HTTP = tang.Client(d)
+	})
 	return e.HTTP
 }
 
