@@ -8,8 +8,8 @@ import (
 
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/keyring"
-	"github.com/sealbox/sealbox/unseal/unattended"
 	"github.com/sealbox/sealbox/unseal"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 // AddAdmin adds name with newPassword, authorized by actor's password.
