@@ -104,6 +104,7 @@ func (c *cli) slots(o *opts) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tARGON2ID\tCREATED\tLAST USED\tFAILURES\tSTATE")
 	below := 0
+	var bindings []string
 	for _, s := range v.Slots {
 		last := "-"
 		if s.LastUsed != nil {
@@ -136,11 +137,19 @@ func (c *cli) slots(o *opts) error {
 		if len(state) == 0 {
 			state = append(state, "ok")
 		}
-		fmt.Fprintf(tw, "%s\t%s\tt=%d m=%dMiB p=%d\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, s.Time, s.Memory>>10, s.Threads,
+		kdf := fmt.Sprintf("t=%d m=%dMiB p=%d", s.Time, s.Memory>>10, s.Threads)
+		if s.Binding != "" {
+			kdf = "- (bound)"
+			bindings = append(bindings, fmt.Sprintf("  %s: %s", s.Name, s.Binding))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Kind, kdf,
 			s.Created.Format(time.RFC3339), last, failures, strings.Join(state, ", "))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(bindings) > 0 {
+		fmt.Fprintf(c.stdout, "unattended slots (as the file says; verified when they open):\n%s\n", strings.Join(bindings, "\n"))
 	}
 	if below > 0 {
 		fmt.Fprintln(c.stderr, "sealbox-admin: hint: a slot below policy is rewrapped at its owner's next login; to do it now, its owner runs: sealbox-admin check --as NAME")

@@ -1,0 +1,412 @@
+package main
+
+// Unattended slots end to end: the real sealboxd and sealbox-admin against
+// Debian's tangd (under socat on 127.0.0.1), clevis and swtpm. Bind, unseal
+// with no person, rotation on the server, servers that refuse, hang or are
+// dropped, a threshold of three, and a TPM whose PCRs change.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/internal/fleettest"
+	"github.com/sealbox/sealbox/internal/memlock"
+	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+)
+
+// fleetConfig is a daemon configuration with short unattended deadlines.
+func fleetConfig(t *testing.T, e *env, timeout time.Duration, extra string) string {
+	return writeFile(t, e.dir, "fleet.toml", fmt.Sprintf("unattended_timeout = %q\nunattended_dial_timeout = %q\nunattended_retry_max = \"2s\"\n%s",
+		timeout.String(), (timeout / 2).String(), extra))
+}
+
+// status reads the daemon's status.
+func (e *env) status() *api.Status {
+	e.t.Helper()
+	r := runCmd(e.t, "", adminBin, "--admin-socket", e.admSock, "status", "--json")
+	if r.code != 0 && r.code != 7 {
+		e.t.Fatalf("status: exit %d\n%s", r.code, r.out)
+	}
+	var st api.Status
+	if err := json.Unmarshal([]byte(r.out), &st); err != nil {
+		e.t.Fatalf("status: %v\n%s", err, r.out)
+	}
+	return &st
+}
+
+// waitStatus polls status until ok says so, or fails after d.
+func (e *env) waitStatus(d time.Duration, what string, ok func(*api.Status) bool) *api.Status {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		st := e.status()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			b, _ := json.MarshalIndent(st.Unattended, "", " ")
+			e.t.Fatalf("%s: not within %v; unattended: %s\nlog:\n%s", what, d, b, lastLines(e.log.String(), 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func attempt(st *api.Status, slot string) api.UnattendedAttempt {
+	for _, a := range st.Unattended {
+		if a.Slot == slot {
+			return a
+		}
+	}
+	return api.UnattendedAttempt{}
+}
+
+func unsealed(st *api.Status) bool { return !st.Sealed }
+
+// bindTang binds a tang slot on the file, trusting the server's thumbprint.
+func (e *env) bindTang(s *fleettest.Tang, name string, through ...string) {
+	e.t.Helper()
+	args := append(through, "bind", "tang", s.URL, "--thp", s.Thumbprint(), "--name", name, "--as", "alice")
+	if len(through) == 0 {
+		args = append([]string{"--keyring", e.keyring}, args...)
+	}
+	r := e.admin(0, pwAlice+"\n", args...)
+	if !strings.Contains(r.out, "bound "+name+" to "+s.URL) {
+		e.t.Fatalf("bind: %s", r.out)
+	}
+}
+
+// coldStart starts the daemon and returns how long it took from start to
+// unsealed, by the daemon's own clock.
+func coldStart(e *env, cfg string, within time.Duration) (*api.Status, time.Duration) {
+	e.t.Helper()
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(within, "unattended unseal", unsealed)
+	return st, st.UnsealedAt.Sub(st.Started)
+}
+
+func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+
+	// A wrong thumbprint binds nothing (exit 6); a URL that refuses says so (5).
+	r := e.admin(6, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL, "--thp", strings.Repeat("A", 43), "--as", "alice")
+	if !strings.Contains(r.out, "not signed by the trusted key") {
+		t.Fatalf("wrong thp: %s", r.out)
+	}
+	e.admin(5, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", fleettest.RefusedURL(t), "--thp", tg.Thumbprint(), "--as", "alice")
+	// No terminal and no --thp: a usage error, not a silent trust.
+	e.admin(2, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL, "--as", "alice")
+	e.bindTang(tg, "tang-a")
+	// The name is taken now.
+	e.admin(4, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL, "--thp", tg.Thumbprint(), "--name", "tang-a", "--as", "alice")
+
+	var view struct {
+		Slots []struct {
+			Name, Kind, Binding, KDF string
+		} `json:"slots"`
+	}
+	json.Unmarshal([]byte(e.admin(0, "", "--keyring", e.keyring, "slots", "--json").out), &view)
+	found := false
+	for _, s := range view.Slots {
+		if s.Name == "tang-a" {
+			found = s.Kind == "tang" && s.Binding == "tang "+tg.URL && s.KDF == "binding"
+		}
+	}
+	if !found {
+		t.Fatalf("slots view: %+v", view.Slots)
+	}
+
+	// The escape hatch: the binding is a clevis JWE; clevis decrypt (with
+	// the server) yields the key that opens the slot.
+	kr, err := keyring.Open(e.keyring, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h *keyring.Header
+	var slot *keyring.Slot
+	kr.View(func(tx *keyring.Tx) error {
+		h, _ = tx.Header()
+		slot, err = tx.Slot("tang-a")
+		return nil
+	})
+	kr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek := fleettest.Run(t, slot.Binding, "clevis", "decrypt")
+	k, err := unseal.OpenSlotKEK(h, slot, kek, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		t.Fatalf("the key clevis decrypt gave does not open the slot: %v", err)
+	}
+	k.Destroy()
+	// A password never opens it: to a login it is an unknown name.
+	e.admin(3, "anything at all\n", "--keyring", e.keyring, "check", "--as", "tang-a")
+
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+	st, took := coldStart(e, cfg, 5*time.Second)
+	a := attempt(st, "tang-a")
+	if st.UnsealedBy != "tang-a" || a.State != "unsealed" || a.Tries != 1 || a.Method != "tang "+tg.URL {
+		t.Fatalf("status after the unattended unseal: by %q, %+v", st.UnsealedBy, a)
+	}
+	t.Logf("cold start, one tang slot: unsealed %v after start (tang attempt %d ms)", took.Round(time.Millisecond), a.ElapsedMS)
+	if out := e.online(0, "", "audit", "--admin", "tang-a").out; !strings.Contains(out, "unseal") || !strings.Contains(out, "tang "+tg.URL) {
+		t.Fatalf("audit: %s", out)
+	}
+	// An admin's seal is not undone by a machine.
+	e.online(0, "", "seal")
+	time.Sleep(2500 * time.Millisecond)
+	if !e.status().Sealed {
+		t.Fatal("the unattended slot unsealed again after an admin sealed")
+	}
+	e.stop(15)
+
+	// Rotation on the server: the old key, hidden, still answers.
+	tg.Rotate()
+	st, _ = coldStart(e, cfg, 5*time.Second)
+	if st.UnsealedBy != "tang-a" {
+		t.Fatalf("after rotation: unsealed by %q", st.UnsealedBy)
+	}
+	e.stop(15)
+	// Once the old keys are deleted the server answers 404: the slot fails
+	// for good (no retries), and an admin unseals.
+	tg.DropHidden()
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(5*time.Second, "tang-a failed", func(st *api.Status) bool { return attempt(st, "tang-a").State == "failed" })
+	if a := attempt(st, "tang-a"); !st.Sealed || !strings.Contains(a.Error, "no longer has the key") || a.NextTry != nil {
+		t.Fatalf("after the keys were deleted: %+v", a)
+	}
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	// Unbind through the daemon; it is gone from the file.
+	e.online(4, pwAlice+"\n", "unbind", "bob", "--as", "alice")
+	e.online(0, pwAlice+"\n", "unbind", "tang-a", "--as", "alice")
+	if out := e.online(0, "", "slots").out; strings.Contains(out, "tang-a") {
+		t.Fatalf("unbound slot still listed: %s", out)
+	}
+	if out := e.online(0, "", "audit", "--admin", "tang-a").out; !strings.Contains(out, "slot.unbind") || !strings.Contains(out, "slot.bind") {
+		t.Fatalf("audit of bind and unbind: %s", out)
+	}
+}
+
+// A refused port and a server that hangs each give up within their deadline
+// while a working server unseals at once; with no working server, an
+// admin's password is not held up by the attempts in flight.
+func TestUnattendedDeadlines(t *testing.T) {
+	t.Parallel()
+	refused, hung, good := fleettest.StartTang(t), fleettest.StartTang(t), fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(refused, "tang-refused")
+	e.bindTang(hung, "tang-hung")
+	e.bindTang(good, "tang-good")
+	refused.Stop()
+	hung.Hang()
+	const timeout = 2 * time.Second
+	cfg := fleetConfig(t, e, timeout, "")
+	st, took := coldStart(e, cfg, timeout)
+	if st.UnsealedBy != "tang-good" {
+		t.Fatalf("unsealed by %q", st.UnsealedBy)
+	}
+	t.Logf("cold start, one working of three (refused, hung): %v", took.Round(time.Millisecond))
+	if a := attempt(st, "tang-refused"); a.Tries < 1 || a.ElapsedMS > 1000 || !strings.Contains(a.Error, "unreachable") {
+		t.Fatalf("refused: %+v", a)
+	}
+	e.stop(15)
+
+	good.Hang()
+	e.start(nil, "--config", cfg)
+	// While both hang, an admin's unseal goes through at once.
+	start := time.Now()
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	if d := time.Since(start); d > timeout {
+		t.Fatalf("an admin's unseal waited %v behind the unattended attempts", d)
+	}
+	e.online(0, "", "seal")
+	e.stop(15)
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(timeout+3*time.Second, "every attempt gave up", func(st *api.Status) bool {
+		for _, n := range []string{"tang-refused", "tang-hung", "tang-good"} {
+			if a := attempt(st, n); a.State != "waiting" && !(a.State == "trying" && a.Tries > 1) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range []string{"tang-hung", "tang-good"} {
+		a := attempt(st, n)
+		if a.ElapsedMS < timeout.Milliseconds()-100 || a.ElapsedMS > timeout.Milliseconds()+1500 || !strings.Contains(a.Error, "unreachable") {
+			t.Fatalf("%s: gave up after %d ms (deadline %v): %+v", n, a.ElapsedMS, timeout, a)
+		}
+	}
+	if !st.Sealed {
+		t.Fatal("unsealed with no server answering")
+	}
+	// The retries go on in the background: a server that comes back
+	// unseals without a person.
+	good.Start()
+	st = e.waitStatus(10*time.Second, "unsealed once the server is back", unsealed)
+	if st.UnsealedBy != "tang-good" || attempt(st, "tang-good").Tries < 2 {
+		t.Fatalf("after the server came back: by %q %+v", st.UnsealedBy, attempt(st, "tang-good"))
+	}
+}
+
+// Threshold 2 of 3 Tang servers: unseals with one down, not with two; with
+// two down it gives up within the deadline.
+func TestThresholdTwoOfThreeTangServers(t *testing.T) {
+	t.Parallel()
+	servers := []*fleettest.Tang{fleettest.StartTang(t), fleettest.StartTang(t), fleettest.StartTang(t)}
+	e := newEnv(t)
+	e.start(nil, "--config", fleetConfig(t, e, 2*time.Second, ""))
+	// Bound through the daemon this time.
+	for i, s := range servers {
+		e.bindTang(s, fmt.Sprintf("tang-%d", i+1), "--admin-socket", e.admSock)
+	}
+	e.online(2, pwAlice+"\n", "bind", "threshold", "4", "tang-1", "tang-2", "tang-3", "--as", "alice")
+	e.online(4, pwAlice+"\n", "bind", "threshold", "2", "tang-1", "bob", "--as", "alice")
+	r := e.online(0, pwAlice+"\n", "bind", "threshold", "2", "tang-1", "tang-2", "tang-3", "--name", "site", "--as", "alice")
+	if !strings.Contains(r.out, "bound site: 2 of tang-1, tang-2, tang-3") {
+		t.Fatalf("bind threshold: %s", r.out)
+	}
+	out := e.online(0, "", "slots").out
+	if strings.Contains(out, "tang-1") || !strings.Contains(out, "threshold 2 of 3: tang "+servers[0].URL) {
+		t.Fatalf("slots after the threshold replaced its members:\n%s", out)
+	}
+	e.stop(15)
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+
+	st, took := coldStart(e, cfg, 5*time.Second)
+	t.Logf("cold start, threshold 2 of 3, all up: %v", took.Round(time.Millisecond))
+	e.stop(15)
+
+	servers[1].Stop()
+	st, took = coldStart(e, cfg, 5*time.Second)
+	a := attempt(st, "site")
+	if st.UnsealedBy != "site" || len(a.Members) != 3 {
+		t.Fatalf("one down: by %q %+v", st.UnsealedBy, a)
+	}
+	t.Logf("cold start, threshold 2 of 3, one refused: %v", took.Round(time.Millisecond))
+	e.stop(15)
+
+	servers[2].Hang()
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(5*time.Second, "threshold gave up", func(st *api.Status) bool { return attempt(st, "site").State == "waiting" })
+	a = attempt(st, "site")
+	if !st.Sealed || a.ElapsedMS > 3500 || !strings.Contains(a.Error, "1 of 3 gave a share, 2 needed") {
+		t.Fatalf("two down: sealed %v, %+v", st.Sealed, a)
+	}
+	t.Logf("threshold 2 of 3 with one refused and one hung: gave up after %d ms (deadline 2 s)", a.ElapsedMS)
+}
+
+// A tpm2 slot: seals, unseals with no person, fails cleanly after a PCR
+// extend (a firmware or kernel update), and the next admin unseal seals it
+// again so that the next start unseals by itself.
+func TestTPM2SlotAndReseal(t *testing.T) {
+	t.Parallel()
+	tpm := fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "7", "--tcti", tpm.TCTI(), "--as", "alice")
+	if !strings.Contains(r.out, "bound tpm2-1") {
+		t.Fatalf("bind tpm2: %s", r.out)
+	}
+	e.admin(2, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "24", "--tcti", tpm.TCTI(), "--as", "alice")
+	cfg := fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+	st, took := coldStart(e, cfg, 10*time.Second)
+	if st.UnsealedBy != "tpm2-1" || attempt(st, "tpm2-1").Method != "tpm2 sha256:7" {
+		t.Fatalf("tpm2: by %q %+v", st.UnsealedBy, attempt(st, "tpm2-1"))
+	}
+	t.Logf("cold start, tpm2 slot: %v (attempt %d ms)", took.Round(time.Millisecond), attempt(st, "tpm2-1").ElapsedMS)
+	e.stop(15)
+
+	tpm.Extend(7)
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(10*time.Second, "tpm2 failed", func(st *api.Status) bool { return attempt(st, "tpm2-1").State == "failed" })
+	if a := attempt(st, "tpm2-1"); !st.Sealed || !strings.Contains(a.Error, "PCRs differ") {
+		t.Fatalf("after the extend: %+v", a)
+	}
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	waitLog(t, e, "sealed again to the current PCR values")
+	if out := e.online(0, "", "audit", "--admin", "tpm2-1").out; !strings.Contains(out, "slot.reseal") {
+		t.Fatalf("no reseal record: %s", out)
+	}
+	e.stop(15)
+	// The next boot with the same (changed) PCRs unseals by itself. A
+	// reboot resets PCRs, so this one is the TPM as it now stands.
+	st, _ = coldStart(e, cfg, 10*time.Second)
+	if st.UnsealedBy != "tpm2-1" {
+		t.Fatalf("after the reseal: by %q", st.UnsealedBy)
+	}
+}
+
+// A host dropped from the network (SYN dropped, in a private network
+// namespace) gives up within its deadline while a working server unseals.
+func TestDroppedHostGivesUpWithinItsDeadline(t *testing.T) {
+	requireRootTools(t)
+	for _, tool := range []string{"unshare", "ip", "iptables", "socat"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testbin.Require(t, tool+" is missing (.ci/run installs iptables, iproute2)")
+		}
+	}
+	t.Parallel()
+	dropped, good := fleettest.StartTang(t), fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(dropped, "tang-dropped")
+	e.bindTang(good, "tang-good")
+	dropped.Stop()
+	good.Stop()
+	// The namespace's iptables and tangd: see netns below.
+	port := func(u string) string { return u[strings.LastIndexByte(u, ':')+1:] }
+	// In a namespace of its own: lo up, the dropped server's port
+	// firewalled (SYNs vanish), and, when serve, the good server's keys
+	// served by a tangd started there; then sealboxd.
+	pidFile := filepath.Join(e.dir, "socat.pid")
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	netns := func(serve bool) []string {
+		script := fmt.Sprintf("set -e\nip link set lo up\niptables -A INPUT -i lo -p tcp --dport %s -j DROP\n", port(dropped.URL))
+		if serve {
+			// socat's output goes nowhere (it would hold the test's pipes
+			// open), and its pid to a file, for the cleanup to kill it.
+			script += fmt.Sprintf("socat TCP-LISTEN:%s,bind=127.0.0.1,reuseaddr,fork EXEC:\"%s %s\" </dev/null >/dev/null 2>&1 &\necho $! > %s\n"+
+				"for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/%s) 2>/dev/null && break; sleep 0.05; done\n",
+				port(good.URL), fleettest.Tangd, good.Dir, pidFile, port(good.URL))
+		}
+		return []string{"unshare", "-n", "bash", "-c", script + `exec "$@"`, "sealboxd"}
+	}
+	const timeout = 2 * time.Second
+	cfg := fleetConfig(t, e, timeout, "")
+	e.start(netns(false), "--config", cfg)
+	st := e.waitStatus(timeout+3*time.Second, "the dropped host gave up", func(st *api.Status) bool { return attempt(st, "tang-dropped").State == "waiting" })
+	a := attempt(st, "tang-dropped")
+	if !st.Sealed || a.ElapsedMS < 900 || a.ElapsedMS > timeout.Milliseconds()+1500 || !strings.Contains(a.Error, "unreachable") {
+		t.Fatalf("dropped host: %+v", a)
+	}
+	t.Logf("dropped host (SYN dropped): gave up after %d ms (dial deadline %v, attempt deadline %v)", a.ElapsedMS, timeout/2, timeout)
+	e.stop(15)
+	st, took := coldStart2(e, netns(true), cfg, timeout)
+	if st.UnsealedBy != "tang-good" {
+		t.Fatalf("unsealed by %q", st.UnsealedBy)
+	}
+	t.Logf("cold start with a dropped host and a working one: %v", took.Round(time.Millisecond))
+}
+
+func coldStart2(e *env, prefix []string, cfg string, within time.Duration) (*api.Status, time.Duration) {
+	e.t.Helper()
+	e.start(prefix, "--config", cfg)
+	st := e.waitStatus(within, "unattended unseal", unsealed)
+	return st, st.UnsealedAt.Sub(st.Started)
+}
