@@ -28,7 +28,7 @@ import (
 // fleetConfig is a daemon configuration with short unattended deadlines.
 func fleetConfig(t *testing.T, e *env, timeout time.Duration, extra string) string {
 	return writeFile(t, e.dir, "fleet.toml", fmt.Sprintf("unattended_timeout = %q\nunattended_dial_timeout = %q\nunattended_retry_max = \"2s\"\n%s",
-		timeout.String(), (timeout / 2).String(), extra))
+		timeout.String(), (timeout/2).String(), extra))
 }
 
 // status reads the daemon's status.
@@ -285,6 +285,9 @@ func TestThresholdTwoOfThreeTangServers(t *testing.T) {
 	cfg := fleetConfig(t, e, 2*time.Second, "")
 
 	st, took := coldStart(e, cfg, 5*time.Second)
+	if st.UnsealedBy != "site" {
+		t.Fatalf("all up: unsealed by %q", st.UnsealedBy)
+	}
 	t.Logf("cold start, threshold 2 of 3, all up: %v", took.Round(time.Millisecond))
 	e.stop(15)
 
