@@ -5,18 +5,18 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--name|--thp|--pcrs|--tcti|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
 		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
 			cmd=$w
-		elif [[ -z $sub && " policy recovery client audit " == *" $cmd "* ]]; then
+		elif [[ -z $sub && " bind policy recovery client audit " == *" $cmd "* ]]; then
 			sub=$w
 		fi
 	done
 	case $prev in
 	(--admin-socket|--keyring|--secret-file|--ask-dir|--to|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
+	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--name|--thp|--pcrs|--tcti|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in
@@ -27,6 +27,10 @@ _sealbox_admin() {
 		'status') opts='--json' ;;
 		'add') opts='--as --kdf-iterations --kdf-memory --kdf-parallelism' ;;
 		'remove') opts='--as --rekey' ;;
+		'bind tang') opts='--as --name --thp' ;;
+		'bind tpm2') opts='--as --name --pcrs --tcti' ;;
+		'bind threshold') opts='--as --name --tcti' ;;
+		'unbind') opts='--as' ;;
 		'invite') opts='--as --expires' ;;
 		'enroll') opts='' ;;
 		'list') opts='--json' ;;
@@ -53,11 +57,12 @@ _sealbox_admin() {
 		return
 	fi
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove invite enroll list slots unlock policy passwd check rotate rekey recovery backup export-secret client audit help' -- "$cur"))
+		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove bind unbind invite enroll list slots unlock policy passwd check rotate rekey recovery backup export-secret client audit help' -- "$cur"))
 		return
 	fi
 	if [[ -z $sub ]]; then
 		case $cmd in
+		bind) COMPREPLY=($(compgen -W 'tang tpm2 threshold' -- "$cur")) ;;
 		policy) COMPREPLY=($(compgen -W 'set' -- "$cur")) ;;
 		recovery) COMPREPLY=($(compgen -W 'regenerate' -- "$cur")) ;;
 		client) COMPREPLY=($(compgen -W 'add list disable enable remove' -- "$cur")) ;;

@@ -169,6 +169,26 @@ func (c *cli) onlineStatus(o *opts) error {
 	if st.RegistryProblems != "" {
 		fmt.Fprintf(c.stdout, "problems:  %s\n", st.RegistryProblems)
 	}
+	for _, a := range st.Unattended {
+		line := fmt.Sprintf("%s (%s): %s, %d tries", a.Slot, a.Method, a.State, a.Tries)
+		if a.LastTry != nil {
+			line += fmt.Sprintf(", last at %s took %d ms", a.LastTry.Format(time.RFC3339), a.ElapsedMS)
+		}
+		if a.Error != "" {
+			line += ": " + a.Error
+		}
+		if a.NextTry != nil {
+			line += fmt.Sprintf("; next try at %s", a.NextTry.Format(time.RFC3339))
+		}
+		fmt.Fprintf(c.stdout, "unattended: %s\n", line)
+		for _, m := range a.Members {
+			res := "ok"
+			if m.Error != "" {
+				res = m.Error
+			}
+			fmt.Fprintf(c.stdout, "            member %s: %s (%d ms)\n", m.Method, res, m.ElapsedMS)
+		}
+	}
 	if st.Sealed {
 		fmt.Fprintln(c.stderr, "sealbox-admin: hint: unseal with: sealbox-admin unseal --admin NAME")
 	}

@@ -308,6 +308,13 @@ func TestThresholdTwoOfThreeTangServers(t *testing.T) {
 		t.Fatalf("two down: sealed %v, %+v", st.Sealed, a)
 	}
 	t.Logf("threshold 2 of 3 with one refused and one hung: gave up after %d ms (deadline 2 s)", a.ElapsedMS)
+	// The text status says which members failed and why.
+	out = e.online(7, "", "status").out
+	for _, want := range []string{"unattended: site (threshold 2 of 3", "member tang " + servers[0].URL + ": ok", "member tang " + servers[1].URL + ": recovering from " + servers[1].URL + ": tang server unreachable"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("status lacks %q:\n%s", want, out)
+		}
+	}
 }
 
 // A tpm2 slot: seals, unseals with no person, fails cleanly after a PCR
