@@ -20,6 +20,7 @@ BINDIR      ?= $(PREFIX)/bin
 SYSCONFDIR  ?= /etc
 # A package (DESTDIR) puts units where packages do; a live install where
 # the administrator's own go.
+UNITS       := sealboxd.service sealbox-askpass.service sealbox-tang.socket sealbox-tang@.service sealbox-tpm2.socket sealbox-tpm2@.service
 UNITDIR     ?= $(if $(DESTDIR),/usr/lib/systemd/system,$(SYSCONFDIR)/systemd/system)
 SYSUSERSDIR ?= /usr/lib/sysusers.d
 TMPFILESDIR ?= /usr/lib/tmpfiles.d
@@ -89,7 +90,7 @@ install: build
 	else \
 		install -m 0644 config/sealboxd.toml $(DESTDIR)$(SYSCONFDIR)/sealbox/sealboxd.toml; \
 	fi
-	for u in sealboxd.service sealbox-askpass.service; do \
+	for u in $(UNITS); do \
 		sed -e 's|/usr/local/bin/|$(BINDIR)/|' -e 's|/etc/sealbox/|$(SYSCONFDIR)/sealbox/|' \
 			-e 's|file:///usr/share/doc/sealbox/|file://$(DOCDIR)/|' $$u > $(DESTDIR)$(UNITDIR)/$$u; \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
@@ -116,7 +117,7 @@ install: build
 	fi
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(DESTDIR)$(UNITDIR)/sealboxd.service $(DESTDIR)$(UNITDIR)/sealbox-askpass.service \
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(CMDS)) $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
 		$(DESTDIR)$(SYSUSERSDIR)/sealbox.conf $(DESTDIR)$(TMPFILESDIR)/sealbox.conf \
 		$(DESTDIR)$(MANDIR)/man1/sealbox.1 $(DESTDIR)$(MANDIR)/man5/sealboxd.toml.5 $(DESTDIR)$(MANDIR)/man8/sealboxd.8 $(DESTDIR)$(MANDIR)/man8/sealbox-admin.8 \
 		$(DESTDIR)$(BASHCOMPDIR)/sealbox $(DESTDIR)$(BASHCOMPDIR)/sealbox-admin $(DESTDIR)$(ZSHCOMPDIR)/_sealbox $(DESTDIR)$(ZSHCOMPDIR)/_sealbox-admin \

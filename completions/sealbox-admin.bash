@@ -5,7 +5,7 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--name|--thp|--pcrs|--tcti|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--name|--thp|--pcrs|--tcti|--kind|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
 		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
@@ -16,7 +16,7 @@ _sealbox_admin() {
 	done
 	case $prev in
 	(--admin-socket|--keyring|--secret-file|--ask-dir|--to|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--name|--thp|--pcrs|--tcti|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
+	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--name|--thp|--pcrs|--tcti|--kind|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in
@@ -30,6 +30,7 @@ _sealbox_admin() {
 		'bind tang') opts='--as --name --thp' ;;
 		'bind tpm2') opts='--as --name --pcrs --tcti' ;;
 		'bind threshold') opts='--as --name --tcti' ;;
+		'unattended-helper') opts='--kind --tcti' ;;
 		'unbind') opts='--as' ;;
 		'invite') opts='--as --expires' ;;
 		'enroll') opts='' ;;
@@ -57,7 +58,7 @@ _sealbox_admin() {
 		return
 	fi
 	if [[ -z $cmd ]]; then
-		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove bind unbind invite enroll list slots unlock policy passwd check rotate rekey recovery backup export-secret client audit help' -- "$cur"))
+		COMPREPLY=($(compgen -W 'init unseal ask-unseal seal status add remove bind unattended-helper unbind invite enroll list slots unlock policy passwd check rotate rekey recovery backup export-secret client audit help' -- "$cur"))
 		return
 	fi
 	if [[ -z $sub ]]; then

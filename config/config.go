@@ -88,6 +88,11 @@ type Config struct {
 	// TPM2TCTI says how tpm2-tools reach the TPM for tpm2 slots, in their
 	// TCTI syntax ("device:/dev/tpmrm0", "swtpm:host=…,port=…").
 	TPM2TCTI string `toml:"tpm2_tcti"`
+	// UnattendedHelpers is the directory of the helpers' sockets
+	// (tang.sock, tpm2.sock): a kind whose socket is there is done by its
+	// socket-activated helper unit, which has the network or the TPM that
+	// sealboxd's own unit does not. "" does everything in process.
+	UnattendedHelpers string `toml:"unattended_helpers"`
 
 	// Warnings are about keys that are accepted but have no effect; the
 	// daemon logs them at start and reload.
@@ -113,6 +118,7 @@ func Default() Config {
 		UnattendedDialTimeout: 3 * time.Second,
 		UnattendedRetryMax:    5 * time.Minute,
 		TPM2TCTI:              "device:/dev/tpmrm0",
+		UnattendedHelpers:     "/run/sealbox-unattended",
 	}
 }
 
@@ -196,6 +202,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TPM2TCTI == "" || strings.ContainsAny(c.TPM2TCTI, "\x00\n") {
 		errs = append(errs, errors.New("tpm2_tcti: must be a TCTI string such as device:/dev/tpmrm0"))
+	}
+	if h := c.UnattendedHelpers; h != "" && (!filepath.IsAbs(h) || len(h) > 90 || strings.IndexByte(h, 0) >= 0) {
+		errs = append(errs, fmt.Errorf("unattended_helpers: %q is not an absolute directory path of at most 90 bytes", h))
 	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {

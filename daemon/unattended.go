@@ -61,6 +61,7 @@ func (d *Daemon) unattendedEnv() *unattended.Env {
 		Timeout:     d.cfg.UnattendedTimeout,
 		DialTimeout: d.cfg.UnattendedDialTimeout,
 		TPM:         tpm2.Config{TCTI: d.cfg.TPM2TCTI},
+		HelperDir:   d.cfg.UnattendedHelpers,
 	}
 }
 

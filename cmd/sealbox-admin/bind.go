@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
 	"fmt"
 	"strconv"
 	"strings"
@@ -20,10 +21,11 @@ import (
 
 // bindOpts are the flags of bind and unbind.
 type bindOpts struct {
-	thp  string
-	name string
-	pcrs string
-	tcti string
+	thp        string
+	name       string
+	pcrs       string
+	tcti       string
+	helperKind string
 }
 
 func bindFlags(fs *flag.FlagSet, o *opts) {
@@ -168,4 +170,18 @@ func (c *cli) unbind(o *opts) error {
 // offlineEnv is how sealbox-admin reaches the TPM on the file (--tcti).
 func (c *cli) offlineEnv(tcti string) *unattended.Env {
 	return &unattended.Env{TPM: tpm2.Config{TCTI: tcti}}
+}
+
+// unattendedHelper serves one request of sealboxd on stdin/stdout.
+func (c *cli) unattendedHelper(o *opts) error {
+	var kind keyring.SlotKind
+	switch o.helperKind {
+	case "tang":
+		kind = keyring.KindTang
+	case "tpm2":
+		kind = keyring.KindTPM2
+	default:
+		return usagef("unattended-helper: --kind %q: want tang or tpm2", o.helperKind)
+	}
+	return unattended.ServeHelper(c.ctx, unattended.HelperConfig{Kind: kind, TPM: tpm2.Config{TCTI: o.tcti}}, os.Stdin, c.stdout)
 }

@@ -106,6 +106,15 @@ var commands = []*command{
 		do: (*cli).bindThreshold,
 	},
 	{
+		name: "unattended-helper", summary: "open one unattended binding for sealboxd (run by sealbox-tang@ and sealbox-tpm2@)", required: []string{"kind"},
+		help: "Serve one request of sealboxd on stdin and stdout, as the socket-activated\nunits sealbox-tang@.service and sealbox-tpm2@.service run it (Accept=yes):\nopen a tang or tpm2 binding and answer with the key it yields, or seal a\nkey to the TPM, or say whether the PCRs changed. These units, not\nsealboxd, have the network (to the Tang servers) and the TPM device;\nthey never see the keyring. --kind says which requests it takes.\nThe wire format is in unseal/unattended (HelperRequest, HelperResponse).",
+		flags: func(fs *flag.FlagSet, o *opts) {
+			fs.StringVar(&o.helperKind, "kind", "", "the requests to serve: `tang` or tpm2")
+			tpmFlags(fs, o)
+		},
+		do: (*cli).unattendedHelper,
+	},
+	{
 		name: "unbind", summary: "remove an unattended slot (tang, tpm2, threshold)", required: []string{"as"},
 		args: " NAME", nPos: 1,
 		help:  "Remove the unattended slot NAME. Admins are removed with remove, not\nunbind. A binding someone copied keeps opening that copy of the file:\nrekey after unbinding a slot whose server or TPM you no longer trust.\nPrompt: ACTOR's password.",

@@ -420,3 +420,94 @@ func coldStart2(e *env, prefix []string, cfg string, within time.Duration) (*api
 	st := e.waitStatus(within, "unattended unseal", unsealed)
 	return st, st.UnsealedAt.Sub(st.Started)
 }
+
+// socketActivate serves path as systemd's Accept=yes socket units do: each
+// connection runs sealbox-admin unattended-helper with the connection as
+// stdin and stdout (systemd-socket-activate --inetd).
+func socketActivate(t *testing.T, path string, args ...string) {
+	t.Helper()
+	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
+		testbin.Require(t, "systemd-socket-activate is missing (package systemd)")
+	}
+	cmd := exec.Command("systemd-socket-activate", append([]string{"--inetd", "--accept", "-l", path, adminBin, "unattended-helper"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	for i := 0; ; i++ {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if i > 100 {
+			t.Fatalf("%s did not appear", path)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sealboxd with no network at all (a private network namespace, as its
+// unit's PrivateNetwork=yes) unseals through its Tang and TPM2 slots,
+// because the socket-activated helpers do that work; through the TPM helper
+// it also binds and reseals.
+func TestHelpersDoWhatTheDaemonMayNot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testbin.Require(t, "needs root for a private network namespace (unshare -n)")
+	}
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	tpm := fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-1")
+	helpers := filepath.Join(e.dir, "helpers")
+	os.Mkdir(helpers, 0o755)
+	cfg := writeFile(t, e.dir, "helpers.toml", fmt.Sprintf("unattended_timeout = \"3s\"\nunattended_dial_timeout = \"1s\"\nunattended_helpers = %q\n", helpers))
+	noNet := []string{"unshare", "-n"}
+
+	// Without a helper, the daemon (no network) cannot reach the server.
+	e.start(noNet, "--config", cfg)
+	st := e.waitStatus(5*time.Second, "tang-1 tried", func(st *api.Status) bool { return attempt(st, "tang-1").State == "waiting" })
+	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "unreachable") {
+		t.Fatalf("no helper, no network: %+v", a)
+	}
+	e.stop(15)
+
+	socketActivate(t, filepath.Join(helpers, "tang.sock"), "--kind", "tang")
+	socketActivate(t, filepath.Join(helpers, "tpm2.sock"), "--kind", "tpm2", "--tcti", tpm.TCTI())
+	st, took := coldStart2(e, noNet, cfg, 5*time.Second)
+	if st.UnsealedBy != "tang-1" {
+		t.Fatalf("through the tang helper: by %q %+v", st.UnsealedBy, attempt(st, "tang-1"))
+	}
+	t.Logf("cold start through the tang helper (a process per exchange): %v", took.Round(time.Millisecond))
+
+	// Bound through the daemon: the TPM helper seals (the daemon has no TPM
+	// and no TCTI that reaches one from its namespace).
+	e.online(0, pwAlice+"\n", "unbind", "tang-1", "--as", "alice")
+	if r := e.online(0, pwAlice+"\n", "bind", "tpm2", "--pcrs", "7", "--as", "alice"); !strings.Contains(r.out, "bound tpm2-1") {
+		t.Fatalf("bind tpm2 through the daemon: %s", r.out)
+	}
+	e.stop(15)
+	st, took = coldStart2(e, noNet, cfg, 5*time.Second)
+	if st.UnsealedBy != "tpm2-1" {
+		t.Fatalf("through the tpm2 helper: by %q %+v", st.UnsealedBy, attempt(st, "tpm2-1"))
+	}
+	t.Logf("cold start through the tpm2 helper: %v", took.Round(time.Millisecond))
+	e.stop(15)
+	tpm.Extend(7)
+	e.start(noNet, "--config", cfg)
+	e.waitStatus(5*time.Second, "tpm2-1 failed", func(st *api.Status) bool { return attempt(st, "tpm2-1").State == "failed" })
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	waitLog(t, e, "sealed again to the current PCR values")
+	e.stop(15)
+	if st, _ := coldStart2(e, noNet, cfg, 5*time.Second); st.UnsealedBy != "tpm2-1" {
+		t.Fatalf("after the reseal through the helper: by %q", st.UnsealedBy)
+	}
+	// A helper refuses the other kind's requests.
+	r := runCmd(t, `{"op":"open","kind":"tpm2","binding":"AA==","timeout_ms":1000}`+"\n", adminBin, "unattended-helper", "--kind", "tang")
+	if r.code != 0 || !strings.Contains(r.out, `"code":"invalid"`) || !strings.Contains(r.out, "serves tang") {
+		t.Fatalf("cross-kind request: %d %s", r.code, r.out)
+	}
+}

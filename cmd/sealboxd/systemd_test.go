@@ -26,26 +26,46 @@ func TestUnitExposureScore(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		testbin.Require(t, "systemd-analyze is not installed (.ci/run installs it)")
 	}
-	unit, _ := filepath.Abs(filepath.Join("..", "..", "sealboxd.service"))
-	r := runCmd(t, "", "systemd-analyze", "security", "--offline=yes", "--no-pager", unit)
-	m := regexp.MustCompile(`Overall exposure level for sealboxd.service: ([0-9.]+)`).FindStringSubmatch(r.out)
-	if m == nil {
-		t.Fatalf("no score in:\n%s", r.out)
-	}
-	score, _ := strconv.ParseFloat(m[1], 64)
-	t.Logf("exposure %.1f", score)
-	if score > 1.0 {
-		t.Fatalf("exposure %.1f > 1.0:\n%s", score, r.out)
+	// sealboxd, and the helpers that have what it has not: the network
+	// (Tang) and the TPM device.
+	for _, name := range []string{"sealboxd.service", "sealbox-tang@.service", "sealbox-tpm2@.service"} {
+		unit, _ := filepath.Abs(filepath.Join("..", "..", name))
+		r := runCmd(t, "", "systemd-analyze", "security", "--offline=yes", "--no-pager", unit)
+		m := regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`).FindStringSubmatch(r.out)
+		if m == nil {
+			t.Fatalf("%s: no score in:\n%s", name, r.out)
+		}
+		score, _ := strconv.ParseFloat(m[1], 64)
+		t.Logf("%s: exposure %.1f", name, score)
+		if score > 1.0 {
+			t.Fatalf("%s: exposure %.1f > 1.0:\n%s", name, score, r.out)
+		}
 	}
 	// The directives the daemon's correctness depends on.
+	unit, _ := filepath.Abs(filepath.Join("..", "..", "sealboxd.service"))
 	raw, _ := os.ReadFile(unit)
-	for _, want := range []string{"Type=notify", "LimitCORE=0", "LimitMEMLOCK=", "MemorySwapMax=0", "RestrictAddressFamilies=AF_UNIX", "User=sealbox"} {
+	for _, want := range []string{"Type=notify", "LimitCORE=0", "LimitMEMLOCK=", "MemorySwapMax=0", "RestrictAddressFamilies=AF_UNIX\n", "PrivateNetwork=yes", "PrivateDevices=yes", "User=sealbox"} {
 		if !bytes.Contains(raw, []byte(want)) {
-			t.Errorf("unit lacks %s", want)
+			t.Errorf("unit lacks %s", strings.TrimSpace(want))
 		}
 	}
 	if bytes.Contains(raw, []byte("\nPrivateUsers=yes")) {
 		t.Error("PrivateUsers=yes would map every client uid to nobody")
+	}
+	// The helpers: only sealboxd's user may connect; the Tang helper has no
+	// device and the TPM helper no network.
+	for name, wants := range map[string][]string{
+		"sealbox-tang.socket":   {"SocketUser=sealbox", "SocketMode=0600", "Accept=yes", "ListenStream=/run/sealbox-unattended/tang.sock"},
+		"sealbox-tpm2.socket":   {"SocketUser=sealbox", "SocketMode=0600", "Accept=yes", "ListenStream=/run/sealbox-unattended/tpm2.sock"},
+		"sealbox-tang@.service": {"PrivateDevices=yes", "IPAddressDeny=any", "RestrictAddressFamilies=AF_INET AF_INET6\n", "--kind tang"},
+		"sealbox-tpm2@.service": {"PrivateNetwork=yes", "RestrictAddressFamilies=none", "DeviceAllow=/dev/tpmrm0 rw", "--kind tpm2"},
+	} {
+		raw, _ := os.ReadFile(filepath.Join("..", "..", name))
+		for _, want := range wants {
+			if !bytes.Contains(raw, []byte(want)) {
+				t.Errorf("%s lacks %s", name, strings.TrimSpace(want))
+			}
+		}
 	}
 }
 

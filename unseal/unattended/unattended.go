@@ -52,6 +52,9 @@ type Env struct {
 	Timeout time.Duration // per attempt of one binding or member (dial + request); 0: DefaultTimeout
 	// DialTimeout bounds a TCP connect to a Tang server; 0: DefaultDialTimeout.
 	DialTimeout time.Duration
+	// HelperDir, if set, holds the sockets of helpers (HelperSocket): a
+	// kind whose socket is there is done by its helper, not in process.
+	HelperDir string
 
 	once sync.Once
 }
@@ -61,6 +64,13 @@ func (e *Env) timeout() time.Duration {
 		return e.Timeout
 	}
 	return DefaultTimeout
+}
+
+func (e *Env) dial() time.Duration {
+	if e.DialTimeout > 0 {
+		return e.DialTimeout
+	}
+	return DefaultDialTimeout
 }
 
 func (e *Env) http() *http.Client {
@@ -83,7 +93,7 @@ func (e *Env) http() *http.Client {
 // longer has, PCRs that changed, a tampered binding).
 func Transient(err error) bool {
 	return errors.Is(err, tang.ErrUnreachable) || errors.Is(err, tpm2.ErrUnavailable) ||
-		errors.Is(err, ErrThreshold) || errors.Is(err, context.DeadlineExceeded)
+		errors.Is(err, ErrThreshold) || errors.Is(err, ErrHelper) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // Member is one member of a threshold binding.
@@ -218,6 +228,16 @@ func Open(ctx context.Context, env *Env, kind keyring.SlotKind, binding []byte, 
 func openOne(ctx context.Context, env *Env, kind keyring.SlotKind, binding []byte, dst []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, env.timeout())
 	defer cancel()
+	if kind == keyring.KindTang || kind == keyring.KindTPM2 {
+		if path := HelperSocket(env.HelperDir, kind); path != "" {
+			return helperOpen(ctx, path, kind, binding, dst, env.dial())
+		}
+	}
+	return openLocal(ctx, env, kind, binding, dst)
+}
+
+// openLocal opens a tang or tpm2 binding in this process.
+func openLocal(ctx context.Context, env *Env, kind keyring.SlotKind, binding []byte, dst []byte) error {
 	switch kind {
 	case keyring.KindTang:
 		return tang.Recover(ctx, env.http(), binding, dst)
@@ -312,7 +332,7 @@ func NewTang(adv *tang.Adv, kek []byte) ([]byte, error) { return tang.Encrypt(ad
 func NewTPM2(ctx context.Context, env *Env, kek []byte, pcrs []int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, env.timeout())
 	defer cancel()
-	return tpm2.Seal(ctx, env.TPM, kek, pcrs)
+	return tpmSeal(ctx, env, kek, pcrs)
 }
 
 // Rebind makes a binding of the same kind, to the same server or PCRs, as
@@ -330,7 +350,7 @@ func Rebind(ctx context.Context, env *Env, kind keyring.SlotKind, binding []byte
 		}
 		ctx, cancel := context.WithTimeout(ctx, env.timeout())
 		defer cancel()
-		return tpm2.Seal(ctx, env.TPM, plaintext, b.PCRs)
+		return tpmSeal(ctx, env, plaintext, b.PCRs)
 	}
 	return nil, fmt.Errorf("%w: cannot rebind a %s binding", ErrBinding, kind)
 }
@@ -374,7 +394,7 @@ func NeedsReseal(ctx context.Context, env *Env, kind keyring.SlotKind, binding [
 		}
 		ctx, cancel := context.WithTimeout(ctx, env.timeout())
 		defer cancel()
-		drifted, err := tpm2.Drifted(ctx, env.TPM, b)
+		drifted, err := tpmDrifted(ctx, env, binding)
 		if err != nil || !drifted {
 			return false, "", err
 		}
