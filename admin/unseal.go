@@ -120,16 +120,21 @@ func (m *Manager) unsealWith(ctx context.Context, s *session, how string) (*Unse
 		u.Destroy()
 		return nil, err
 	}
-	u.Resealed, u.ResealErrors = m.resealDrifted(ctx, s)
+	u.Resealed, u.ResealErrors = m.resealDrifted(ctx, s, u.Report)
 	return u, nil
 }
 
 // resealDrifted asks Options.Reseal about every unattended slot but the
 // acting one, and rebinds those it says must be. Failures are returned, not
-// fatal: the unseal stands.
-func (m *Manager) resealDrifted(ctx context.Context, s *session) (done []string, errs []error) {
+// fatal: the unseal stands. When the unseal found records that do not
+// verify, no change can be signed, so no slot is looked at: a file writer's
+// added slots cost no TPM work and no refused reseals.
+func (m *Manager) resealDrifted(ctx context.Context, s *session, rep *unseal.Report) (done []string, errs []error) {
 	if m.opts.Reseal == nil {
 		return nil, nil
+	}
+	if err := rep.Err(); err != nil {
+		return nil, []error{fmt.Errorf("unattended slots not checked for a reseal until the keyring verifies: %w", err)}
 	}
 	type cand struct {
 		slot *keyring.Slot

@@ -190,7 +190,7 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 		}
 		transient := unattended.Transient(r.Err)
 		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", transient && d.cfg.UnattendedRetryMax > 0, "error", r.Err)
-		if !errors.Is(r.Err, errUnsealRecorded) {
+		if _, rec := r.Err.(recorded); !rec {
 			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + r.Err.Error()})
 		}
 		if !transient || d.cfg.UnattendedRetryMax == 0 {
@@ -213,11 +213,13 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 	}
 }
 
-var (
-	errAlreadyUnsealed = errors.New("already unsealed")
-	// errUnsealRecorded marks a failure the admin package recorded itself.
-	errUnsealRecorded = errors.New("recorded")
-)
+var errAlreadyUnsealed = errors.New("already unsealed")
+
+// recorded marks a failure the admin package recorded itself; its text is
+// the failure's own (status and the log show it).
+type recorded struct{ error }
+
+func (r recorded) Unwrap() error { return r.error }
 
 // unsealUnattended unseals with the key an unattended slot's binding gave:
 // the same verification and record as an admin's unseal.
@@ -229,7 +231,7 @@ func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []by
 	}
 	u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method)
 	if err != nil {
-		return errors.Join(err, errUnsealRecorded)
+		return recorded{err}
 	}
 	keys := u.LogKeys
 	u.LogKeys = nil

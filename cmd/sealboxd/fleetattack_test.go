@@ -1,0 +1,211 @@
+package main
+
+// Attacks on unattended slots (tang, tpm2, threshold) by someone who can
+// write the keyring file but is not an admin, against the real sealboxd,
+// sealbox-admin, tangd and swtpm. Each test fails if the attack works.
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/internal/fleettest"
+	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/unattended"
+)
+
+// rawSlot returns a slot record as stored.
+func rawSlot(t *testing.T, path, name string) []byte {
+	t.Helper()
+	var raw []byte
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	if err := kr.View(func(tx *keyring.Tx) error {
+		raw = append([]byte(nil), tx.RawSlot(name)...)
+		return nil
+	}); err != nil || raw == nil {
+		t.Fatalf("slot %q: %v", name, err)
+	}
+	return raw
+}
+
+// putRawSlot writes raw under name, as a file writer can.
+func putRawSlot(t *testing.T, path, name string, raw []byte) {
+	t.Helper()
+	editFile(t, path, func(tx *keyring.Tx) error {
+		s, err := keyring.ParseSlot(name, raw)
+		if err != nil {
+			return err
+		}
+		s.Name = name
+		return tx.PutSlot(s)
+	})
+}
+
+// noSecret fails if the daemon serves anything.
+func (e *env) noSecret() {
+	e.t.Helper()
+	if code, body := e.read(nobody, "/v1/secret"); code == 200 || len(body) > 0 && bytes.Contains(body, masterSecret) {
+		e.t.Fatalf("served %d", code)
+	}
+}
+
+// A file writer swaps the bindings of two tang slots, puts a threshold's
+// members in another order, or copies a tang slot under a new name: none of
+// them unseals, each is an integrity failure that is not retried, and an
+// admin's unseal still works.
+func TestUnattendedBindingSwapsDoNotUnseal(t *testing.T) {
+	t.Parallel()
+	a, b, c := fleettest.StartTang(t), fleettest.StartTang(t), fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(a, "tang-a")
+	e.bindTang(b, "tang-b")
+	e.bindTang(c, "tang-c")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", a.URL, "--thp", a.Thumbprint(), "--name", "m1", "--as", "alice")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", b.URL, "--thp", b.Thumbprint(), "--name", "m2", "--as", "alice")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "threshold", "2", "m1", "m2", "--name", "site", "--as", "alice")
+
+	// Swap the two tang bindings; reverse the threshold's members; copy
+	// tang-c's record (whose binding opens) under a new name.
+	editFile(t, e.keyring, func(tx *keyring.Tx) error {
+		sa, err := tx.Slot("tang-a")
+		if err != nil {
+			return err
+		}
+		sb, err := tx.Slot("tang-b")
+		if err != nil {
+			return err
+		}
+		sa.Binding, sb.Binding = sb.Binding, sa.Binding
+		if err := tx.PutSlot(sa); err != nil {
+			return err
+		}
+		if err := tx.PutSlot(sb); err != nil {
+			return err
+		}
+		st, err := tx.Slot("site")
+		if err != nil {
+			return err
+		}
+		th, err := unattended.ParseThreshold(st.Binding)
+		if err != nil {
+			return err
+		}
+		th.Members[0], th.Members[1] = th.Members[1], th.Members[0]
+		st.Binding = th.Marshal()
+		if err := tx.PutSlot(st); err != nil {
+			return err
+		}
+		sc, err := tx.Slot("tang-c")
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteSlot("tang-c"); err != nil {
+			return err
+		}
+		sc.Name = "tang-copy"
+		return tx.PutSlot(sc)
+	})
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(8*time.Second, "every attempt failed", func(st *api.Status) bool {
+		for _, n := range []string{"tang-a", "tang-b", "site", "tang-copy"} {
+			if attempt(st, n).State != "failed" {
+				return false
+			}
+		}
+		return true
+	})
+	if !st.Sealed {
+		t.Fatalf("unsealed by %q through a swapped binding", st.UnsealedBy)
+	}
+	for _, n := range []string{"tang-a", "tang-b", "site", "tang-copy"} {
+		if a := attempt(st, n); a.Tries != 1 || strings.Contains(a.Error, "\n") || !strings.Contains(a.Error, "does not open the slot") {
+			t.Fatalf("%s: want one try, failed for good, with a one-line error: %+v", n, a)
+		}
+	}
+	e.noSecret()
+	// The admin's way in still works; the swapped slots are named.
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	waitLog(t, e, "records failed verification")
+}
+
+// After unbind, a kept copy of the slot record (and, after a rekey, of the
+// record from before it) put back into the file does not unseal.
+func TestUnboundTangSlotPutBackDoesNotUnseal(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-a")
+	kept := rawSlot(t, e.keyring, "tang-a")
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+
+	// Rekey: the slot is handed over (pending) and still opens by itself.
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--as", "alice")
+	if st, _ := coldStart(e, cfg, 5*time.Second); st.UnsealedBy != "tang-a" {
+		t.Fatalf("after rekey: unsealed by %q", st.UnsealedBy)
+	}
+	e.expectRead(nobody, 200)
+	e.stop(15)
+	// The pre-rekey record back in place of the current one: refused.
+	current := rawSlot(t, e.keyring, "tang-a")
+	putRawSlot(t, e.keyring, "tang-a", kept)
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(5*time.Second, "the old record failed", func(st *api.Status) bool { return attempt(st, "tang-a").State == "failed" })
+	if !st.Sealed {
+		t.Fatal("unsealed through a rolled-back tang slot")
+	}
+	e.noSecret()
+	e.stop(15)
+	putRawSlot(t, e.keyring, "tang-a", current)
+
+	// Unbind, then put the last record back (it opens the current
+	// DataKey, but the state root does not vouch for it).
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "unbind", "tang-a", "--as", "alice")
+	putRawSlot(t, e.keyring, "tang-a", current)
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(5*time.Second, "the unbound record failed", func(st *api.Status) bool { return attempt(st, "tang-a").State == "failed" })
+	if !st.Sealed {
+		t.Fatal("unsealed through an unbound tang slot put back")
+	}
+	e.noSecret()
+	if out := e.online(0, "", "audit").out; !strings.Contains(out, "tang-a") {
+		t.Fatalf("the failed attempt is not in the audit log:\n%s", out)
+	}
+}
+
+// A file writer adds copies of a tpm2 slot under new names. The state root
+// does not vouch for them, so no change can be signed while they are there:
+// an admin's unseal must not spend TPM work on them, nor try (and audit as
+// refused) a reseal of each.
+func TestUnverifiedTPM2SlotsAreNotResealed(t *testing.T) {
+	t.Parallel()
+	tpm := fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "7", "--tcti", tpm.TCTI(), "--name", "tpm-a", "--as", "alice")
+	raw := rawSlot(t, e.keyring, "tpm-a")
+	const copies = 4
+	for i := range copies {
+		putRawSlot(t, e.keyring, fmt.Sprintf("evil-%d", i), raw)
+	}
+	tpm.Extend(7) // every copy now "needs" a reseal
+	cfg := fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+	e.start(nil, "--config", cfg)
+	e.waitStatus(10*time.Second, "tpm2 attempts failed", func(st *api.Status) bool {
+		return attempt(st, "evil-3").State == "failed" && attempt(st, "tpm-a").State == "failed"
+	})
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	out := e.online(0, "", "audit", "--json").out
+	if n := strings.Count(out, `"slot.reseal"`); n != 0 {
+		t.Fatalf("%d reseal records after an unseal over slots the root does not vouch for:\n%s", n, out)
+	}
+	if strings.Contains(e.log.String(), "sealed again") {
+		t.Fatal("resealed a slot the root does not vouch for")
+	}
+}
