@@ -193,7 +193,14 @@ func Init(ctx context.Context, path, name string, password, secret []byte, opts 
 	if err != nil {
 		return err
 	}
+	ident, err := key.NewIdentity()
+	if err != nil {
+		return err
+	}
 	kr, err := keyring.Create(path, func(tx *keyring.Tx) error {
+		if err := tx.PutIdentity(ident); err != nil {
+			return err
+		}
 		if err := tx.PutHeader(&keyring.Header{ID: id, Commitment: key.Commitment(), Policy: policy, Created: now}); err != nil {
 			return err
 		}

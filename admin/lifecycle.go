@@ -280,6 +280,18 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 	if err := t.PutHeader(h); err != nil {
 		return err
 	}
+	if rec := t.RawIdentity(); rec != nil {
+		// The identity stays the same; only its wrapping moves to the new
+		// DataKey. One that does not decrypt is a finding of check, and
+		// no rekey carries it on.
+		next, err := t.s.key.RewrapIdentity(rec, k2)
+		if err != nil {
+			return fmt.Errorf("%w; run: sealbox-admin check --as NAME", err)
+		}
+		if err := t.PutIdentity(next); err != nil {
+			return err
+		}
+	}
 	slots, err := t.Slots()
 	if err != nil {
 		return err

@@ -43,16 +43,20 @@ type BindSpec struct {
 // binding is made before the change, outside the transaction; the change
 // then checks that the slots it replaces are the records the binding was
 // made from.
-func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, name string, spec BindSpec) error {
+//
+// It returns the keyring's identity pin, which sealboxd's configuration must
+// hold (unattended_identity) before it unseals with no person; a keyring
+// without an identity (made before identities) gets one in this change.
+func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, name string, spec BindSpec) (string, error) {
 	if !spec.Kind.Unattended() {
-		return fmt.Errorf("%w: %s is not an unattended slot kind", ErrInvalid, spec.Kind)
+		return "", fmt.Errorf("%w: %s is not an unattended slot kind", ErrInvalid, spec.Kind)
 	}
 	if err := validAdminName(name); err != nil {
-		return err
+		return "", err
 	}
 	s, err := m.authenticate(ctx, audit.KindSlotBind, actor, actorPassword)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer s.close()
 	var members []*keyring.Slot
@@ -74,20 +78,21 @@ func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, 
 		}
 		return nil
 	}); err != nil {
-		return err
+		return "", err
 	}
 	kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer kek.Destroy()
 	if _, err := rand.Read(kek.Bytes()); err != nil {
-		return err
+		return "", err
 	}
 	binding, err := spec.Build(ctx, kek.Bytes(), members)
 	if err != nil {
-		return err
+		return "", err
 	}
+	var pin string
 	_, err = m.change(ctx, s, op{kind: audit.KindSlotBind, target: name, detail: spec.Kind.String() + " " + spec.Detail}, func(t *txn) error {
 		if _, err := t.Slot(name); err == nil && !contains(spec.Replaces, name) {
 			return fmt.Errorf("%w: %q", ErrSlotExists, name)
@@ -104,9 +109,22 @@ func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, 
 		if err != nil {
 			return err
 		}
+		rec := t.RawIdentity()
+		if rec == nil {
+			if rec, err = t.s.key.NewIdentity(); err != nil {
+				return err
+			}
+			if err := t.PutIdentity(rec); err != nil {
+				return err
+			}
+			t.detail = append(t.detail, "new identity")
+		}
+		if pin, err = t.s.key.IdentityPin(rec); err != nil {
+			return fmt.Errorf("%w; run: sealbox-admin check --as NAME", err)
+		}
 		return t.PutSlot(slot)
 	})
-	return err
+	return pin, err
 }
 
 func contains(list []string, s string) bool {
@@ -199,10 +217,14 @@ func (m *Manager) UnattendedSlots() ([]*keyring.Slot, error) {
 }
 
 // UnsealKEK unseals with the unattended slot name, whose binding yielded
-// kek, as Unseal does with a password: the file must verify, and the
-// unseal is recorded (how says by what, such as the Tang server). There is
-// no backoff: a binding's key is 256 random bits, not a guess.
-func (m *Manager) UnsealKEK(ctx context.Context, name string, kek []byte, how string) (*Unsealed, error) {
+// kek, as Unseal does with a password: the file must verify, its identity
+// must hash to pin (the root-owned configuration's unattended_identity),
+// and the unseal is recorded (how says by what, such as the Tang server).
+// There is no backoff: a binding's key is 256 random bits, not a guess.
+func (m *Manager) UnsealKEK(ctx context.Context, name string, kek []byte, how, pin string) (*Unsealed, error) {
+	if pin == "" {
+		return nil, fmt.Errorf("%w: no identity is pinned (unattended_identity); only an admin can unseal", unseal.ErrIdentity)
+	}
 	var h *keyring.Header
 	var slot *keyring.Slot
 	var raw []byte
@@ -229,5 +251,11 @@ func (m *Manager) UnsealKEK(ctx context.Context, name string, kek []byte, how st
 		key.Destroy()
 		return nil, err
 	}
-	return m.unsealWith(ctx, &session{key: key, logKeys: lk, header: h, slot: slot, raw: raw}, how)
+	u, err := m.unsealChecked(ctx, &session{key: key, logKeys: lk, header: h, slot: slot, raw: raw}, how, func(t *txn) error {
+		return t.s.key.CheckIdentity(t.RawIdentity(), pin)
+	})
+	if err != nil {
+		m.logFailure(ctx, audit.KindUnseal, name, audit.Failed, err)
+	}
+	return u, err
 }

@@ -27,28 +27,39 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	var kek []byte
-	if err := m.Bind(ctx, "alice", []byte("wrong"), "tang-1", fakeBinding(&kek)); !errors.Is(err, ErrWrongPassword) {
+	if _, err := m.Bind(ctx, "alice", []byte("wrong"), "tang-1", fakeBinding(&kek)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("bind with a wrong password: %v", err)
 	}
-	if err := m.Bind(ctx, "alice", []byte(pwAlice), "alice", fakeBinding(&kek)); !errors.Is(err, ErrSlotExists) {
+	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "alice", fakeBinding(&kek)); !errors.Is(err, ErrSlotExists) {
 		t.Fatalf("bind over an admin's name: %v", err)
 	}
-	if err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek)); err != nil {
-		t.Fatal(err)
+	pin, err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek))
+	if err != nil || len(pin) != 64 {
+		t.Fatalf("bind: %q %v", pin, err)
 	}
 	slots, err := m.UnattendedSlots()
 	if err != nil || len(slots) != 1 || slots[0].Name != "tang-1" || !bytes.Equal(slots[0].Binding, append([]byte("fake:"), kek...)) {
 		t.Fatalf("unattended slots: %v %+v", err, slots)
 	}
-	u, err := m.UnsealKEK(ctx, "tang-1", kek, "tang test")
+	// The identity pin is the gate: none, or another keyring's, refuses.
+	for _, other := range []string{"", strings.Repeat("0", 64)} {
+		if _, err := m.UnsealKEK(ctx, "tang-1", kek, "tang test", other); !errors.Is(err, unseal.ErrIdentity) {
+			t.Fatalf("pin %q: %v", other, err)
+		}
+	}
+	u, err := m.UnsealKEK(ctx, "tang-1", kek, "tang test", pin)
 	if err != nil || !bytes.Equal(u.Secret.Bytes(), secret) {
 		t.Fatalf("unseal with the binding's key: %v", err)
 	}
 	u.Destroy()
+	// check --as shows the same pin.
+	if res, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || res.Identity != pin || !res.OK() {
+		t.Fatalf("check: %v %+v", err, res)
+	}
 	// A wrong key is an integrity error, and is recorded.
 	bad := bytes.Clone(kek)
 	bad[0] ^= 1
-	if _, err := m.UnsealKEK(ctx, "tang-1", bad, "tang test"); !errors.Is(err, unseal.ErrBinding) || errclass.Of(err) != errclass.Integrity {
+	if _, err := m.UnsealKEK(ctx, "tang-1", bad, "tang test", pin); !errors.Is(err, unseal.ErrBinding) || errclass.Of(err) != errclass.Integrity {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// A password never opens it: to a login it is an unknown name.
@@ -56,7 +67,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 		t.Fatalf("password login as an unattended slot: %v", err)
 	}
 	// An admin slot does not open with a key either.
-	if _, err := m.UnsealKEK(ctx, "alice", kek, "x"); err == nil {
+	if _, err := m.UnsealKEK(ctx, "alice", kek, "x", pin); err == nil {
 		t.Fatal("an admin slot opened with a binding key")
 	}
 	// Unbind never removes an admin.
@@ -69,7 +80,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	if err := m.Unbind(ctx, "alice", []byte(pwAlice), "tang-1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.UnsealKEK(ctx, "tang-1", kek, "x"); !errors.Is(err, keyring.ErrNoSlot) {
+	if _, err := m.UnsealKEK(ctx, "tang-1", kek, "x", pin); !errors.Is(err, keyring.ErrNoSlot) {
 		t.Fatalf("unseal after unbind: %v", err)
 	}
 	recs, err := m.AuditRecords(audit.Filter{Admin: "tang-1"})
@@ -80,7 +91,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	for _, r := range recs {
 		kinds = append(kinds, string(r.Kind)+"/"+string(r.Outcome))
 	}
-	want := "slot.bind/ok unseal/ok unseal/error unseal/wrong_password slot.unbind/ok"
+	want := "slot.bind/ok unseal/error unseal/ok unseal/error unseal/wrong_password slot.unbind/ok"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Fatalf("audit of tang-1: %s, want %s", got, want)
 	}
@@ -92,13 +103,15 @@ func TestRekeyHandsOverUnattendedSlots(t *testing.T) {
 	t.Parallel()
 	m, _ := newStore(t)
 	var kek []byte
-	if err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek)); err != nil {
+	pin, err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err != nil {
 		t.Fatal(err)
 	}
-	u, err := m.UnsealKEK(ctx, "tang-1", kek, "after rekey")
+	// The identity survives the rekey (its pin is the same).
+	u, err := m.UnsealKEK(ctx, "tang-1", kek, "after rekey", pin)
 	if err != nil || !bytes.Equal(u.Secret.Bytes(), secret) {
 		t.Fatalf("unattended unseal after a rekey: %v", err)
 	}
@@ -116,7 +129,7 @@ func TestBindReplacesMembers(t *testing.T) {
 	m, _ := newStore(t)
 	var k1, k2, k3 []byte
 	for name, k := range map[string]*[]byte{"tang-1": &k1, "tang-2": &k2} {
-		if err := m.Bind(ctx, "alice", []byte(pwAlice), name, fakeBinding(k)); err != nil {
+		if _, err := m.Bind(ctx, "alice", []byte(pwAlice), name, fakeBinding(k)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,7 +142,7 @@ func TestBindReplacesMembers(t *testing.T) {
 		}
 		return inner(ctx, k, members)
 	}
-	if err := m.Bind(ctx, "alice", []byte(pwAlice), "site", spec); err != nil {
+	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "site", spec); err != nil {
 		t.Fatal(err)
 	}
 	slots, _ := m.UnattendedSlots()
@@ -138,7 +151,7 @@ func TestBindReplacesMembers(t *testing.T) {
 	}
 	// Members must be unattended slots.
 	spec.Replaces = []string{"alice"}
-	if err := m.Bind(ctx, "alice", []byte(pwAlice), "site2", spec); !errors.Is(err, ErrNotUnattended) {
+	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "site2", spec); !errors.Is(err, ErrNotUnattended) {
 		t.Fatalf("an admin as a member: %v", err)
 	}
 }

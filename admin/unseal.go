@@ -91,9 +91,20 @@ func refuseUnsafe(actor, why string) func(rep *unseal.Report) error {
 }
 
 func (m *Manager) unsealWith(ctx context.Context, s *session, how string) (*Unsealed, error) {
+	return m.unsealChecked(ctx, s, how, nil)
+}
+
+// unsealChecked is unsealWith with one more check (check, if not nil) of
+// the verified state before the secret is decrypted.
+func (m *Manager) unsealChecked(ctx context.Context, s *session, how string, check func(t *txn) error) (*Unsealed, error) {
 	defer s.key.Destroy()
 	u := &Unsealed{Header: s.header, LogKeys: s.logKeys}
 	err := m.record(ctx, s, op{kind: audit.KindUnseal, detail: how}, servable(s.slot.Name), func(t *txn) error {
+		if check != nil {
+			if err := check(t); err != nil {
+				return err
+			}
+		}
 		sec, err := t.Secret()
 		if err != nil {
 			return err
@@ -179,10 +190,17 @@ type CheckResult struct {
 	SecretBytes   int            `json:"secret_bytes"`
 	Audit         *audit.Report  `json:"audit,omitempty"`
 	AuditProblem  string         `json:"audit_problem,omitempty"`
+	// Identity is the keyring's identity pin (unattended_identity), empty
+	// when it has none (made before identities; the first bind makes one);
+	// IdentityProblem says why it could not be read.
+	Identity        string `json:"identity,omitempty"`
+	IdentityProblem string `json:"identity_problem,omitempty"`
 }
 
 // OK reports whether everything verified.
-func (c *CheckResult) OK() bool { return c.Report.OK() && c.AuditProblem == "" }
+func (c *CheckResult) OK() bool {
+	return c.Report.OK() && c.AuditProblem == "" && c.IdentityProblem == ""
+}
 
 // Check tests actor's password and verifies the whole file: the state root
 // and every record under it, that the master secret decrypts, and the audit
@@ -218,6 +236,11 @@ func (m *Manager) Check(ctx context.Context, actor string, password []byte) (*Ch
 		}
 		res.SecretBytes = len(buf.Bytes())
 		buf.Destroy()
+		if rec := t.RawIdentity(); rec != nil {
+			if res.Identity, err = s.key.IdentityPin(rec); err != nil {
+				res.IdentityProblem = err.Error()
+			}
+		}
 		return nil
 	}
 	err = m.record(ctx, s, op{kind: audit.KindCheck}, func(rep *unseal.Report) error {

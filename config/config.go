@@ -93,6 +93,12 @@ type Config struct {
 	// socket-activated helper unit, which has the network or the TPM that
 	// sealboxd's own unit does not. "" does everything in process.
 	UnattendedHelpers string `toml:"unattended_helpers"`
+	// UnattendedIdentity pins the keyring's identity (64 hex digits, as
+	// sealbox-admin bind and check --as NAME print it): sealboxd unseals
+	// with no person only into a state whose identity hashes to it, so that
+	// a forged keyring with an unattended slot of its own is refused. ""
+	// (the default) tries no unattended slot.
+	UnattendedIdentity string `toml:"unattended_identity"`
 
 	// Warnings are about keys that are accepted but have no effect; the
 	// daemon logs them at start and reload.
@@ -203,6 +209,9 @@ func (c *Config) Validate() error {
 	if c.TPM2TCTI == "" || strings.ContainsAny(c.TPM2TCTI, "\x00\n") {
 		errs = append(errs, errors.New("tpm2_tcti: must be a TCTI string such as device:/dev/tpmrm0"))
 	}
+	if p := c.UnattendedIdentity; p != "" && !isPin(p) {
+		errs = append(errs, errors.New("unattended_identity: want the 64 lowercase hex digits sealbox-admin bind printed"))
+	}
 	if h := c.UnattendedHelpers; h != "" && (!filepath.IsAbs(h) || len(h) > 90 || strings.IndexByte(h, 0) >= 0) {
 		errs = append(errs, fmt.Errorf("unattended_helpers: %q is not an absolute directory path of at most 90 bytes", h))
 	}
@@ -293,4 +302,16 @@ func (f *Flags) Load() (Config, error) {
 		}
 	}
 	return c, c.Validate()
+}
+
+func isPin(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -263,10 +263,18 @@ func (d *Daemon) addAdmin(r *http.Request, cred PeerCred, req *api.AddAdminReque
 
 func (d *Daemon) bind(r *http.Request, cred PeerCred, req *api.BindRequest) (any, error) {
 	spec, err := req.Spec(d.unattendedEnv())
+	var pin string
 	if err == nil {
-		err = d.mgr.Bind(r.Context(), req.Actor, req.ActorPassword, req.Name, spec)
+		pin, err = d.mgr.Bind(r.Context(), req.Actor, req.ActorPassword, req.Name, spec)
 	}
-	return d.changed("bind "+req.Kind, req.Actor, req.Name, cred, err)
+	d.logChange("bind "+req.Kind, req.Actor, req.Name, cred, err)
+	if err != nil {
+		return nil, err
+	}
+	if pin != d.cfg.UnattendedIdentity {
+		d.log.Warn("unattended slots are not tried until unattended_identity in the configuration is this keyring's identity (sealbox-admin bind printed it)")
+	}
+	return &api.BindResponse{Identity: pin}, nil
 }
 
 func (d *Daemon) unbind(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {

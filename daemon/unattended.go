@@ -79,6 +79,18 @@ func (d *Daemon) runUnattended(ctx context.Context) {
 	if len(slots) == 0 {
 		return
 	}
+	if d.cfg.UnattendedIdentity == "" {
+		// Without a pin, a file writer could forge a whole state with an
+		// unattended slot of their own: nothing is tried.
+		const why = "not tried: unattended_identity is not set in the configuration (sealbox-admin bind and check --as NAME print it)"
+		d.log.Warn("unattended unseal: " + why)
+		for _, s := range slots {
+			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+				at.Method, at.State, at.Error = unattended.Describe(s.Kind, s.Binding), "off", why
+			})
+		}
+		return
+	}
 	epoch := d.vault.sealEpoch()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -229,7 +241,7 @@ func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []by
 	if sealed, _ := d.vault.isSealed(); !sealed || d.vault.sealEpoch() != epoch {
 		return errAlreadyUnsealed
 	}
-	u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method)
+	u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method, d.cfg.UnattendedIdentity)
 	if err != nil {
 		return recorded{err}
 	}

@@ -58,6 +58,7 @@ var (
 	keySecret      = []byte("secret")
 	keyRegistry    = []byte("registry") // format 1
 	keyRoot        = []byte("root")
+	keyIdentity    = []byte("identity")
 )
 
 // OpenTimeout is how long Open waits for another process's lock on the file.
@@ -370,6 +371,21 @@ func (tx *Tx) Header() (*Header, error) { return parseHeader(tx.RawHeader()) }
 
 // PutHeader replaces the header.
 func (tx *Tx) PutHeader(h *Header) error { return tx.put(tx.meta(), keyHeader, h.Marshal()) }
+
+// IdentitySize is the size of the identity record: nonce || GCM(32-byte
+// identity key).
+const IdentitySize = NonceSize + KeySize + TagSize
+
+// RawIdentity returns the identity record (see FORMAT.md), nil if none.
+func (tx *Tx) RawIdentity() []byte { return tx.meta().Get(keyIdentity) }
+
+// PutIdentity stores the identity record.
+func (tx *Tx) PutIdentity(b []byte) error {
+	if len(b) != IdentitySize {
+		return fmt.Errorf("keyring: an identity record is %d bytes, not %d", IdentitySize, len(b))
+	}
+	return tx.put(tx.meta(), keyIdentity, b)
+}
 
 // RawSecret returns the stored secret record (nil if absent).
 func (tx *Tx) RawSecret() []byte { return tx.meta().Get(keySecret) }

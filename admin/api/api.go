@@ -203,7 +203,8 @@ type UnattendedAttempt struct {
 	Method string `json:"method"` // "tang http://…", "tpm2 sha256:7", "threshold 2 of 3: …"
 	// State: trying, waiting (a retry is due at NextTry), failed (for
 	// good, until an admin acts), unsealed (this slot unsealed the
-	// daemon), stopped (another way unsealed it, or an admin sealed).
+	// daemon), stopped (another way unsealed it, or an admin sealed), off
+	// (not tried: no identity is pinned in the configuration).
 	State     string          `json:"state"`
 	Tries     int             `json:"tries"`
 	LastTry   *time.Time      `json:"last_try,omitempty"`

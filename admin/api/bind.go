@@ -104,9 +104,17 @@ func (r *BindRequest) Spec(env *unattended.Env) (admin.BindSpec, error) {
 // Secrets: see AuthRequest.Secrets.
 func (r *BindRequest) Secrets() [][]byte { return [][]byte{r.ActorPassword} }
 
-// Bind adds an unattended slot.
-func (c *Client) Bind(ctx context.Context, req *BindRequest) error {
-	return c.do(ctx, http.MethodPost, "/v1/slots/bind", req, nil)
+// BindResponse is what a bind answers: the keyring's identity pin, for
+// the configuration's unattended_identity.
+type BindResponse struct {
+	Identity string `json:"identity"`
+}
+
+// Bind adds an unattended slot and returns the keyring's identity pin.
+func (c *Client) Bind(ctx context.Context, req *BindRequest) (string, error) {
+	var resp BindResponse
+	err := c.do(ctx, http.MethodPost, "/v1/slots/bind", req, &resp)
+	return resp.Identity, err
 }
 
 // Unbind removes the unattended slot name.

@@ -39,17 +39,17 @@ type backend interface {
 	Slots(ctx context.Context) (*admin.SlotsView, error)
 	Unlock(ctx context.Context, actor string, actorPw []byte, name string) (uint32, error)
 	SetPolicyFields(ctx context.Context, actor string, actorPw []byte, p keyring.Params) (keyring.Params, error)
-	Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) error
+	Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) (string, error)
 	Unbind(ctx context.Context, actor string, actorPw []byte, name string) error
 	Close() error
 }
 
 // Bind makes the binding here (sealbox-admin reaches the TPM with --tcti)
 // and adds the slot.
-func (o *offline) Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) error {
+func (o *offline) Bind(ctx context.Context, req *api.BindRequest, env *unattended.Env) (string, error) {
 	spec, err := req.Spec(env)
 	if err != nil {
-		return err
+		return "", err
 	}
 	return o.Manager.Bind(ctx, req.Actor, req.ActorPassword, req.Name, spec)
 }

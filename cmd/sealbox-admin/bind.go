@@ -120,7 +120,8 @@ func (c *cli) doBind(o *opts, req *api.BindRequest) error {
 			return usagef("--name: %v", err)
 		}
 		req.Actor, req.ActorPassword, req.Name = o.as, apw, name
-		if err := b.Bind(c.ctx, req, c.offlineEnv(o.tcti)); err != nil {
+		pin, err := b.Bind(c.ctx, req, c.offlineEnv(o.tcti))
+		if err != nil {
 			return err
 		}
 		switch req.Kind {
@@ -131,7 +132,8 @@ func (c *cli) doBind(o *opts, req *api.BindRequest) error {
 		default:
 			fmt.Fprintf(c.stdout, "bound %s to this machine's TPM, PCRs sha256:%s\n", name, o.pcrs)
 		}
-		fmt.Fprintf(c.stderr, "sealbox-admin: sealboxd tries it at its next start; the unit must reach it (see docs/fleet.md)\n")
+		fmt.Fprintf(c.stdout, "keyring identity: %s\n", pin)
+		fmt.Fprintf(c.stderr, "sealbox-admin: sealboxd tries it at its next start once its configuration pins this keyring (as root, in /etc/sealbox/sealboxd.toml):\n  unattended_identity = %q\nand the helper units reach it (see docs/fleet.md)\n", pin)
 		return nil
 	})
 }

@@ -50,7 +50,7 @@ func (o *online) AddAdmin(ctx context.Context, actor string, apw []byte, name st
 
 // Bind asks the daemon, which makes the binding (and reaches the TPM
 // with its own tpm2_tcti).
-func (o *online) Bind(ctx context.Context, req *api.BindRequest, _ *unattended.Env) error {
+func (o *online) Bind(ctx context.Context, req *api.BindRequest, _ *unattended.Env) (string, error) {
 	o.deriving(req.Actor)
 	return o.Client.Bind(ctx, req)
 }

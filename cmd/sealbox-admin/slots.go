@@ -252,9 +252,16 @@ func (c *cli) printCheck(o *opts, res *admin.CheckResult) error {
 		case res.Audit != nil:
 			fmt.Fprintf(c.stdout, "audit: ok (%d event records, %d read records)\n", res.Audit.Events.Records, res.Audit.Reads.Records)
 		}
+		switch {
+		case res.IdentityProblem != "":
+			fmt.Fprintf(c.stdout, "FAIL identity: %s\n", res.IdentityProblem)
+		case res.Identity != "":
+			fmt.Fprintf(c.stdout, "identity: %s (unattended_identity in sealboxd's configuration)\n", res.Identity)
+		}
 	}
 	if !res.OK() {
-		return fmt.Errorf("%w: %d problems (to see what a repair would do: check --as %s --repair, on the file)", unseal.ErrIntegrity, len(res.Report.Findings)+map[bool]int{true: 1}[res.AuditProblem != ""], o.as)
+		problems := len(res.Report.Findings) + map[bool]int{true: 1}[res.AuditProblem != ""] + map[bool]int{true: 1}[res.IdentityProblem != ""]
+		return fmt.Errorf("%w: %d problems (to see what a repair would do: check --as %s --repair, on the file)", unseal.ErrIntegrity, problems, o.as)
 	}
 	return nil
 }

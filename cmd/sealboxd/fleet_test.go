@@ -25,10 +25,30 @@ import (
 	"github.com/sealbox/sealbox/unseal"
 )
 
-// fleetConfig is a daemon configuration with short unattended deadlines.
+// fleetConfig is a daemon configuration with short unattended deadlines,
+// pinning the keyring's identity.
 func fleetConfig(t *testing.T, e *env, timeout time.Duration, extra string) string {
-	return writeFile(t, e.dir, "fleet.toml", fmt.Sprintf("unattended_timeout = %q\nunattended_dial_timeout = %q\nunattended_retry_max = \"2s\"\n%s",
-		timeout.String(), (timeout/2).String(), extra))
+	return writeFile(t, e.dir, "fleet.toml", fmt.Sprintf("unattended_timeout = %q\nunattended_dial_timeout = %q\nunattended_retry_max = \"2s\"\nunattended_identity = %q\n%s",
+		timeout.String(), (timeout/2).String(), e.identity(), extra))
+}
+
+// identity is the keyring's identity pin, as check --as prints it (through
+// the daemon when it runs).
+func (e *env) identity() string {
+	e.t.Helper()
+	args := []string{"--keyring", e.keyring, "check", "--as", "alice", "--json"}
+	if _, err := os.Stat(e.admSock); err == nil {
+		args = append([]string{"--admin-socket", e.admSock}, args[2:]...)
+	}
+	// A file that fails verification (exit 6) still has its identity.
+	r := runCmd(e.t, pwAlice+"\n", adminBin, args...)
+	var res struct {
+		Identity string `json:"identity"`
+	}
+	if err := json.NewDecoder(strings.NewReader(r.out[strings.IndexByte(r.out, '{'):])).Decode(&res); err != nil || len(res.Identity) != 64 {
+		e.t.Fatalf("no identity in check: %v\n%s", err, r.out)
+	}
+	return res.Identity
 }
 
 // status reads the daemon's status.
@@ -81,7 +101,7 @@ func (e *env) bindTang(s *fleettest.Tang, name string, through ...string) {
 		args = append([]string{"--keyring", e.keyring}, args...)
 	}
 	r := e.admin(0, pwAlice+"\n", args...)
-	if !strings.Contains(r.out, "bound "+name+" to "+s.URL) {
+	if !strings.Contains(r.out, "bound "+name+" to "+s.URL) || !strings.Contains(r.out, "keyring identity: ") || !strings.Contains(r.out, "unattended_identity = ") {
 		e.t.Fatalf("bind: %s", r.out)
 	}
 }
@@ -154,6 +174,13 @@ func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
 	// A password never opens it: to a login it is an unknown name.
 	e.admin(3, "anything at all\n", "--keyring", e.keyring, "check", "--as", "tang-a")
 
+	// Without the identity pinned in the configuration nothing is tried.
+	e.start(nil, "--config", writeFile(t, e.dir, "nopin.toml", "unattended_timeout = \"2s\"\nunattended_dial_timeout = \"1s\"\n"))
+	st := e.waitStatus(3*time.Second, "tang-a off", func(st *api.Status) bool { return attempt(st, "tang-a").State == "off" })
+	if a := attempt(st, "tang-a"); !st.Sealed || a.Tries != 0 || !strings.Contains(a.Error, "unattended_identity is not set") {
+		t.Fatalf("no pin: %+v", a)
+	}
+	e.stop(15)
 	cfg := fleetConfig(t, e, 2*time.Second, "")
 	st, took := coldStart(e, cfg, 5*time.Second)
 	a := attempt(st, "tang-a")
@@ -464,7 +491,7 @@ func TestHelpersDoWhatTheDaemonMayNot(t *testing.T) {
 	e.bindTang(tg, "tang-1")
 	helpers := filepath.Join(e.dir, "helpers")
 	os.Mkdir(helpers, 0o755)
-	cfg := writeFile(t, e.dir, "helpers.toml", fmt.Sprintf("unattended_timeout = \"3s\"\nunattended_dial_timeout = \"1s\"\nunattended_helpers = %q\n", helpers))
+	cfg := writeFile(t, e.dir, "helpers.toml", fmt.Sprintf("unattended_timeout = \"3s\"\nunattended_dial_timeout = \"1s\"\nunattended_helpers = %q\nunattended_identity = %q\n", helpers, e.identity()))
 	noNet := []string{"unshare", "-n"}
 
 	// Without a helper, the daemon (no network) cannot reach the server.

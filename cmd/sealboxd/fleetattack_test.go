@@ -6,14 +6,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/fleettest"
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal"
+	"github.com/sealbox/sealbox/unseal/tang"
 	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
@@ -207,5 +212,105 @@ func TestUnverifiedTPM2SlotsAreNotResealed(t *testing.T) {
 	}
 	if strings.Contains(e.log.String(), "sealed again") {
 		t.Fatal("resealed a slot the root does not vouch for")
+	}
+}
+
+// Found by an independent review: someone who can write the keyring but is
+// not an admin builds a whole state under a DataKey of their own, with a
+// tang slot bound to the real server's public advertisement, their own
+// secret, and a state root they signed. The daemon must not unseal into it
+// with no person: the identity pinned in its configuration does not match,
+// whether the forger keeps the real identity record (it does not decrypt
+// under their key) or writes one of their own.
+func TestForgedKeyringWithItsOwnTangSlotIsRefused(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	for _, ownIdentity := range []bool{false, true} {
+		t.Run(fmt.Sprintf("own identity %v", ownIdentity), func(t *testing.T) {
+			t.Parallel()
+			forgedTang(t, ownIdentity)
+		})
+	}
+}
+
+func forgedTang(t *testing.T, ownIdentity bool) {
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+	adv, err := tang.Fetch(context.Background(), tang.Client(time.Second), tg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedSecret := []byte("the attacker's secret")
+	editFile(t, e.keyring, func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		forged, err := unseal.NewKey(h.ID, memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			return err
+		}
+		defer forged.Destroy()
+		kek := make([]byte, 32)
+		binding, err := tang.Encrypt(adv, kek)
+		if err != nil {
+			return err
+		}
+		s, err := forged.SealSlotKEK("tang-1", keyring.KindTang, binding, kek, 1)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutSlot(s); err != nil {
+			return err
+		}
+		if ownIdentity {
+			rec, err := forged.NewIdentity()
+			if err != nil {
+				return err
+			}
+			if err := tx.PutIdentity(rec); err != nil {
+				return err
+			}
+		}
+		h.Commitment = forged.Commitment()
+		if err := tx.PutHeader(h); err != nil {
+			return err
+		}
+		sec, err := forged.EncryptSecret(forgedSecret, 9)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutSecret(sec); err != nil {
+			return err
+		}
+		lk, err := forged.LogKeys(memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			return err
+		}
+		defer lk.Destroy()
+		events, err := audit.StateOf(tx, keyring.Events)
+		if err != nil {
+			return err
+		}
+		hd, err := audit.Append(tx, lk.Bytes()[:32], keyring.Events, &events, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
+		if err != nil {
+			return err
+		}
+		events.KeyedSeq, events.KeyedMAC = hd.Seq, hd.MAC
+		reads, _ := audit.StateOf(tx, keyring.Reads)
+		_, err = forged.Sign(tx, nil, &events, &reads, nil)
+		return err
+	})
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool { return attempt(st, "tang-1").State == "failed" })
+	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "identity") {
+		t.Fatalf("forged keyring: sealed %v, %+v", st.Sealed, a)
+	}
+	if code, body := e.read(nobody, "/v1/secret"); code == 200 {
+		t.Fatalf("served the forger's secret: %q", body)
+	}
+	if out := e.online(0, "", "audit", "--admin", "tang-1").out; !strings.Contains(out, "identity") {
+		t.Fatalf("the refusal is not in the audit log:\n%s", out)
 	}
 }
