@@ -4,16 +4,20 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -22,6 +26,10 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/shamir"
+	"github.com/sealbox/sealbox/unseal/tang"
+	"github.com/sealbox/sealbox/unseal/tpm2"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vectors.json from the spec computation")
@@ -75,6 +83,35 @@ var vectorInputs = map[string]string{
 	"read_1_body":       `{"time":"2026-01-01T00:00:02Z","kind":"read","client":"web","peer":{"uid":33,"gid":33,"pid":4242,"unit":"web.service"},"outcome":"served","detail":"/v1/secret"}`,
 	"audit_key_old":     "55555555555555555555555555555555aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
 	"key_history_nonce": "b1b2b3b4b5b6b7b8b9babbbc",
+	// Unattended slots and the identity.
+	"tang_server_d":   "00" + strings.Repeat("a5", 65),
+	"tang_url":        "http://192.0.2.10",
+	"tang_c":          "01" + strings.Repeat("23", 65),
+	"tang_iv":         "d1d2d3d4d5d6d7d8d9dadbdc",
+	"tang_kek":        "e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff00",
+	"tang_nonce":      "111213141516171819202122",
+	"tang_hand":       "2122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f40",
+	"tang_escrow_nce": "313233343536373839404142",
+	// A binding tpm2.Seal made on a fresh swtpm (PCR 7 all zero) of
+	// tpm2_kek: its blobs are the TPM's own, not computable here.
+	"tpm2_binding":    "01000b000000808b5682d81b29435d08d79278150611dc7e5923b2fefcce684a09577b40130a8b0050004e0008000b0000041200208b5682d81b29435d08d79278150611dc7e5923b2fefcce684a09577b40130a8b00100020e035c07fadaa68805215c88a2a7d8d095f92c832214ae82bf6018ab4996dba7500a0009e002044feaaa97e21183c11abdb4f1159fc85cc7e268ef82904de708cd99b23d9ba140010ad03e665ce23e0601cc04f0b7e1e04da404d9bebeae076fd4e785fd0bf79dee8cab8d097ee7fa3327072d2f11b69f601f8cca09a4777864645d59174daf9cabbe76460bdd5ace557a8f7cffc56bb435a32c04fb09ef762be0dd9b275500c1c8f4ed2f3aa87c683a57d7e1470e8e74797cdf2d0322bd585e0b6ed",
+	"tpm2_kek":        "c0ffee00c0ffee01c0ffee02c0ffee03c0ffee04c0ffee05c0ffee06c0ffee07",
+	"tpm2_nonce":      "414243444546474849505152",
+	"tpm2_hand":       "5152535455565758595a5b5c5d5e5f606162636465666768696a6b6c6d6e6f70",
+	"tpm2_escrow_nce": "616263646566676869707172",
+	"site_kek":        "7172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f90",
+	"site_coef":       "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20",
+	"site_c1":         "01" + strings.Repeat("31", 65),
+	"site_c2":         "01" + strings.Repeat("32", 65),
+	"site_c3":         "01" + strings.Repeat("33", 65),
+	"site_iv1":        "a1a2a3a4a5a6a7a8a9aaabac",
+	"site_iv2":        "b1b2b3b4b5b6b7b8b9babbbd",
+	"site_iv3":        "c1c2c3c4c5c6c7c8c9cacbcd",
+	"site_nonce":      "818283848586878889909192",
+	"site_hand":       "9192939495969798999a9b9c9d9e9fa0a1a2a3a4a5a6a7a8a9aaabacadaeafb0",
+	"site_escrow_nce": "a1a2a3a4a5a6a7a8a9b0b1b2",
+	"identity":        "f1f2f3f4f5f6f7f8f9fafbfcfdfeff000102030405060708090a0b0c0d0e0f10",
+	"identity_nonce":  "c1c2c3c4c5c6c7c8c9d0d1d2",
 }
 
 var vectorParams = map[string]int64{
@@ -309,7 +346,111 @@ func specCompute(t *testing.T) (map[string]string, map[string]string) {
 		u64(1), mr, u64(0), zero) // reads: keyed record 1, never pruned
 	rootMAC := specHMAC(rk, []byte("sealbox/v2/root"), id, body)
 	put("root", cat(body, rootMAC), "meta/root: generation root_generation over the header, secret, manifest, key history, and both audit streams (keyed record 1 each, no anchor)")
+	specUnattended(t, put, id, dk, ek, created)
 	return out, notes
+}
+
+var b64u = base64.RawURLEncoding
+
+// specP521 returns the public point of scalar d (66 bytes) as x, y.
+func specP521(t *testing.T, d []byte) (x, y []byte) {
+	k, err := ecdh.P521().NewPrivateKey(d)
+	if err != nil {
+		t.Fatalf("P-521 scalar: %v", err)
+	}
+	u := k.PublicKey().Bytes() // 0x04 || x || y
+	return u[1:67], u[67:]
+}
+
+// specTangJWE is FORMAT.md's tang binding of plaintext to the server whose
+// exchange key is S = d·G, with client scalar c and iv.
+func specTangJWE(t *testing.T, serverD, c, iv []byte, url string, plaintext []byte) (jwe []byte, kid string, z []byte) {
+	sx, sy := specP521(t, serverD)
+	cx, cy := specP521(t, c)
+	thp := sha256.Sum256([]byte(`{"crv":"P-521","kty":"EC","x":"` + b64u.EncodeToString(sx) + `","y":"` + b64u.EncodeToString(sy) + `"}`))
+	kid = b64u.EncodeToString(thp[:])
+	sJWK := `{"alg":"ECMR","crv":"P-521","key_ops":["deriveKey"],"kty":"EC","x":"` + b64u.EncodeToString(sx) + `","y":"` + b64u.EncodeToString(sy) + `"}`
+	hdr := `{"alg":"ECDH-ES","enc":"A256GCM","kid":"` + kid + `","epk":{"kty":"EC","crv":"P-521","x":"` + b64u.EncodeToString(cx) +
+		`","y":"` + b64u.EncodeToString(cy) + `"},"clevis":{"pin":"tang","tang":{"url":"` + url + `","adv":{"keys":[` + sJWK + `]}}}}`
+	ck, _ := ecdh.P521().NewPrivateKey(c)
+	sk, _ := ecdh.P521().NewPrivateKey(serverD)
+	z, _ = ck.ECDH(sk.PublicKey()) // x(c·S), 66 bytes
+	kdf := sha256.Sum256(cat([]byte{0, 0, 0, 1}, z, []byte{0, 0, 0, 7}, []byte("A256GCM"), []byte{0, 0, 0, 0}, []byte{0, 0, 0, 0}, []byte{0, 0, 1, 0}))
+	h64 := b64u.EncodeToString([]byte(hdr))
+	sealed := specGCM(kdf[:], iv, plaintext, []byte(h64))
+	n := len(plaintext)
+	jwe = []byte(h64 + ".." + b64u.EncodeToString(iv) + "." + b64u.EncodeToString(sealed[:n]) + "." + b64u.EncodeToString(sealed[n:]))
+	return jwe, kid, z
+}
+
+// specUnattendedSlot is a version-3 slot record of kind 4 to 6.
+func specUnattendedSlot(kind byte, created int64, binding, nonce, wrapped, escNonce, escrow []byte) []byte {
+	body := cat(binary.BigEndian.AppendUint16(nil, uint16(len(binding))), binding, nonce, wrapped, escNonce, escrow, make([]byte, 12+48))
+	return cat([]byte{3, kind}, u64(created), u64(0), []byte{0}, binary.BigEndian.AppendUint16(nil, uint16(len(body))), body)
+}
+
+// specGFMul multiplies in GF(2^8) with the AES polynomial.
+func specGFMul(a, b byte) byte {
+	var p byte
+	for range 8 {
+		if b&1 == 1 {
+			p ^= a
+		}
+		hi := a & 0x80
+		a <<= 1
+		if hi != 0 {
+			a ^= 0x1b
+		}
+		b >>= 1
+	}
+	return p
+}
+
+func specUnattended(t *testing.T, put func(string, []byte, string), id, dk, ek []byte, created int64) {
+	// A tang slot.
+	jwe, kid, z := specTangJWE(t, vin(t, "tang_server_d"), vin(t, "tang_c"), vin(t, "tang_iv"), vectorInputs["tang_url"], vin(t, "tang_kek"))
+	put("tang_kid", []byte(kid), "the thumbprint (RFC 7638, S256, base64url; here as hex of its ASCII) of the server's exchange key S = tang_server_d·G")
+	put("tang_z", z, "Z = x(tang_c·S): what the McCallum-Relyea exchange recovers (x(Y − e·S) with Y = d·(C + e·G))")
+	put("tang_binding", jwe, "the tang binding: a compact JWE (ASCII) of tang_kek for tang_url, epk = tang_c·G, iv tang_iv")
+	wrap := specGCM(vin(t, "tang_kek"), vin(t, "tang_nonce"), cat(dk, vin(t, "tang_hand")), specPlace("sealbox/v2/slot", id, 4, "tang-1"))
+	esc := specGCM(ek, vin(t, "tang_escrow_nce"), vin(t, "tang_hand"), specPlace("sealbox/v2/escrow", id, 4, "tang-1"))
+	put("slot_tang", specUnattendedSlot(4, created, jwe, vin(t, "tang_nonce"), wrap, vin(t, "tang_escrow_nce"), esc), "slots/tang-1: a kind-4 slot whose KEK is tang_kek")
+
+	// A tpm2 slot: the binding is an input; its policy digest is
+	// computable from the PCR value it was sealed to (zero).
+	tb := vin(t, "tpm2_binding")
+	sel := []byte{0, 0, 0, 1, 0x00, 0x0b, 3, 0x80, 0, 0} // TPML_PCR_SELECTION: one sha256 entry, PCR 7
+	pcrs := sha256.Sum256(make([]byte, 32))
+	digest := sha256.Sum256(cat(make([]byte, 32), []byte{0, 0, 0x01, 0x7f}, sel, pcrs[:]))
+	put("tpm2_policy_digest", digest[:], "PolicyPCR digest of PCR 7 (sha256) = 32 zero bytes: SHA256(0^32 || u32(0x17F) || selection || SHA256(PCR 7))")
+	wrap = specGCM(vin(t, "tpm2_kek"), vin(t, "tpm2_nonce"), cat(dk, vin(t, "tpm2_hand")), specPlace("sealbox/v2/slot", id, 5, "tpm2-1"))
+	esc = specGCM(ek, vin(t, "tpm2_escrow_nce"), vin(t, "tpm2_hand"), specPlace("sealbox/v2/escrow", id, 5, "tpm2-1"))
+	put("slot_tpm2", specUnattendedSlot(5, created, tb, vin(t, "tpm2_nonce"), wrap, vin(t, "tpm2_escrow_nce"), esc), "slots/tpm2-1: a kind-5 slot whose KEK is tpm2_kek")
+
+	// A threshold 2 of 3 Tang servers (the same server here, three
+	// bindings): shares of site_kek with coefficients site_coef.
+	kek, coef := vin(t, "site_kek"), vin(t, "site_coef")
+	th := []byte{1, 2, 3}
+	for i := 1; i <= 3; i++ {
+		share := make([]byte, 32)
+		for j := range share {
+			share[j] = kek[j] ^ specGFMul(coef[j], byte(i))
+		}
+		put(fmt.Sprintf("site_share_%d", i), share, fmt.Sprintf("share x=%d: site_kek[j] ^ site_coef[j]•%d in GF(2^8)", i, i))
+		m, _, _ := specTangJWE(t, vin(t, "tang_server_d"), vin(t, fmt.Sprintf("site_c%d", i)), vin(t, fmt.Sprintf("site_iv%d", i)), vectorInputs["tang_url"], share)
+		th = cat(th, []byte{4}, binary.BigEndian.AppendUint16(nil, uint16(len(m))), m)
+	}
+	put("threshold_binding", th, "a threshold binding: 2 of 3 tang members, member i the tang binding of share i (client scalar site_ci, iv site_ivi)")
+	wrap = specGCM(kek, vin(t, "site_nonce"), cat(dk, vin(t, "site_hand")), specPlace("sealbox/v2/slot", id, 6, "site"))
+	esc = specGCM(ek, vin(t, "site_escrow_nce"), vin(t, "site_hand"), specPlace("sealbox/v2/escrow", id, 6, "site"))
+	put("slot_threshold", specUnattendedSlot(6, created, th, vin(t, "site_nonce"), wrap, vin(t, "site_escrow_nce"), esc), "slots/site: a kind-6 slot whose KEK is site_kek")
+
+	// The identity.
+	idk := specHKDF(dk, id, "sealbox/v2/identity-key")
+	put("identity_record", cat(vin(t, "identity_nonce"), specGCM(idk, vin(t, "identity_nonce"), vin(t, "identity"), cat([]byte("sealbox/v2/identity"), id))),
+		"meta/identity: identity_nonce || GCM(HKDF(datakey, keyring_id, sealbox/v2/identity-key), identity_nonce, identity, sealbox/v2/identity || keyring_id)")
+	pin := sha256.Sum256(cat([]byte("sealbox/v2/identity-pin"), id, vin(t, "identity")))
+	put("identity_pin", pin[:], "the pin (unattended_identity, as 64 hex digits): SHA256(sealbox/v2/identity-pin || keyring_id || identity)")
 }
 
 func TestVectors(t *testing.T) {
@@ -489,6 +630,8 @@ func checkCode(t *testing.T, f *vectorFile) {
 		t.Errorf("encryptSecret differs: %v", err)
 	}
 
+	checkUnattendedCode(t, f, k, h)
+
 	// A keyring holding exactly these records verifies under the root, and
 	// its audit log under AK.
 	kr, err := keyring.Create(filepath.Join(t.TempDir(), "v.db"), func(tx *keyring.Tx) error {
@@ -547,4 +690,71 @@ func checkCode(t *testing.T, f *vectorFile) {
 		}
 		return nil
 	})
+}
+
+// checkUnattendedCode checks sealbox's own code against the unattended
+// vectors: it parses and opens the slots, recombines the shares, and makes
+// and reads the identity record.
+func checkUnattendedCode(t *testing.T, f *vectorFile, k *Key, h *keyring.Header) {
+	mo := memlock.Options{AllowUnlocked: true}
+	for _, c := range []struct {
+		rec, name, kek string
+		kind           keyring.SlotKind
+	}{{"slot_tang", "tang-1", "tang_kek", keyring.KindTang}, {"slot_tpm2", "tpm2-1", "tpm2_kek", keyring.KindTPM2}, {"slot_threshold", "site", "site_kek", keyring.KindThreshold}} {
+		s, err := keyring.ParseSlot(c.name, vout(t, f, c.rec))
+		if err != nil || s.Kind != c.kind || !bytes.Equal(s.Marshal(), vout(t, f, c.rec)) {
+			t.Fatalf("%s: %v", c.rec, err)
+		}
+		got, err := OpenSlotKEK(h, s, vin(t, c.kek), mo)
+		if err != nil || !bytes.Equal(got.dataKey(), k.dataKey()) {
+			t.Fatalf("OpenSlotKEK(%s): %v", c.rec, err)
+		}
+		got.Destroy()
+		rng := bytes.NewReader(cat(vin(t, strings.TrimSuffix(c.kek, "_kek")+"_nonce"), vin(t, strings.TrimSuffix(c.kek, "_kek")+"_hand"), vin(t, strings.TrimSuffix(c.kek, "_kek")+"_escrow_nce")))
+		made, err := k.sealSlotKEK(rng, c.name, c.kind, s.Binding, vin(t, c.kek), vectorParams["created"])
+		if err != nil || !bytes.Equal(made.Marshal(), vout(t, f, c.rec)) {
+			t.Errorf("sealSlotKEK(%s) differs: %v", c.rec, err)
+		}
+	}
+	b, err := tang.Parse(vout(t, f, "tang_binding"))
+	if err != nil || b.URL != vectorInputs["tang_url"] || b.Kid != string(vout(t, f, "tang_kid")) || b.Len() != 32 {
+		t.Fatalf("tang.Parse: %v %+v", err, b)
+	}
+	// The server's side of the exchange gives the same Z: x(d·C) = x(c·S).
+	sk, _ := ecdh.P521().NewPrivateKey(vin(t, "tang_server_d"))
+	ck, _ := ecdh.P521().NewPrivateKey(vin(t, "tang_c"))
+	if z, _ := sk.ECDH(ck.PublicKey()); !bytes.Equal(z, vout(t, f, "tang_z")) {
+		t.Error("x(d·C) differs from x(c·S)")
+	}
+	tb, err := tpm2.Parse(vin(t, "tpm2_binding"))
+	if err != nil || !bytes.Equal(tb.PolicyDigest[:], vout(t, f, "tpm2_policy_digest")) || !slicesEqual(tb.PCRs, []int{7}) {
+		t.Fatalf("tpm2.Parse: %v", err)
+	}
+	th, err := unattended.ParseThreshold(vout(t, f, "threshold_binding"))
+	if err != nil || th.T != 2 || len(th.Members) != 3 {
+		t.Fatalf("ParseThreshold: %v", err)
+	}
+	got := make([]byte, 32)
+	if err := shamir.Combine(got, []byte{1, 3}, [][]byte{vout(t, f, "site_share_1"), vout(t, f, "site_share_3")}); err != nil || !bytes.Equal(got, vin(t, "site_kek")) {
+		t.Errorf("shares 1 and 3 do not recombine: %v", err)
+	}
+	rec, err := k.sealIdentity(bytes.NewReader(vin(t, "identity_nonce")), vin(t, "identity"))
+	if err != nil || !bytes.Equal(rec, vout(t, f, "identity_record")) {
+		t.Errorf("sealIdentity differs: %v", err)
+	}
+	if pin, err := k.IdentityPin(vout(t, f, "identity_record")); err != nil || pin != hex.EncodeToString(vout(t, f, "identity_pin")) {
+		t.Errorf("IdentityPin differs: %v", err)
+	}
+}
+
+func slicesEqual(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
