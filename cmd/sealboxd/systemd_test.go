@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/fleettest"
 	"github.com/sealbox/sealbox/internal/testbin"
 )
 
@@ -247,6 +248,13 @@ func TestSystemdNspawn(t *testing.T) {
 	copyFile(t, filepath.Join(root, "sealbox-askpass.service"), filepath.Join(stage, "sealbox-askpass.service"), 0o644)
 	copyFile(t, filepath.Join(root, "config", "sealboxd.toml"), filepath.Join(stage, "sealboxd.toml"), 0o644)
 	copyFile(t, filepath.Join("testdata", "nspawn", "run.sh"), filepath.Join(stage, "run.sh"), 0o755)
+	for _, u := range []string{"sealbox-tang.socket", "sealbox-tang@.service", "sealbox-tpm2.socket", "sealbox-tpm2@.service"} {
+		copyFile(t, filepath.Join(root, u), filepath.Join(stage, u), 0o644)
+	}
+	// A Tang server on the host: the container shares its network.
+	tg := fleettest.StartTang(t)
+	os.WriteFile(filepath.Join(stage, "tang.url"), []byte(tg.URL), 0o644)
+	os.WriteFile(filepath.Join(stage, "tang.thp"), []byte(tg.Thumbprint()), 0o644)
 	bootContainer(t, nspawn, rootfs, stage, "sealbox-test.service", "SEALBOX-NSPAWN:")
 }
 

@@ -134,7 +134,30 @@ for want in 'cred-a.service' 'credential secret for cred-c.service' 'credential 
 done
 online audit --json | grep -q '"actor": "alice"' || fail "no unseal record"
 
+# --- Unattended unseal through the socket-activated Tang helper: sealboxd
+# itself has no network (PrivateNetwork=yes); sealbox-tang@.service reaches
+# the Tang server the test runs on the host (this container shares its
+# network).
+for u in sealbox-tang.socket sealbox-tang@.service sealbox-tpm2.socket sealbox-tpm2@.service; do
+  install -m 0644 "$t/$u" "/etc/systemd/system/$u"
+done
+systemctl daemon-reload
+systemctl enable --now sealbox-tang.socket || fail "sealbox-tang.socket did not start"
+[ "$(stat -c '%a %U' /run/sealbox-unattended/tang.sock)" = "600 sealbox" ] || fail "tang.sock: $(stat -c '%a %U' /run/sealbox-unattended/tang.sock)"
+out=$(printf '%s\n' "$pw" | online bind tang "$(cat "$t"/tang.url)" --thp "$(cat "$t"/tang.thp)" --as alice) || fail "bind tang: $out"
+pin=$(echo "$out" | awk '/^keyring identity:/{print $3}')
+[ ${#pin} = 64 ] || fail "no identity pin in: $out"
+sed -i "s/^unattended_identity .*/unattended_identity = \"$pin\"/" /etc/sealbox/sealboxd.toml
+systemctl restart sealboxd || fail "restart with the identity pinned"
+for i in $(seq 1 100); do online status --json 2>/dev/null | grep -q '"unsealed_by": "tang-1"' && break; sleep 0.1; done
+online status --json | grep -q '"unsealed_by": "tang-1"' || fail "not unsealed through the Tang helper: $(online status 2>&1 | grep -i unattended); $(journalctl -u 'sealbox-tang@*' --no-pager | tail -5)"
+[ "$(systemctl show -p NAccepted --value sealbox-tang.socket)" -ge 1 ] || fail "the helper socket accepted nothing"
+pid=$(systemctl show -p MainPID --value sealboxd)
+[ "$(readlink /proc/$pid/ns/net)" != "$(readlink /proc/1/ns/net)" ] || fail "sealboxd shares the host's network"
+n=$(setpriv --reuid svc --regid svc --clear-groups -- sealbox --socket /run/sealbox/sealbox.sock get | wc -c)
+[ "$n" = 32 ] || fail "after the unattended unseal the client read $n bytes"
+
 systemctl stop sealboxd || fail stop
 [ -e /run/sealbox/sealbox.sock ] && fail "socket left after stop"
-echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request)"
+echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request; unsealed with no person through sealbox-tang@ while sealboxd has no network)"
 exit 0
