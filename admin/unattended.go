@@ -197,23 +197,30 @@ func (m *Manager) reseal(ctx context.Context, s *session, name string, raw []byt
 
 // UnattendedSlots returns the unattended slots as stored. Nothing in them
 // is verified before an unseal: a binding that was tampered with yields a
-// key that opens nothing (OpenSlotKEK), and the state root is checked once
-// a key is at hand.
-func (m *Manager) UnattendedSlots() ([]*keyring.Slot, error) {
-	var out []*keyring.Slot
-	err := m.kr.View(func(tx *keyring.Tx) error {
-		slots, err := tx.Slots()
-		if err != nil {
-			return err
+// key that opens nothing (OpenSlotKEK), the state root is checked once a
+// key is at hand, and the identity after it. A record that does not decode
+// is left out and named in skipped, so that one bad record does not stop
+// the others.
+func (m *Manager) UnattendedSlots() (slots []*keyring.Slot, skipped []string, err error) {
+	err = m.kr.View(func(tx *keyring.Tx) error {
+		if tx.Format() != keyring.FormatVersion {
+			return nil // a format-1 file has no unattended slots
 		}
-		for _, s := range slots {
-			if s.Unattended() {
-				out = append(out, s)
+		tx.RawRecords(func(kind byte, name, raw []byte) {
+			if kind != keyring.RecordSlot {
+				return
 			}
-		}
+			s, err := keyring.ParseSlot(string(name), raw)
+			switch {
+			case err != nil:
+				skipped = append(skipped, string(name))
+			case s.Unattended():
+				slots = append(slots, s)
+			}
+		})
 		return nil
 	})
-	return out, err
+	return slots, skipped, err
 }
 
 // UnsealKEK unseals with the unattended slot name, whose binding yielded

@@ -37,7 +37,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	if err != nil || len(pin) != 64 {
 		t.Fatalf("bind: %q %v", pin, err)
 	}
-	slots, err := m.UnattendedSlots()
+	slots, _, err := m.UnattendedSlots()
 	if err != nil || len(slots) != 1 || slots[0].Name != "tang-1" || !bytes.Equal(slots[0].Binding, append([]byte("fake:"), kek...)) {
 		t.Fatalf("unattended slots: %v %+v", err, slots)
 	}
@@ -145,7 +145,7 @@ func TestBindReplacesMembers(t *testing.T) {
 	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "site", spec); err != nil {
 		t.Fatal(err)
 	}
-	slots, _ := m.UnattendedSlots()
+	slots, _, _ := m.UnattendedSlots()
 	if len(slots) != 1 || slots[0].Name != "site" || slots[0].Kind != keyring.KindThreshold {
 		t.Fatalf("after the threshold: %+v", slots)
 	}

@@ -18,6 +18,10 @@ import (
 	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
+// maxUnattendedSlots caps the slots tried at start: more come only from
+// someone who can write the file, and each costs requests and records.
+const maxUnattendedSlots = 32
+
 // firstRetry is the wait before the first background retry; each further
 // one doubles it, up to unattended_retry_max, with ±25 % jitter so that a
 // rack of hosts does not retry in step.
@@ -71,10 +75,17 @@ func (d *Daemon) unattendedEnv() *unattended.Env {
 // stops for good once the daemon is unsealed by any way, or an admin seals
 // it (an explicit seal is not undone by a machine), or ctx ends.
 func (d *Daemon) runUnattended(ctx context.Context) {
-	slots, err := d.mgr.UnattendedSlots()
+	slots, skipped, err := d.mgr.UnattendedSlots()
 	if err != nil {
 		d.log.Error("unattended slots could not be read; only an admin can unseal", "error", err)
 		return
+	}
+	if len(skipped) > 0 {
+		d.log.Error("slot records that do not decode are not tried (run: sealbox-admin check --as NAME)", "slots", skipped)
+	}
+	if len(slots) > maxUnattendedSlots {
+		d.log.Error("too many unattended slots; only the first are tried", "slots", len(slots), "tried", maxUnattendedSlots)
+		slots = slots[:maxUnattendedSlots]
 	}
 	if len(slots) == 0 {
 		return
@@ -152,6 +163,7 @@ func (d *Daemon) sealedByAdmin(epoch uint64, done <-chan struct{}) <-chan struct
 
 func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Slot, epoch uint64) {
 	wait := firstRetry
+	var lastRecorded string
 	for {
 		if ctx.Err() != nil {
 			return
@@ -202,8 +214,11 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 		}
 		transient := unattended.Transient(r.Err)
 		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", transient && d.cfg.UnattendedRetryMax > 0, "error", r.Err)
-		if _, rec := r.Err.(recorded); !rec {
-			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + r.Err.Error()})
+		// A failure is recorded when its reason changes, not at every
+		// retry: a server down for a day is one record, not hundreds.
+		if _, rec := r.Err.(recorded); !rec && r.Err.Error() != lastRecorded {
+			lastRecorded = r.Err.Error()
+			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + lastRecorded})
 		}
 		if !transient || d.cfg.UnattendedRetryMax == 0 {
 			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })

@@ -259,6 +259,7 @@ func TestUnattendedDeadlines(t *testing.T) {
 		t.Fatalf("an admin's unseal waited %v behind the unattended attempts", d)
 	}
 	e.online(0, "", "seal")
+	before := failures(e, "tang-refused")
 	e.stop(15)
 	e.start(nil, "--config", cfg)
 	st = e.waitStatus(timeout+3*time.Second, "every attempt gave up", func(st *api.Status) bool {
@@ -277,6 +278,11 @@ func TestUnattendedDeadlines(t *testing.T) {
 	}
 	if !st.Sealed {
 		t.Fatal("unsealed with no server answering")
+	}
+	// Retries that fail the same way are one record, not one each.
+	e.waitStatus(5*time.Second, "tang-refused retried", func(st *api.Status) bool { return attempt(st, "tang-refused").Tries >= 3 })
+	if n := failures(e, "tang-refused") - before; n != 1 {
+		t.Fatalf("%d failure records for one reason over 3 tries, want 1", n)
 	}
 	// The retries go on in the background: a server that comes back
 	// unseals without a person.
@@ -537,4 +543,11 @@ func TestHelpersDoWhatTheDaemonMayNot(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.out, `"code":"invalid"`) || !strings.Contains(r.out, "serves tang") {
 		t.Fatalf("cross-kind request: %d %s", r.code, r.out)
 	}
+}
+
+// failures counts the failed unseal records of slot in the audit log.
+func failures(e *env, slot string) int {
+	e.t.Helper()
+	out := e.online(0, "", "audit", "--admin", slot, "--jsonl").out
+	return strings.Count(out, `"outcome":"error"`)
 }
