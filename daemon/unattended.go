@@ -18,6 +18,10 @@ import (
 	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
+// driftCheckTimeout bounds the check, after an unseal, of whether a tpm2
+// slot's PCRs changed (a PCR read takes milliseconds).
+const driftCheckTimeout = 2 * time.Second
+
 // maxUnattendedSlots caps the slots tried at start: more come only from
 // someone who can write the file, and each costs requests and records.
 const maxUnattendedSlots = 32
@@ -279,10 +283,13 @@ func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []by
 
 // resealHook is admin.Options.Reseal: after an unseal, a tpm2 slot (or a
 // threshold with a tpm2 member) whose PCRs drifted is sealed again to the
-// current values.
+// current values. The check runs inside an admin's unseal request, so a
+// TPM that does not answer costs at most driftCheckTimeout per slot.
 func (d *Daemon) resealHook(ctx context.Context, s *keyring.Slot) (func(kek []byte) ([]byte, error), string, error) {
 	env := d.unattendedEnv()
-	need, why, err := unattended.NeedsReseal(ctx, env, s.Kind, s.Binding)
+	check := d.unattendedEnv()
+	check.Timeout = min(env.Timeout, driftCheckTimeout)
+	need, why, err := unattended.NeedsReseal(ctx, check, s.Kind, s.Binding)
 	if err != nil || !need {
 		return nil, "", err
 	}
