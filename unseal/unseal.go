@@ -243,31 +243,12 @@ func (k *Key) sealSlot(rng io.Reader, name string, kind keyring.SlotKind, secret
 	if _, err := io.ReadFull(rng, s.Salt[:]); err != nil {
 		return nil, err
 	}
-	if _, err := io.ReadFull(rng, s.Nonce[:]); err != nil {
-		return nil, err
-	}
-	payload, err := memlock.New(2*keyring.KeySize+keyring.TagSize, memlock.Options{AllowUnlocked: true})
-	if err != nil {
-		return nil, err
-	}
-	defer payload.Destroy()
-	p := payload.Bytes()
-	copy(p, k.dataKey())
-	hand := p[keyring.KeySize : 2*keyring.KeySize]
-	if _, err := io.ReadFull(rng, hand); err != nil {
-		return nil, err
-	}
-	if err := k.escrow(rng, s, hand); err != nil {
-		return nil, err
-	}
 	kek, err := derive(secret, s.Salt[:], params)
 	if err != nil {
 		return nil, err
 	}
 	defer kek.Destroy()
-	// Sealed in place: the payload buffer then holds only ciphertext.
-	copy(s.Wrapped[:], gcmSeal(kek.Bytes(), p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, kind, name)))
-	return s, nil
+	return s, k.wrapInto(rng, s, kek.Bytes())
 }
 
 // SealSlotKEK wraps the DataKey for a new unattended slot under kek (32
@@ -293,25 +274,33 @@ func (k *Key) sealSlotKEK(rng io.Reader, name string, kind keyring.SlotKind, bin
 		return nil, fmt.Errorf("unseal: a binding must be 1 to %d bytes, not %d", keyring.MaxBindingSize, len(binding))
 	}
 	s := &keyring.Slot{Name: name, Kind: kind, Created: created, Binding: append([]byte(nil), binding...)}
+	return s, k.wrapInto(rng, s, kek)
+}
+
+// wrapInto draws the slot's nonce and a new hand-over key, escrows the
+// hand-over key under this DataKey, and wraps DataKey || hand-over key
+// under kek into s.Wrapped.
+func (k *Key) wrapInto(rng io.Reader, s *keyring.Slot, kek []byte) error {
 	if _, err := io.ReadFull(rng, s.Nonce[:]); err != nil {
-		return nil, err
+		return err
 	}
 	payload, err := memlock.New(2*keyring.KeySize+keyring.TagSize, memlock.Options{AllowUnlocked: true})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer payload.Destroy()
 	p := payload.Bytes()
 	copy(p, k.dataKey())
 	hand := p[keyring.KeySize : 2*keyring.KeySize]
 	if _, err := io.ReadFull(rng, hand); err != nil {
-		return nil, err
+		return err
 	}
 	if err := k.escrow(rng, s, hand); err != nil {
-		return nil, err
+		return err
 	}
-	copy(s.Wrapped[:], gcmSeal(kek, p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, kind, name)))
-	return s, nil
+	// Sealed in place: the payload buffer then holds only ciphertext.
+	copy(s.Wrapped[:], gcmSeal(kek, p[:0], s.Nonce[:], p[:2*keyring.KeySize], placeAAD(labelSlotAAD, k.id, s.Kind, s.Name)))
+	return nil
 }
 
 // escrow seals the slot's hand-over key under this DataKey's escrow key.

@@ -39,9 +39,9 @@ func RequireTang(t testing.TB) {
 			testbin.Require(t, p+" is missing (apt-get install tang)")
 		}
 	}
-	for _, tool := range []string{"socat", "clevis", "jose"} {
+	for _, tool := range []string{"socat", "clevis", "jose", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			testbin.Require(t, tool+" is missing (apt-get install tang clevis jose socat)")
+			testbin.Require(t, tool+" is missing (apt-get install tang clevis jose socat curl)")
 		}
 	}
 }

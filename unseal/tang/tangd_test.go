@@ -6,97 +6,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/internal/fleettest"
 )
 
-const (
-	tangd       = "/usr/libexec/tangd"
-	tangdKeygen = "/usr/libexec/tangd-keygen"
-	tangdRotate = "/usr/libexec/tangd-rotate-keys"
-)
-
-// requireTang stops the test unless Debian's tang, clevis, jose and socat
-// are installed.
-func requireTang(t *testing.T) {
-	for _, p := range []string{tangd, tangdKeygen, tangdRotate} {
-		if _, err := os.Stat(p); err != nil {
-			testbin.Require(t, p+" is missing (apt-get install tang)")
-		}
-	}
-	for _, tool := range []string{"socat", "clevis", "jose", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testbin.Require(t, tool+" is missing (apt-get install tang clevis jose socat curl)")
-		}
-	}
-}
-
-// run runs a command with stdin and returns its stdout.
+// run runs a command (no proxy) and returns its stdout.
 func run(t *testing.T, stdin []byte, name string, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	// clevis calls curl, which would honour a proxy from the environment.
-	cmd.Env = append(os.Environ(), "http_proxy=", "HTTP_PROXY=", "https_proxy=", "HTTPS_PROXY=", "all_proxy=", "ALL_PROXY=")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.Bytes())
-	}
-	return out
+	return fleettest.Run(t, stdin, name, args...)
 }
 
 // startTangd serves a fresh key directory with the real tangd under socat
 // on a free 127.0.0.1 port and returns the directory and the URL.
 func startTangd(t *testing.T) (dir, url string) {
-	dir = t.TempDir()
-	run(t, nil, tangdKeygen, dir)
-
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	url = fmt.Sprintf("http://127.0.0.1:%d", port)
-
-	cmd := exec.Command("socat",
-		fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port),
-		fmt.Sprintf("EXEC:%s %s", tangd, dir))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // socat and any tangd it forked
-		cmd.Wait()
-	})
-
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-		_, err := Fetch(ctx, Client(time.Second), url)
-		cancel()
-		if err == nil {
-			return dir, url
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tangd under socat does not answer on %s: %v\n%s", url, err, stderr.Bytes())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	s := fleettest.StartTang(t)
+	return s.Dir, s.URL
 }
 
 // signingThumbprint returns the thumbprint of the one signing key in dir,
@@ -150,7 +80,7 @@ func recoverT(t *testing.T, jwe []byte) ([]byte, error) {
 // TestRealTangd: interoperability with Debian's tangd and clevis in both
 // directions, thumbprint trust, key rotation and deleted keys.
 func TestRealTangd(t *testing.T) {
-	requireTang(t)
+	fleettest.RequireTang(t)
 	t.Parallel()
 	dir, url := startTangd(t)
 	thp := signingThumbprint(t, dir)
@@ -199,7 +129,7 @@ func TestRealTangd(t *testing.T) {
 
 	// Rotation: old keys are hidden (.<thp>.jwk), no longer advertised,
 	// but still serve /rec.
-	run(t, nil, tangdRotate, "-d", dir)
+	run(t, nil, fleettest.TangdRotate, "-d", dir)
 	adv2, err := Fetch(ctx, Client(time.Second), url)
 	if err != nil {
 		t.Fatal(err)
