@@ -275,34 +275,7 @@ func forgedTang(t *testing.T, ownIdentity bool) {
 				return err
 			}
 		}
-		h.Commitment = forged.Commitment()
-		if err := tx.PutHeader(h); err != nil {
-			return err
-		}
-		sec, err := forged.EncryptSecret(forgedSecret, 9)
-		if err != nil {
-			return err
-		}
-		if err := tx.PutSecret(sec); err != nil {
-			return err
-		}
-		lk, err := forged.LogKeys(memlock.Options{AllowUnlocked: true})
-		if err != nil {
-			return err
-		}
-		defer lk.Destroy()
-		events, err := audit.StateOf(tx, keyring.Events)
-		if err != nil {
-			return err
-		}
-		hd, err := audit.Append(tx, lk.Bytes()[:32], keyring.Events, &events, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
-		if err != nil {
-			return err
-		}
-		events.KeyedSeq, events.KeyedMAC = hd.Seq, hd.MAC
-		reads, _ := audit.StateOf(tx, keyring.Reads)
-		_, err = forged.Sign(tx, nil, &events, &reads, nil)
-		return err
+		return forgeUnder(tx, h, forged, forgedSecret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
 	})
 	e.start(nil, "--config", cfg)
 	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool { return attempt(st, "tang-1").State == "failed" })

@@ -125,35 +125,7 @@ func TestForgedRekeyWithoutAnyKey(t *testing.T) {
 				return err
 			}
 		}
-		h.Commitment = next.Commitment()
-		if err := tx.PutHeader(h); err != nil {
-			return err
-		}
-		sec, err := next.EncryptSecret(forgedSecret, 9)
-		if err != nil {
-			return err
-		}
-		if err := tx.PutSecret(sec); err != nil {
-			return err
-		}
-		lk, err := next.LogKeys(memlock.Options{AllowUnlocked: true})
-		if err != nil {
-			return err
-		}
-		defer lk.Destroy()
-		// Re-sign the whole log under the forged audit key.
-		events, err := audit.StateOf(tx, keyring.Events)
-		if err != nil {
-			return err
-		}
-		hd, err := audit.Append(tx, lk.Bytes()[:32], keyring.Events, &events, audit.Event{Kind: audit.KindAdminRekey, Actor: "alice", Outcome: audit.OK})
-		if err != nil {
-			return err
-		}
-		events.KeyedSeq, events.KeyedMAC = hd.Seq, hd.MAC
-		reads, _ := audit.StateOf(tx, keyring.Reads)
-		_, err = next.Sign(tx, nil, &events, &reads, nil)
-		return err
+		return forgeUnder(tx, h, next, forgedSecret, audit.Event{Kind: audit.KindAdminRekey, Actor: "alice", Outcome: audit.OK})
 	})
 	// Offline: check refuses, naming the pending key.
 	for _, who := range [][2]string{{"alice", pwAlice}, {"bob", pwBob}} {
@@ -401,4 +373,39 @@ func TestSealDuringUnsealWins(t *testing.T) {
 		t.Fatalf("after a seal during an unseal: sealed=%v, unseal error %v", st.Sealed, err)
 	}
 	e.expectRead(nobody, 503)
+}
+
+// forgeUnder finishes a forged state under the forger's own key k: the
+// header's commitment moved to it, their secret, a keyed record of theirs
+// (ev) and a state root they signed. It is what someone who can write the
+// file but holds no DataKey can do.
+func forgeUnder(tx *keyring.Tx, h *keyring.Header, k *unseal.Key, secret []byte, ev audit.Event) error {
+	h.Commitment = k.Commitment()
+	if err := tx.PutHeader(h); err != nil {
+		return err
+	}
+	sec, err := k.EncryptSecret(secret, 9)
+	if err != nil {
+		return err
+	}
+	if err := tx.PutSecret(sec); err != nil {
+		return err
+	}
+	lk, err := k.LogKeys(memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return err
+	}
+	defer lk.Destroy()
+	events, err := audit.StateOf(tx, keyring.Events)
+	if err != nil {
+		return err
+	}
+	hd, err := audit.Append(tx, lk.Bytes()[:32], keyring.Events, &events, ev)
+	if err != nil {
+		return err
+	}
+	events.KeyedSeq, events.KeyedMAC = hd.Seq, hd.MAC
+	reads, _ := audit.StateOf(tx, keyring.Reads)
+	_, err = k.Sign(tx, nil, &events, &reads, nil)
+	return err
 }
