@@ -289,3 +289,56 @@ func forgedTang(t *testing.T, ownIdentity bool) {
 		t.Fatalf("the refusal is not in the audit log:\n%s", out)
 	}
 }
+
+// Races with an unattended attempt in flight (a Tang server that answers
+// after 2 s): an admin's seal wins and is not undone; an unbind wins (the
+// key that comes back opens nothing any more); an admin's unseal wins and
+// the late answer changes nothing.
+func TestUnattendedRaces(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	slow := fleettest.SlowProxy(t, strings.TrimPrefix(tg.URL, "http://"), 2*time.Second)
+	e := newEnv(t)
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", slow, "--thp", tg.Thumbprint(), "--name", "tang-slow", "--as", "alice")
+	if !strings.Contains(r.out, "bound tang-slow") {
+		t.Fatalf("bind through the slow proxy: %s", r.out)
+	}
+	cfg := fleetConfig(t, e, 5*time.Second, "")
+	settled := func(what string) *api.Status {
+		t.Helper()
+		e.waitStatus(5*time.Second, what, func(st *api.Status) bool { s := attempt(st, "tang-slow").State; return s != "trying" && s != "" })
+		time.Sleep(500 * time.Millisecond) // a late answer, if any, has landed
+		return e.status()
+	}
+
+	// An admin seals (the daemon is still sealed) while the answer is on
+	// its way: nothing unseals.
+	e.start(nil, "--config", cfg)
+	e.online(0, "", "seal")
+	if st := settled("after the seal"); !st.Sealed || attempt(st, "tang-slow").State != "stopped" {
+		t.Fatalf("seal during an attempt: sealed %v, %+v", st.Sealed, attempt(st, "tang-slow"))
+	}
+	e.stop(15)
+
+	// An admin unseals meanwhile: the admin's unseal stands, the late
+	// answer is dropped.
+	e.start(nil, "--config", cfg)
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	if st := settled("after the admin's unseal"); st.Sealed || st.UnsealedBy != "bob" || attempt(st, "tang-slow").State != "stopped" {
+		t.Fatalf("unseal during an attempt: by %q, %+v", st.UnsealedBy, attempt(st, "tang-slow"))
+	}
+	e.online(0, "", "seal")
+	e.stop(15)
+
+	// The slot is unbound while its answer is on its way: the key that
+	// comes back opens nothing in the file as it now is.
+	e.start(nil, "--config", cfg)
+	e.online(0, pwAlice+"\n", "unbind", "tang-slow", "--as", "alice")
+	st := settled("after the unbind")
+	if !st.Sealed {
+		t.Fatalf("unsealed by %q through a slot unbound during the attempt", st.UnsealedBy)
+	}
+	if out := e.online(0, "", "audit", "--admin", "tang-slow", "--jsonl").out; strings.Contains(out, `"kind":"unseal","actor":"tang-slow","outcome":"ok"`) {
+		t.Fatalf("an unattended unseal was recorded:\n%s", out)
+	}
+}

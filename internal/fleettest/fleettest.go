@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -351,4 +352,38 @@ func (s *SWTPM) Extend(pcr int) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		s.t.Fatalf("tpm2_pcrextend: %v\n%s", err, out)
 	}
+}
+
+// SlowProxy forwards connections on a new 127.0.0.1 port to target
+// (host:port), holding each one delay before it forwards anything: a
+// server that answers, late. It returns the proxy's URL.
+func SlowProxy(t testing.TB, target string, delay time.Duration) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				time.Sleep(delay)
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return "http://" + l.Addr().String()
 }
