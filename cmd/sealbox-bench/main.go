@@ -89,6 +89,7 @@ type row struct {
 type bench struct {
 	dir, keyring, sock, adm string
 	daemonBin, daemonConfig string
+	adminBin                string // sealbox-admin; "" is the one beside daemonBin
 	secretLen               int
 	rows                    []row
 	quick                   bool
@@ -231,13 +232,18 @@ func (b *bench) run() error {
 		b.kdfRows([]kdfParams{{t: int(floor.Time), m: int(floor.MemoryKiB), p: int(floor.Threads)}})
 	}
 	if b.want("audit") {
-		return b.auditAtCap()
+		if err := b.auditAtCap(); err != nil {
+			return err
+		}
+	}
+	if b.want("tang") {
+		return b.tangSection()
 	}
 	return nil
 }
 
 // sections are what --only may name.
-var sections = []string{"unseal", "read", "memory", "first-unseal", "kdf", "audit"}
+var sections = []string{"unseal", "read", "memory", "first-unseal", "kdf", "audit", "tang"}
 
 func (b *bench) want(section string) bool {
 	return len(b.only) == 0 || slices.Contains(b.only, section)

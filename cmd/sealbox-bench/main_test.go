@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/sealbox/sealbox/internal/fleettest"
+	"github.com/sealbox/sealbox/internal/testbin"
 )
 
 // TestMain lets the test binary be its own --load child, as sealbox-bench is.
@@ -82,5 +85,28 @@ func TestLoadInAChildProcess(t *testing.T) {
 	rate, lat, err := loadProc(sock, 2, 100, true)
 	if err != nil || rate <= 0 || len(lat) != 100 {
 		t.Fatalf("rate %v, %d latencies, %v", rate, len(lat), err)
+	}
+}
+
+// TestTangSection runs the tang section, quick, against the real tangd and
+// clevis with a freshly built sealbox-admin: its three rows come out, each
+// side recovered the right key (the section fails otherwise), and the hung
+// server is given up on. The figures themselves are not asserted.
+func TestTangSection(t *testing.T) {
+	fleettest.RequireTang(t)
+	bin, err := testbin.Build("sealbox-admin", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b := &bench{dir: dir, adminBin: bin, quick: true}
+	if err := b.tangSection(); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.rows) != 3 || b.rows[0].Ratio <= 0 || b.rows[2].Met != "yes" {
+		t.Fatalf("rows: %+v", b.rows)
+	}
+	for _, r := range b.rows {
+		t.Logf("%s: %s (baseline %s)", r.Metric, r.Sealbox, r.Baseline)
 	}
 }
