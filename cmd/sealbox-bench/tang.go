@@ -55,13 +55,11 @@ func (b *bench) tangSection() error {
 	}
 	fmt.Fprintln(os.Stderr, "tang: a key bound to a real tangd, recovered by sealbox and by clevis")
 	keys := filepath.Join(b.dir, "tang")
+	if err := os.MkdirAll(keys, 0o755); err != nil {
+		return err
+	}
 	if out, err := exec.Command(tangdKeygen, keys).CombinedOutput(); err != nil {
-		if err := os.MkdirAll(keys, 0o755); err != nil {
-			return err
-		}
-		if out, err = exec.Command(tangdKeygen, keys).CombinedOutput(); err != nil {
-			return fmt.Errorf("tangd-keygen: %v: %s", err, out)
-		}
+		return fmt.Errorf("tangd-keygen: %v: %s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
