@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"golang.org/x/sys/unix"
+
 	"bytes"
 	"encoding/json"
 	"net/http"
@@ -21,6 +23,11 @@ const (
 	// followKeepAlive is how often an idle stream sends an empty line, so
 	// that a follower that went away is noticed.
 	followKeepAlive = 30 * time.Second
+	// followCheck is how often the daemon looks at what the follower left
+	// unread in the socket: a write into the socket's buffer succeeds even
+	// when nobody reads, so on a quiet stream the write deadline alone would
+	// never drop a follower that stopped reading.
+	followCheck = 2 * time.Second
 )
 
 var followers atomic.Int32
@@ -65,6 +72,7 @@ func (d *Daemon) auditFollow(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	var buf bytes.Buffer
+	written := 0 // bytes of records and keep-alives written
 	send := func(recs []audit.Record, keepAlive bool) bool {
 		buf.Reset()
 		enc := json.NewEncoder(&buf)
@@ -79,6 +87,7 @@ func (d *Daemon) auditFollow(w http.ResponseWriter, r *http.Request) {
 			if _, err := w.Write(buf.Bytes()); err != nil {
 				return false
 			}
+			written += buf.Len()
 		}
 		return rc.Flush() == nil
 	}
@@ -95,8 +104,23 @@ func (d *Daemon) auditFollow(w http.ResponseWriter, r *http.Request) {
 	f.Limit = 0
 	tick := time.NewTicker(followKeepAlive)
 	defer tick.Stop()
+	check := time.NewTicker(followCheck)
+	defer check.Stop()
+	// The follower is stuck when bytes wait unread and it took none of them
+	// since the last check: it has read written−unread bytes (the framing
+	// the writer adds only makes that look like progress, never like none).
+	var consumed int
+	progress := time.Now()
 	for {
 		select {
+		case <-check.C:
+			n := unread(w)
+			if n <= 0 || written-n != consumed {
+				consumed, progress = written-n, time.Now()
+			} else if time.Since(progress) > followWrite {
+				dropped()
+				return
+			}
 		case <-r.Context().Done():
 			end("it hung up")
 			return
@@ -121,4 +145,25 @@ func (d *Daemon) auditFollow(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// unread returns how many bytes the follower has not read yet from its
+// connection (SIOCOUTQ on a Unix stream socket), or -1 when that is not
+// known (a ResponseWriter that is not sealboxd's own).
+func unread(w http.ResponseWriter) int {
+	cw, ok := w.(*connWriter)
+	if !ok {
+		return -1
+	}
+	rc, err := cw.c.UnixConn.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	n := -1
+	_ = rc.Control(func(fd uintptr) {
+		if v, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil {
+			n = v
+		}
+	})
+	return n
 }

@@ -192,6 +192,32 @@ func TestSlowAuditFollowerIsDropped(t *testing.T) {
 	}
 }
 
+// TestQuietAuditFollowerIsDropped: on a quiet stream every write fits in
+// the socket's buffer, so a follower that stops reading is never caught by
+// a write deadline; it is dropped once what it left unread sat there 10 s,
+// and its place is free again.
+func TestQuietAuditFollowerIsDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(nil)
+	c, err := net.Dial("unix", e.admSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET /v1/audit?follow=1&limit=1 HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, e, "audit: follower started")
+	// One record it will never read.
+	e.online(0, pwAlice+"\n", "check", "--as", "alice")
+	start := time.Now()
+	waitLog(t, e, "dropped a follower that did not take its records in time")
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("dropped after %v", d)
+	}
+}
+
 // TestAuditJournal: with audit_journal naming a socket, every committed
 // record arrives there as one journald native entry with structured fields,
 // and none carries a password or the secret.
