@@ -109,7 +109,7 @@ complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l follow -d 'keep showing new records as they are written (through the daemon)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l json -d 'print JSON'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l jsonl -d 'print JSON Lines: one record a line'
-complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l limit -x -d 'only the newest n records (with --follow: of those stored)'
+complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l limit -x -d 'only the newest n records (with --follow: of those stored; at most 1000)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l reads -d 'show the log of client reads and refusals instead of events'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l since -x -d 'only records from this time (1d, 2026-11-20, RFC 3339)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from audit; and not __fish_seen_subcommand_from bind policy recovery client audit' -l uid -x -d 'only records of requests from this user (a uid or a name)'

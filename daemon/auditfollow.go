@@ -28,12 +28,14 @@ const (
 	// when nobody reads, so on a quiet stream the write deadline alone would
 	// never drop a follower that stopped reading.
 	followCheck = 2 * time.Second
+	// followBacklog is the most stored records a follower starts with.
+	followBacklog = 1000
 )
 
 var followers atomic.Int32
 
 // auditFollow streams the audit records that match the query as JSON Lines:
-// those stored (the newest ?limit= of them), then each new one as it is
+// those stored (the newest ?limit= of them, at most followBacklog), then each new one as it is
 // committed, until the follower hangs up or the daemon stops. It goes on
 // across seals: the records hold nothing secret, and who may connect to
 // the admin socket may read them anyway. Only this handler waits for the
@@ -58,6 +60,11 @@ func (d *Daemon) auditFollow(w http.ResponseWriter, r *http.Request) {
 	if err := d.audit.Flush(); err != nil {
 		writeError(w, errorFor(err))
 		return
+	}
+	// A follower starts with at most the newest followBacklog stored
+	// records (fewer with ?limit=): the stream may hold a million.
+	if f.Limit <= 0 || f.Limit > followBacklog {
+		f.Limit = followBacklog
 	}
 	// The channel is taken before the read: a batch committed after the
 	// read closes it, so that none is missed.

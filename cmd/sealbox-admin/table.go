@@ -274,7 +274,7 @@ var commands = []*command{
 			fs.StringVar(&o.client, "client", "", "only records of this client `name`")
 			fs.StringVar(&o.admin, "admin", "", "only records where this admin `name` acted or was acted on")
 			fs.Var(idFlag{v: &o.auditUID}, "uid", "only records of requests from this `user` (a uid or a name)")
-			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records (with --follow: of those stored)")
+			fs.IntVar(&o.limit, "limit", 0, "only the newest `n` records (with --follow: of those stored; at most 1000)")
 			fs.BoolVar(&o.reads, "reads", false, "show the log of client reads and refusals instead of events")
 		},
 		do: (*cli).auditList,

@@ -192,6 +192,36 @@ func TestSlowAuditFollowerIsDropped(t *testing.T) {
 	}
 }
 
+// TestAuditFollowStartsWithAtMostABacklog: a follower gets at most the
+// newest 1000 stored records, not a whole stream that may hold a million.
+func TestAuditFollowStartsWithAtMostABacklog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "client", "add", "me", "--uid", "0", "--as", "alice")
+	e.start(nil)
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+	hc := unixClient(e.sock)
+	for i := 0; i < 1200; i++ {
+		resp, err := hc.Get("http://sealbox/v1/secret")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	c, err := net.Dial("unix", e.admSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET /v1/audit?follow=1&stream=reads HTTP/1.1\r\nHost: x\r\n\r\n"))
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(c)
+	if n := strings.Count(string(b), `"seq":`); n != 1000 {
+		t.Fatalf("the follower started with %d records, want the newest 1000 of 1200", n)
+	}
+}
+
 // TestQuietAuditFollowerIsDropped: on a quiet stream every write fits in
 // the socket's buffer, so a follower that stops reading is never caught by
 // a write deadline; it is dropped once what it left unread sat there 10 s,
