@@ -243,31 +243,40 @@ func (m *Manager) Check(ctx context.Context, actor string, password []byte) (*Ch
 		}
 		return nil
 	}
+	// The inspection (the whole audit chain, which may hold a million
+	// records) runs in a read transaction, so that the audit writer and
+	// every change go on meanwhile; the check's record then takes a short
+	// write transaction of its own.
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		t, err := m.begin(tx, s)
+		if err != nil {
+			return err
+		}
+		return inspect(t)
+	}); err != nil {
+		return nil, err
+	}
+	if res.Report.Untrusted {
+		// Nothing can be signed over a root that does not verify: the
+		// check is recorded unkeyed.
+		m.logFailure(ctx, audit.KindCheck, actor, audit.Failed, res.Report.Err())
+		return res, nil
+	}
 	err = m.record(ctx, s, op{kind: audit.KindCheck}, func(rep *unseal.Report) error {
 		if rep.Untrusted {
 			return errUnsignable
 		}
 		return nil
 	}, func(t *txn) error {
-		if err := inspect(t); err != nil {
-			return err
-		}
 		if !res.OK() {
 			t.detail = append(t.detail, "problems found")
 		}
 		return nil
 	})
 	if errors.Is(err, errUnsignable) {
-		// Nothing can be signed over a root that does not verify: report
-		// what was found, and record the check unkeyed.
-		err = m.kr.View(func(tx *keyring.Tx) error {
-			t, err := m.begin(tx, s)
-			if err != nil {
-				return err
-			}
-			return inspect(t)
-		})
-		m.logFailure(ctx, audit.KindCheck, actor, audit.Failed, res.Report.Err())
+		// The file changed between the inspection and the record.
+		m.logFailure(ctx, audit.KindCheck, actor, audit.Failed, err)
+		err = nil
 	}
 	if err != nil {
 		return nil, err
