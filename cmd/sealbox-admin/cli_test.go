@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/internal/fleettest"
 	"github.com/sealbox/sealbox/internal/testbin"
 )
 
@@ -167,4 +168,23 @@ func TestCLIWithoutADaemon(t *testing.T) {
 	for _, tc := range cases {
 		tc.run(t)
 	}
+}
+
+// TestBindTangConfirmsTheThumbprint: on a terminal, without --thp, bind
+// tang shows the server's signing thumbprint and binds only when told yes;
+// a no binds nothing (exit 4).
+func TestBindTangConfirmsTheThumbprint(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	path := initKeyring(t)
+	kr := []string{"--keyring", path}
+	for _, tc := range []cliCase{
+		{name: "declined", tty: true, stdin: "n\n", args: append(kr, "bind", "tang", tg.URL, "--as", "alice"), code: 4,
+			want: []string{tg.Thumbprint(), "trust this server? [y/N]", "not trusted; nothing was bound"}},
+		{name: "confirmed", tty: true, stdin: "y\n" + pwA + "\n", args: append(kr, "bind", "tang", tg.URL, "--as", "alice"), code: 0,
+			want: []string{tg.Thumbprint(), "bound tang-1 to " + tg.URL + " (signing key " + tg.Thumbprint() + ")", "keyring identity: "}},
+	} {
+		tc.run(t)
+	}
+	expect(t, run(t, "", "--keyring", path, "slots"), 0, "tang-1: tang "+tg.URL)
 }
