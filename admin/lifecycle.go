@@ -192,6 +192,9 @@ type Rekeyed struct {
 	HandedOver []string
 	Stale      []string
 	Generation uint64
+	// Identity is the keyring's new identity pin (unattended_identity),
+	// empty when it has none.
+	Identity string
 }
 
 // Rekey replaces the DataKey, authorized by actor, so that an older copy of
@@ -280,17 +283,22 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 	if err := t.PutHeader(h); err != nil {
 		return err
 	}
-	if rec := t.RawIdentity(); rec != nil {
-		// The identity stays the same; only its wrapping moves to the new
-		// DataKey. One that does not decrypt is a finding of check, and
-		// no rekey carries it on.
-		next, err := t.s.key.RewrapIdentity(rec, k2)
+	if t.RawIdentity() != nil {
+		// A new identity, not the old one under the new DataKey: whoever
+		// held the old DataKey (a removed admin) knows the old identity and
+		// could give a state they forge under a key of their own. Its pin
+		// must go into sealboxd's configuration again.
+		next, err := k2.NewIdentity()
 		if err != nil {
-			return fmt.Errorf("%w; run: sealbox-admin check --as NAME", err)
+			return err
+		}
+		if out.Identity, err = k2.IdentityPin(next); err != nil {
+			return err
 		}
 		if err := t.PutIdentity(next); err != nil {
 			return err
 		}
+		t.detail = append(t.detail, "new identity")
 	}
 	slots, err := t.Slots()
 	if err != nil {

@@ -107,18 +107,28 @@ func TestRekeyHandsOverUnattendedSlots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err != nil {
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), false)
+	if err != nil {
 		t.Fatal(err)
 	}
-	// The identity survives the rekey (its pin is the same).
-	u, err := m.UnsealKEK(ctx, "tang-1", kek, "after rekey", pin)
+	// The rekey draws a new identity: whoever held the old DataKey knows
+	// the old one. The old pin no longer unseals; the new one does, and
+	// check prints it.
+	if len(res.Identity) != 64 || res.Identity == pin {
+		t.Fatalf("rekey: identity %q, before %q", res.Identity, pin)
+	}
+	if u, err := m.UnsealKEK(ctx, "tang-1", kek, "old pin", pin); !errors.Is(err, unseal.ErrIdentity) {
+		u.Destroy()
+		t.Fatalf("unattended unseal with the pin of before the rekey: %v", err)
+	}
+	u, err := m.UnsealKEK(ctx, "tang-1", kek, "after rekey", res.Identity)
 	if err != nil || !bytes.Equal(u.Secret.Bytes(), secret) {
 		t.Fatalf("unattended unseal after a rekey: %v", err)
 	}
 	u.Destroy()
 	// And the file still verifies as a whole.
-	if res, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !res.OK() {
-		t.Fatalf("check after rekey: %v %v", err, res)
+	if c, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !c.OK() || c.Identity != res.Identity {
+		t.Fatalf("check after rekey: %v %v", err, c)
 	}
 }
 

@@ -14,7 +14,7 @@ import (
 )
 
 // The identity (see FORMAT.md): 32 random bytes drawn once per keyring,
-// kept under the DataKey and carried across rekeys, whose hash (the pin)
+// kept under the DataKey and drawn again at every rekey, whose hash (the pin)
 // the root-owned configuration holds. A file writer who forges a whole
 // state under a DataKey of their own, with an unattended slot they can
 // open, cannot give it this identity: sealboxd refuses an unattended unseal

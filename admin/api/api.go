@@ -163,6 +163,7 @@ type RekeyAnswer struct {
 	HandedOver     []string `json:"handed_over,omitempty"`
 	Stale          []string `json:"stale,omitempty"`
 	Generation     uint64   `json:"generation"`
+	Identity       string   `json:"identity,omitempty"`
 }
 
 // Status is the admin socket's view of the daemon.

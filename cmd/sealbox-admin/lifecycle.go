@@ -139,6 +139,10 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) err
 		c.stdout.Write(res.RecoveryCode)
 		fmt.Fprintln(c.stdout)
 	}
+	if res.Identity != "" {
+		fmt.Fprintf(c.stdout, "keyring identity: %s\n", res.Identity)
+		fmt.Fprintf(c.stderr, "sealbox-admin: the rekey drew a new keyring identity (the old one is known to whoever held the old DataKey): unattended slots unseal again once sealboxd's configuration pins it (as root, in /etc/sealbox/sealboxd.toml):\n  unattended_identity = %q\n", res.Identity)
+	}
 	fmt.Fprintln(c.stderr, "sealbox-admin: hint: to finish offboarding, every other admin changes their password (sealbox-admin passwd NAME): until then, someone who kept an old copy of the file and can write it could redirect their slots (keyring/FORMAT.md, Rekey); to also change what an old copy reveals, rotate the master secret")
 	return nil
 }

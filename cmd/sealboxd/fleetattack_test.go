@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,10 +150,10 @@ func TestUnboundTangSlotPutBackDoesNotUnseal(t *testing.T) {
 	e := newEnv(t)
 	e.bindTang(tg, "tang-a")
 	kept := rawSlot(t, e.keyring, "tang-a")
-	cfg := fleetConfig(t, e, 2*time.Second, "")
 
 	// Rekey: the slot is handed over (pending) and still opens by itself.
 	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--as", "alice")
+	cfg := fleetConfig(t, e, 2*time.Second, "") // the rekey draws a new identity
 	if st, _ := coldStart(e, cfg, 5*time.Second); st.UnsealedBy != "tang-a" {
 		t.Fatalf("after rekey: unsealed by %q", st.UnsealedBy)
 	}
@@ -340,5 +341,112 @@ func TestUnattendedRaces(t *testing.T) {
 	}
 	if out := e.online(0, "", "audit", "--admin", "tang-slow", "--jsonl").out; strings.Contains(out, `"kind":"unseal","actor":"tang-slow","outcome":"ok"`) {
 		t.Fatalf("an unattended unseal was recorded:\n%s", out)
+	}
+}
+
+// Found by the second attack review: a removed admin who kept a copy of the
+// file knew the old DataKey, and with it the keyring's identity. If a rekey
+// only re-encrypted the identity, they could (writing the file, never
+// /etc) forge a whole state under a DataKey of their own that carries the
+// real identity, with a tang slot they can open: the daemon would unseal
+// into it with no person and serve their secret, and no passwd would ever
+// end it. A rekey draws a new identity (and prints its pin); the pinned
+// configuration of after the rekey refuses the forged state.
+func TestRemovedAdminCannotReplayTheIdentity(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-1")
+	before := e.identity()
+	bobsCopy := filepath.Join(e.dir, "bobs-copy.db")
+	copyFile(t, e.keyring, bobsCopy, 0o600)
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--as", "alice", "--rekey")
+	after := e.identity()
+	if after == before {
+		t.Fatal("the rekey kept the identity a removed admin knows")
+	}
+	if !strings.Contains(r.out, after) {
+		t.Fatalf("the rekey does not print the new identity:\n%s", r.out)
+	}
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+	// The new identity opens the slot with no person.
+	if st, _ := coldStart(e, cfg, 5*time.Second); st.UnsealedBy != "tang-1" {
+		t.Fatalf("after the rekey: unsealed by %q", st.UnsealedBy)
+	}
+	e.stop(15)
+
+	// Bob, from his copy: the old DataKey and its identity record.
+	var oldKey *unseal.Key
+	var oldRec []byte
+	okr, err := keyring.Open(bobsCopy, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = okr.View(func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		s, err := tx.Slot("bob")
+		if err != nil {
+			return err
+		}
+		oldRec = append([]byte(nil), tx.RawIdentity()...)
+		oldKey, err = unseal.OpenSlot(h, s, []byte(pwBob), memlock.Options{AllowUnlocked: true})
+		return err
+	})
+	okr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldKey.Destroy()
+	adv, err := tang.Fetch(context.Background(), tang.Client(time.Second), tg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedSecret := []byte("the removed admin's secret")
+	editFile(t, e.keyring, func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		forged, err := unseal.NewKey(h.ID, memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			return err
+		}
+		defer forged.Destroy()
+		kek := make([]byte, 32)
+		binding, err := tang.Encrypt(adv, kek)
+		if err != nil {
+			return err
+		}
+		s, err := forged.SealSlotKEK("tang-1", keyring.KindTang, binding, kek, 1)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutSlot(s); err != nil {
+			return err
+		}
+		// The identity bob knew, under his DataKey.
+		rec, err := oldKey.RewrapIdentity(oldRec, forged)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutIdentity(rec); err != nil {
+			return err
+		}
+		return forgeUnder(tx, h, forged, forgedSecret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
+	})
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool {
+		s := attempt(st, "tang-1").State
+		return s == "failed" || s == "unsealed"
+	})
+	if code, body := e.read(nobody, "/v1/secret"); code == 200 {
+		t.Fatalf("served the removed admin's secret: %q", body)
+	}
+	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "identity") {
+		t.Fatalf("forged keyring with the old identity: sealed %v, %+v", st.Sealed, a)
 	}
 }

@@ -157,6 +157,18 @@ pid=$(systemctl show -p MainPID --value sealboxd)
 n=$(setpriv --reuid svc --regid svc --clear-groups -- sealbox --socket /run/sealbox/sealbox.sock get | wc -c)
 [ "$n" = 32 ] || fail "after the unattended unseal the client read $n bytes"
 
+# A helper runs as sealbox, the keyring's owner, but must not read it: the
+# probe runs with each helper unit's own sandbox (a drop-in replaces only
+# what it runs and its stdio, and the tss group this container lacks).
+for u in sealbox-tang@probe sealbox-tpm2@probe; do
+  mkdir -p "/etc/systemd/system/$u.service.d"
+  printf '[Service]\nType=oneshot\nStandardInput=null\nStandardOutput=journal\nSupplementaryGroups=\nExecStart=\nExecStart=/bin/sh -c "test -r /etc/hostname || exit 3; cat /var/lib/sealbox/keyring.db >/dev/null 2>&1 && exit 4; exit 0"\n' >"/etc/systemd/system/$u.service.d/probe.conf"
+done
+systemctl daemon-reload
+for u in sealbox-tang@probe sealbox-tpm2@probe; do
+  systemctl start "$u.service" || fail "$u: the helper's sandbox lets it read the keyring (exit $(systemctl show -p ExecMainStatus --value "$u.service"))"
+done
+
 systemctl stop sealboxd || fail stop
 [ -e /run/sealbox/sealbox.sock ] && fail "socket left after stop"
 echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request; unsealed with no person through sealbox-tang@ while sealboxd has no network)"
