@@ -13,8 +13,8 @@ import (
 	"github.com/sealbox/sealbox/keyring"
 )
 
-// The identity (see FORMAT.md): 32 random bytes drawn once per keyring,
-// kept under the DataKey and drawn again at every rekey, whose hash (the pin)
+// The identity (see FORMAT.md): 32 random bytes drawn at init and again at
+// every rekey, kept under the DataKey, whose hash (the pin)
 // the root-owned configuration holds. A file writer who forges a whole
 // state under a DataKey of their own, with an unattended slot they can
 // open, cannot give it this identity: sealboxd refuses an unattended unseal

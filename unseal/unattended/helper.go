@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sealbox/sealbox/internal/errclass"
@@ -101,7 +102,15 @@ func codeOf(err error) string {
 	return "invalid"
 }
 
+// maxHelperError bounds the text of a helper's error that sealboxd keeps
+// (status, log, audit record): a helper that sends a new megabyte at every
+// retry must not grow the audit log by that much.
+const maxHelperError = 300
+
 func errOf(code, msg string) error {
+	if len(msg) > maxHelperError {
+		msg = strings.ToValidUTF8(msg[:maxHelperError], "") + "…"
+	}
 	for _, c := range codes {
 		if c.code == code {
 			return fmt.Errorf("%w (in the helper: %s)", c.err, msg)
