@@ -141,6 +141,9 @@ online audit --json | grep -q '"actor": "alice"' || fail "no unseal record"
 for u in sealbox-tang.socket sealbox-tang@.service sealbox-tpm2.socket sealbox-tpm2@.service; do
   install -m 0644 "$t/$u" "/etc/systemd/system/$u"
 done
+# The Tang server is allowed as fleet.md says, in a drop-in.
+install -d /etc/systemd/system/sealbox-tang@.service.d
+printf '[Service]\nIPAddressAllow=127.0.0.1\n' > /etc/systemd/system/sealbox-tang@.service.d/tang-servers.conf
 systemctl daemon-reload
 systemctl enable --now sealbox-tang.socket || fail "sealbox-tang.socket did not start"
 [ "$(stat -c '%a %U' /run/sealbox-unattended/tang.sock)" = "600 sealbox" ] || fail "tang.sock: $(stat -c '%a %U' /run/sealbox-unattended/tang.sock)"
