@@ -6,6 +6,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -20,6 +21,8 @@ import (
 
 	"github.com/sealbox/sealbox/internal/fleettest"
 	"github.com/sealbox/sealbox/internal/testbin"
+	"github.com/sealbox/sealbox/unseal/tang"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 func TestUnitExposureScore(t *testing.T) {
@@ -112,7 +115,14 @@ func TestDaemonSyscallsWithinUnitFilter(t *testing.T) {
 	if !used["mlock"] || !used["accept4"] {
 		t.Fatalf("trace looks incomplete: %d calls, mlock %v accept4 %v", len(used), used["mlock"], used["accept4"])
 	}
-	unit, _ := os.ReadFile(filepath.Join("..", "..", "sealboxd.service"))
+	checkWithinFilter(t, "sealboxd.service", used)
+}
+
+// checkWithinFilter fails t for any call in used that the unit's
+// SystemCallFilter= lines (expanded by systemd-analyze) would kill for.
+func checkWithinFilter(t *testing.T, unitName string, used map[string]bool) {
+	t.Helper()
+	unit, _ := os.ReadFile(filepath.Join("..", "..", unitName))
 	allow, deny := map[string]bool{}, map[string]bool{}
 	for _, line := range strings.Split(string(unit), "\n") {
 		v, ok := strings.CutPrefix(strings.TrimSpace(line), "SystemCallFilter=")
@@ -134,9 +144,84 @@ func TestDaemonSyscallsWithinUnitFilter(t *testing.T) {
 		}
 	}
 	if len(bad) > 0 {
-		t.Fatalf("system calls the unit's filter would kill the daemon for: %v", bad)
+		t.Fatalf("system calls %s's filter would kill for: %v", unitName, bad)
 	}
-	t.Logf("%d distinct system calls, all within the unit's filter", len(used))
+	t.Logf("%s: %d distinct system calls, all within the unit's filter", unitName, len(used))
+}
+
+// TestHelperSyscallsWithinUnitFilter traces the helpers as their units run
+// them, children included (tpm2-tools): a Tang exchange against the real
+// tangd, and a TPM seal, unseal and PCR check against swtpm. Every call
+// must be within its unit's SystemCallFilter=, or systemd would kill it.
+func TestHelperSyscallsWithinUnitFilter(t *testing.T) {
+	for _, tool := range []string{"strace", "systemd-analyze"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testbin.Require(t, "needs "+tool+" (.ci/run installs it)")
+		}
+	}
+	t.Parallel()
+	bin, err := testbin.Build("sealbox-admin", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := fleettest.StartTang(t)
+	tpm := fleettest.StartSWTPM(t)
+	dir := t.TempDir()
+	kek := bytes.Repeat([]byte{7}, 32)
+	adv, err := tang.Fetch(t.Context(), tang.Client(time.Second), tg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwe, err := tang.Encrypt(adv, kek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(trace string, req unattended.HelperRequest, args ...string) unattended.HelperResponse {
+		t.Helper()
+		b, _ := json.Marshal(&req)
+		cmd := exec.Command("strace", append([]string{"-f", "-qq", "-o", trace, bin, "unattended-helper"}, args...)...)
+		cmd.Stdin = bytes.NewReader(append(b, '\n'))
+		out, err := cmd.Output()
+		var resp unattended.HelperResponse
+		if err != nil || json.Unmarshal(out, &resp) != nil || resp.Code != "" {
+			t.Fatalf("helper %v: %v %s %+v", args, err, out, resp)
+		}
+		return resp
+	}
+	calls := func(traces ...string) map[string]bool {
+		used := map[string]bool{}
+		for _, tr := range traces {
+			raw, err := os.ReadFile(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range regexp.MustCompile(`(?m)^\d+\s+([a-z0-9_]+)\(`).FindAllStringSubmatch(string(raw), -1) {
+				used[m[1]] = true
+			}
+		}
+		return used
+	}
+	tr := filepath.Join(dir, "tang")
+	if resp := serve(tr, unattended.HelperRequest{Op: "open", Kind: "tang", Binding: jwe, TimeoutMS: 5000}, "--kind", "tang"); !bytes.Equal(resp.Key, kek) {
+		t.Fatal("the tang helper recovered a wrong key")
+	}
+	if used := calls(tr); !used["connect"] {
+		t.Fatalf("tang trace looks incomplete: %d calls", len(used))
+	} else {
+		checkWithinFilter(t, "sealbox-tang@.service", used)
+	}
+	tcti := []string{"--kind", "tpm2", "--tcti", tpm.TCTI()}
+	sealT, openT, driftT := filepath.Join(dir, "seal"), filepath.Join(dir, "open"), filepath.Join(dir, "drift")
+	sealed := serve(sealT, unattended.HelperRequest{Op: "seal", Kind: "tpm2", Plaintext: kek, PCRs: []int{7}, TimeoutMS: 20000}, tcti...)
+	if resp := serve(openT, unattended.HelperRequest{Op: "open", Kind: "tpm2", Binding: sealed.Binding, TimeoutMS: 20000}, tcti...); !bytes.Equal(resp.Key, kek) {
+		t.Fatal("the tpm2 helper unsealed a wrong key")
+	}
+	serve(driftT, unattended.HelperRequest{Op: "drifted", Kind: "tpm2", Binding: sealed.Binding, TimeoutMS: 20000}, tcti...)
+	used := calls(sealT, openT, driftT)
+	if !used["execve"] || !used["pipe2"] {
+		t.Fatalf("tpm2 trace looks incomplete: %d calls", len(used))
+	}
+	checkWithinFilter(t, "sealbox-tpm2@.service", used)
 }
 
 // expandFilter adds a syscall or a @group (recursively) to set.
