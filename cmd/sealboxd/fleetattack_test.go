@@ -240,44 +240,11 @@ func forgedTang(t *testing.T, ownIdentity bool) {
 	tg := fleettest.StartTang(t)
 	e := newEnv(t)
 	cfg := fleetConfig(t, e, 2*time.Second, "")
-	adv, err := tang.Fetch(context.Background(), tang.Client(time.Second), tg.URL)
-	if err != nil {
-		t.Fatal(err)
+	var identity func(forged *unseal.Key) ([]byte, error) // nil: the real record stays
+	if ownIdentity {
+		identity = func(forged *unseal.Key) ([]byte, error) { return forged.NewIdentity() }
 	}
-	forgedSecret := []byte("the attacker's secret")
-	editFile(t, e.keyring, func(tx *keyring.Tx) error {
-		h, err := tx.Header()
-		if err != nil {
-			return err
-		}
-		forged, err := unseal.NewKey(h.ID, memlock.Options{AllowUnlocked: true})
-		if err != nil {
-			return err
-		}
-		defer forged.Destroy()
-		kek := make([]byte, 32)
-		binding, err := tang.Encrypt(adv, kek)
-		if err != nil {
-			return err
-		}
-		s, err := forged.SealSlotKEK("tang-1", keyring.KindTang, binding, kek, 1)
-		if err != nil {
-			return err
-		}
-		if err := tx.PutSlot(s); err != nil {
-			return err
-		}
-		if ownIdentity {
-			rec, err := forged.NewIdentity()
-			if err != nil {
-				return err
-			}
-			if err := tx.PutIdentity(rec); err != nil {
-				return err
-			}
-		}
-		return forgeUnder(tx, h, forged, forgedSecret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
-	})
+	forgeTangKeyring(t, e.keyring, tg.URL, []byte("the attacker's secret"), identity)
 	e.start(nil, "--config", cfg)
 	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool { return attempt(st, "tang-1").State == "failed" })
 	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "identity") {
@@ -401,12 +368,35 @@ func TestRemovedAdminCannotReplayTheIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer oldKey.Destroy()
-	adv, err := tang.Fetch(context.Background(), tang.Client(time.Second), tg.URL)
+	// The identity bob knew, under his DataKey, moved to the forger's.
+	forgeTangKeyring(t, e.keyring, tg.URL, []byte("the removed admin's secret"), func(forged *unseal.Key) ([]byte, error) {
+		return oldKey.RewrapIdentity(oldRec, forged)
+	})
+	e.start(nil, "--config", cfg)
+	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool {
+		s := attempt(st, "tang-1").State
+		return s == "failed" || s == "unsealed"
+	})
+	if code, body := e.read(nobody, "/v1/secret"); code == 200 {
+		t.Fatalf("served the removed admin's secret: %q", body)
+	}
+	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "identity") {
+		t.Fatalf("forged keyring with the old identity: sealed %v, %+v", st.Sealed, a)
+	}
+}
+
+// forgeTangKeyring rewrites the keyring at path as someone who can write it
+// but holds no current DataKey would: a DataKey of their own, a tang slot
+// "tang-1" bound to the real server at url (its advertisement is public),
+// their secret, and a root they sign. identity, if not nil, gives the
+// identity record they put in; nil leaves the real one.
+func forgeTangKeyring(t *testing.T, path, url string, secret []byte, identity func(forged *unseal.Key) ([]byte, error)) {
+	t.Helper()
+	adv, err := tang.Fetch(context.Background(), tang.Client(time.Second), url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	forgedSecret := []byte("the removed admin's secret")
-	editFile(t, e.keyring, func(tx *keyring.Tx) error {
+	editFile(t, path, func(tx *keyring.Tx) error {
 		h, err := tx.Header()
 		if err != nil {
 			return err
@@ -428,25 +418,15 @@ func TestRemovedAdminCannotReplayTheIdentity(t *testing.T) {
 		if err := tx.PutSlot(s); err != nil {
 			return err
 		}
-		// The identity bob knew, under his DataKey.
-		rec, err := oldKey.RewrapIdentity(oldRec, forged)
-		if err != nil {
-			return err
+		if identity != nil {
+			rec, err := identity(forged)
+			if err != nil {
+				return err
+			}
+			if err := tx.PutIdentity(rec); err != nil {
+				return err
+			}
 		}
-		if err := tx.PutIdentity(rec); err != nil {
-			return err
-		}
-		return forgeUnder(tx, h, forged, forgedSecret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
+		return forgeUnder(tx, h, forged, secret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
 	})
-	e.start(nil, "--config", cfg)
-	st := e.waitStatus(5*time.Second, "the forged slot was tried", func(st *api.Status) bool {
-		s := attempt(st, "tang-1").State
-		return s == "failed" || s == "unsealed"
-	})
-	if code, body := e.read(nobody, "/v1/secret"); code == 200 {
-		t.Fatalf("served the removed admin's secret: %q", body)
-	}
-	if a := attempt(st, "tang-1"); !st.Sealed || !strings.Contains(a.Error, "identity") {
-		t.Fatalf("forged keyring with the old identity: sealed %v, %+v", st.Sealed, a)
-	}
 }
