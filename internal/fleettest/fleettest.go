@@ -325,6 +325,7 @@ func (s *SWTPM) Stop() {
 	if s.cmd == nil {
 		return
 	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // in case Freeze stopped it
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
@@ -333,6 +334,14 @@ func (s *SWTPM) Stop() {
 		<-s.exited
 	}
 	s.cmd = nil
+}
+
+// Freeze stops the TPM's process (SIGSTOP): connections are accepted by
+// the kernel and never answered. Stop ends it anyway.
+func (s *SWTPM) Freeze() {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGSTOP)
+	}
 }
 
 // Reboot restarts the TPM on the same state: the PCRs are reset. It keeps
@@ -347,11 +356,20 @@ func (s *SWTPM) Reboot() {
 // update does at the next boot.
 func (s *SWTPM) Extend(pcr int) {
 	s.t.Helper()
-	cmd := exec.Command("tpm2_pcrextend", fmt.Sprintf("%d:sha256=%s", pcr, strings.Repeat("ab", 32)))
+	s.Tool("tpm2_pcrextend", fmt.Sprintf("%d:sha256=%s", pcr, strings.Repeat("ab", 32)))
+}
+
+// Tool runs a tpm2-tools command against the TPM and returns its output;
+// it fails the test on error.
+func (s *SWTPM) Tool(name string, args ...string) []byte {
+	s.t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), "TPM2TOOLS_TCTI="+s.TCTI())
-	if out, err := cmd.CombinedOutput(); err != nil {
-		s.t.Fatalf("tpm2_pcrextend: %v\n%s", err, out)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
+	return out
 }
 
 // SlowProxy forwards connections on a new 127.0.0.1 port to target

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -229,7 +228,7 @@ func TestUnavailable(t *testing.T) {
 		}
 	}
 
-	tpm.cmd.Process.Signal(syscall.SIGSTOP)
+	tpm.Freeze()
 	check("swtpm frozen", tpm.cfg())
 	tpm.stop()
 	check("swtpm gone", tpm.cfg())
