@@ -305,6 +305,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}()
 	go d.releaseWhenIdle(actx)
 	errc := make(chan error, 3)
+	epoch := d.vault.sealEpoch() // before any admin request can seal
 	go func() { errc <- d.svcSrv.Serve(d.svcLn) }()
 	go func() { errc <- d.admSrv.Serve(d.admLn) }()
 	if d.credSrv != nil {
@@ -314,7 +315,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.log.Info("listening, sealed", "socket", d.cfg.Socket, "admin_socket", d.cfg.AdminSocket, "keyring", d.cfg.Keyring, "kdf_policy", policy.String(), "kdf_budget_mib", d.budget.CapKiB()>>10)
 	d.notify("READY=1\nSTATUS=sealed")
 	go d.keepArena()
-	go d.runUnattended(actx)
+	go d.runUnattended(actx, epoch)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -403,6 +404,9 @@ func (d *Daemon) onCommit(c *admin.Commit) {
 // error) and records who did it. Sealing never waits on the record: the
 // secret goes first.
 func (d *Daemon) Seal(by string, peer *audit.Peer) {
+	// Before the vault: no unattended attempt may land after an admin's
+	// seal (the seal epoch also refuses one already on its way).
+	d.stopUnattended()
 	if !d.vault.seal() {
 		return
 	}

@@ -38,6 +38,9 @@ type attempts struct {
 	// unsealMu makes one success the unseal: a second one finds the
 	// daemon unsealed and stops.
 	unsealMu sync.Mutex
+	// stop, while attempts run, ends them: Seal calls it (an explicit seal
+	// is not undone by a machine).
+	stop context.CancelFunc
 }
 
 func (a *attempts) update(name string, fn func(at *api.UnattendedAttempt)) {
@@ -78,7 +81,10 @@ func (d *Daemon) unattendedEnv() *unattended.Env {
 // that failed for a reason that may pass is retried in the background. It
 // stops for good once the daemon is unsealed by any way, or an admin seals
 // it (an explicit seal is not undone by a machine), or ctx ends.
-func (d *Daemon) runUnattended(ctx context.Context) {
+//
+// epoch is the vault's seal epoch before the admin socket took requests:
+// any seal since then refuses an unattended unseal (unsealUnattended).
+func (d *Daemon) runUnattended(ctx context.Context, epoch uint64) {
 	slots, skipped, err := d.mgr.UnattendedSlots()
 	if err != nil {
 		d.log.Error("unattended slots could not be read; only an admin can unseal", "error", err)
@@ -106,18 +112,18 @@ func (d *Daemon) runUnattended(ctx context.Context) {
 		}
 		return
 	}
-	epoch := d.vault.sealEpoch()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.unattended.mu.Lock()
+	d.unattended.stop = cancel
+	d.unattended.mu.Unlock()
 	// Stop every attempt as soon as the daemon is unsealed, by whatever
-	// way, or sealed by an admin.
+	// way; Seal stops them when an admin seals.
 	go func() {
 		_, unsealed := d.vault.isSealed()
 		select {
 		case <-ctx.Done():
 		case <-unsealed:
-			cancel()
-		case <-d.sealedByAdmin(epoch, ctx.Done()):
 			cancel()
 		}
 	}()
@@ -144,25 +150,13 @@ func (d *Daemon) runUnattended(ctx context.Context) {
 	d.unattended.mu.Unlock()
 }
 
-// sealedByAdmin returns a channel closed once a seal happens after epoch.
-func (d *Daemon) sealedByAdmin(epoch uint64, done <-chan struct{}) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		t := time.NewTicker(200 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if d.vault.sealEpoch() != epoch {
-					close(ch)
-					return
-				}
-			}
-		}
-	}()
-	return ch
+// stopUnattended ends the unattended attempts, if any run.
+func (d *Daemon) stopUnattended() {
+	d.unattended.mu.Lock()
+	defer d.unattended.mu.Unlock()
+	if d.unattended.stop != nil {
+		d.unattended.stop()
+	}
 }
 
 func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Slot, epoch uint64) {
