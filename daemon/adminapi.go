@@ -213,22 +213,32 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) 
 		d.log.Warn("unseal failed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "error", err)
 		return nil, err
 	}
-	keys := u.LogKeys
-	u.LogKeys = nil
-	d.audit.setKeys(keys)
-	if !d.vault.unseal(u, req.Admin, epoch) {
-		u.Destroy()
+	if !d.install(u, req.Admin, epoch, "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID) {
 		d.log.Warn("a seal arrived while the unseal was in progress; the seal wins", "admin", req.Admin)
 		return nil, apiError(errclass.Refused, "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant")
 	}
+	return d.Status()
+}
+
+// install puts what an unseal decrypted in the vault and takes its log
+// keys, unless a seal came since epoch: then it destroys it and reports
+// false. by names who unsealed; attrs go into the log line.
+func (d *Daemon) install(u *admin.Unsealed, by string, epoch uint64, attrs ...any) bool {
+	keys := u.LogKeys
+	u.LogKeys = nil
+	d.audit.setKeys(keys)
+	if !d.vault.unseal(u, by, epoch) {
+		u.Destroy()
+		return false
+	}
 	unseal.DropArena()
-	d.log.Info("unsealed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
+	d.log.Info("unsealed", append(attrs, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)...)
 	if err := u.Report.Err(); err != nil {
 		d.log.Error("records failed verification and are not honoured", "report", err)
 	}
 	d.logResealed(u)
 	d.notify("STATUS=unsealed")
-	return d.Status()
+	return true
 }
 
 // checkPassword tests an admin's password, sealed or not, without changing

@@ -13,7 +13,6 @@ import (
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
-	"github.com/sealbox/sealbox/unseal"
 	"github.com/sealbox/sealbox/unseal/tpm2"
 	"github.com/sealbox/sealbox/unseal/unattended"
 )
@@ -258,20 +257,9 @@ func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []by
 	if err != nil {
 		return recorded{err}
 	}
-	keys := u.LogKeys
-	u.LogKeys = nil
-	d.audit.setKeys(keys)
-	if !d.vault.unseal(u, s.Name, epoch) {
-		u.Destroy()
+	if !d.install(u, s.Name, epoch, "slot", s.Name, "method", method) {
 		return errAlreadyUnsealed
 	}
-	unseal.DropArena()
-	d.log.Info("unsealed", "slot", s.Name, "method", method, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)
-	if err := u.Report.Err(); err != nil {
-		d.log.Error("records failed verification and are not honoured", "report", err)
-	}
-	d.logResealed(u)
-	d.notify("STATUS=unsealed")
 	return nil
 }
 
