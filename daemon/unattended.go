@@ -209,17 +209,22 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State, at.Error = "stopped", "" })
 			return
 		}
-		transient := unattended.Transient(r.Err)
-		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", transient && d.cfg.UnattendedRetryMax > 0, "error", r.Err)
+		transient, answered := unattended.Transient(r.Err), unattended.Answered(r.Err)
+		retry := (transient || answered) && d.cfg.UnattendedRetryMax > 0
+		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", retry, "error", r.Err)
 		// A failure is recorded when its reason changes, not at every
 		// retry: a server down for a day is one record, not hundreds.
 		if _, rec := r.Err.(recorded); !rec && r.Err.Error() != lastRecorded {
 			lastRecorded = r.Err.Error()
 			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + lastRecorded})
 		}
-		if !transient || d.cfg.UnattendedRetryMax == 0 {
+		if !retry {
 			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })
 			return
+		}
+		if answered {
+			// A server's "no" is tried again only at the slowest pace.
+			wait = d.cfg.UnattendedRetryMax
 		}
 		wait = min(wait, d.cfg.UnattendedRetryMax)
 		j := wait*3/4 + rand.N(wait/2+1)

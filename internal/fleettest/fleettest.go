@@ -216,16 +216,31 @@ func (s *Tang) Rotate() {
 	Run(s.t, nil, TangdRotate, "-d", s.Dir)
 }
 
-// DropHidden deletes the hidden (rotated) keys: /rec for them is 404.
-func (s *Tang) DropHidden() {
+// DropHidden deletes the hidden (rotated) keys: /rec for them is 404. The
+// returned func puts them back, as a restore from a backup would.
+func (s *Tang) DropHidden() (restore func()) {
 	s.t.Helper()
 	files, _ := filepath.Glob(filepath.Join(s.Dir, ".*.jwk"))
 	if len(files) == 0 {
 		s.t.Fatal("no hidden keys to drop")
 	}
+	kept := map[string][]byte{}
 	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		kept[f] = b
 		if err := os.Remove(f); err != nil {
 			s.t.Fatal(err)
+		}
+	}
+	return func() {
+		s.t.Helper()
+		for f, b := range kept {
+			if err := os.WriteFile(f, b, 0o600); err != nil {
+				s.t.Fatal(err)
+			}
 		}
 	}
 }

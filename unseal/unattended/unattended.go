@@ -96,6 +96,19 @@ func Transient(err error) bool {
 		errors.Is(err, ErrThreshold) || errors.Is(err, ErrHelper) || errors.Is(err, context.DeadlineExceeded)
 }
 
+// Answered reports whether a failed attempt is a Tang server's "no": a 404
+// for a key it no longer holds, or a reply that does not open the binding.
+// From an honest server that is final until an admin acts, but over plain
+// HTTP anyone on the path can say it, and a server restored from a backup
+// takes it back; so it is tried again, at the slowest retry pace. A
+// threshold that could still be reached if such members answered again is
+// Answered too. Failures that are neither Transient nor Answered (PCRs that
+// changed, a binding that does not parse, a key that does not open the
+// slot) are not retried.
+func Answered(err error) bool {
+	return !Transient(err) && (errors.Is(err, tang.ErrKeyGone) || errors.Is(err, tang.ErrRefused) || errors.Is(err, errAnswered))
+}
+
 // Member is one member of a threshold binding.
 type Member struct {
 	Kind    keyring.SlotKind // KindTang or KindTPM2
@@ -286,14 +299,19 @@ func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([
 			clear(g)
 		}
 	}()
-	permanent := 0
+	permanent, answered := 0, 0
 	for received := 1; received <= n; received++ {
 		s := <-ch
 		results[s.i].Err, results[s.i].Elapsed = s.err, s.d
-		if s.err != nil {
-			if !Transient(s.err) {
-				permanent++
-			}
+		switch {
+		case s.err == nil:
+		case Answered(s.err):
+			answered++
+			continue
+		case !Transient(s.err):
+			permanent++
+			continue
+		default:
 			continue
 		}
 		xs, got = append(xs, byte(s.i+1)), append(got, s.buf)
@@ -306,14 +324,21 @@ func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([
 		}
 	}
 	err = fmt.Errorf("%w: %d of %d gave a share, %d needed", ErrThreshold, len(got), n, th.T)
-	if n-permanent < th.T {
+	switch {
+	case n-permanent < th.T:
 		// Too many members failed for good: no retry can reach t.
 		err = fmt.Errorf("%d of %d members failed for good, %d needed: %w", permanent, n, th.T, errPermanent)
+	case n-permanent-answered < th.T:
+		// Reachable only if servers that said no say yes again.
+		err = fmt.Errorf("%d of %d members failed for good and %d servers said no, %d needed: %w", permanent, n, answered, th.T, errAnswered)
 	}
 	return results, err
 }
 
-var errPermanent = errors.New("the threshold cannot be reached until an admin acts")
+var (
+	errPermanent = errors.New("the threshold cannot be reached until an admin acts")
+	errAnswered  = errors.New("the threshold can be reached only if those servers answer again")
+)
 
 // drain reads the remaining members' results so that their goroutines end,
 // and clears any share that arrived after the threshold was met.

@@ -83,16 +83,56 @@ func TestThresholdTwoOfThreeTang(t *testing.T) {
 	// that is down may come back.
 	servers[1].Start()
 	servers[1].Rotate()
-	servers[1].DropHidden()
+	restore1 := servers[1].DropHidden()
 	servers[2].Stop()
-	if r := open(); r.Err == nil || !Transient(r.Err) {
+	if r := open(); r.Err == nil || !Transient(r.Err) || Answered(r.Err) {
 		t.Fatalf("one down, one key gone, one down: %v (transient %v)", r.Err, Transient(r.Err))
 	}
 	servers[2].Start()
 	servers[2].Rotate()
-	servers[2].DropHidden()
-	if r := open(); r.Err == nil || Transient(r.Err) {
-		t.Fatalf("one down, two keys gone: %v (transient %v)", r.Err, Transient(r.Err))
+	restore2 := servers[2].DropHidden()
+	// Only the servers' "no" keeps it from 2 shares: tried again slowly.
+	r = open()
+	if r.Err == nil || Transient(r.Err) || !Answered(r.Err) || !errors.Is(r.Members[1].Err, tang.ErrKeyGone) {
+		t.Fatalf("one down, two keys gone: %v (transient %v, answered %v)", r.Err, Transient(r.Err), Answered(r.Err))
+	}
+	// The servers take it back (a restore from backup): it opens.
+	restore1()
+	restore2()
+	if r := open(); r.Err != nil {
+		t.Fatalf("after the keys came back: %v", r.Err)
+	}
+}
+
+// A member that can never give its share (a binding that does not parse
+// as its kind) is permanent, not a server's "no": a threshold is tried
+// again only if the members that said no could still make up t.
+func TestThresholdPermanentAndAnswered(t *testing.T) {
+	t.Parallel()
+	servers := []*fleettest.Tang{fleettest.StartTang(t), fleettest.StartTang(t)}
+	env := &Env{Timeout: 2 * time.Second, DialTimeout: time.Second}
+	bad := Member{Kind: keyring.KindTang, Binding: []byte("not a JWE")}
+	good := func(s *fleettest.Tang) Member {
+		return Member{Kind: keyring.KindTang, Binding: tangBinding(t, s, newKEK(t))}
+	}
+	open := func(members ...Member) Result {
+		th := &Threshold{T: 2, Members: members}
+		return Open(t.Context(), env, keyring.KindThreshold, th.Marshal(), make([]byte, KeySize))
+	}
+	oneBad := []Member{bad, good(servers[0]), good(servers[1])}
+	twoBad := []Member{bad, bad, good(servers[0])}
+	if r := open(oneBad...); r.Err != nil || !errors.Is(r.Members[0].Err, tang.ErrBadJWE) {
+		t.Fatalf("one bad member, two up: two shares are enough: %v", r.Err)
+	}
+	for _, s := range servers {
+		s.Rotate()
+		s.DropHidden()
+	}
+	if r := open(oneBad...); r.Err == nil || Transient(r.Err) || !Answered(r.Err) {
+		t.Fatalf("one bad member, two keys gone: %v (transient %v, answered %v)", r.Err, Transient(r.Err), Answered(r.Err))
+	}
+	if r := open(twoBad...); r.Err == nil || Transient(r.Err) || Answered(r.Err) {
+		t.Fatalf("two bad members, one key gone: %v (transient %v, answered %v)", r.Err, Transient(r.Err), Answered(r.Err))
 	}
 }
 
