@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -185,5 +187,14 @@ func (c *cli) unattendedHelper(o *opts) error {
 	default:
 		return usagef("unattended-helper: --kind %q: want tang or tpm2", o.helperKind)
 	}
-	return unattended.ServeHelper(c.ctx, unattended.HelperConfig{Kind: kind, TPM: tpm2.Config{TCTI: o.tcti}}, os.Stdin, c.stdout)
+	in, out := io.Reader(os.Stdin), c.stdout
+	// Under a socket unit with Accept=yes, stdin and stdout are the
+	// connection. As a net.Conn it takes a read deadline, so a client that
+	// connects and sends nothing does not hold this process until
+	// RuntimeMaxSec.
+	if conn, err := net.FileConn(os.Stdin); err == nil {
+		defer conn.Close()
+		in, out = conn, conn
+	}
+	return unattended.ServeHelper(c.ctx, unattended.HelperConfig{Kind: kind, TPM: tpm2.Config{TCTI: o.tcti}}, in, out)
 }

@@ -8,6 +8,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +25,7 @@ import (
 	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 // fleetConfig is a daemon configuration with short unattended deadlines,
@@ -567,4 +570,59 @@ func failures(e *env, slot string) int {
 	e.t.Helper()
 	out := e.online(0, "", "audit", "--admin", slot, "--jsonl").out
 	return strings.Count(out, `"outcome":"error"`)
+}
+
+// A connection to a helper's socket that sends nothing (only the sealbox
+// user can connect, but a stuck or hostile process of that user could) is
+// answered with an error and closed after unattended.DefaultRequestTimeout,
+// instead of holding a helper process until the unit's RuntimeMaxSec
+// (6 min). The answer comes from the helper as systemd's Accept=yes runs it.
+func TestHelperDropsASilentConnection(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "tang.sock")
+	socketActivate(t, sock, "--kind", "tang")
+	const silent = 3
+	type result struct {
+		took time.Duration
+		out  string
+		err  error
+	}
+	done := make(chan result, silent)
+	start := time.Now()
+	for range silent {
+		go func() {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(unattended.DefaultRequestTimeout + 20*time.Second))
+			out, err := io.ReadAll(c) // the answer, then EOF when the helper exits
+			done <- result{time.Since(start), string(out), err}
+		}()
+	}
+	for range silent {
+		r := <-done
+		if r.err != nil {
+			t.Fatalf("a silent connection: %v (after %v, got %q)", r.err, r.took, r.out)
+		}
+		if r.took < unattended.DefaultRequestTimeout-time.Second || r.took > unattended.DefaultRequestTimeout+10*time.Second {
+			t.Fatalf("a silent connection was closed after %v, want about %v", r.took, unattended.DefaultRequestTimeout)
+		}
+		if !strings.Contains(r.out, `"code":"invalid"`) || !strings.Contains(r.out, "reading the request") {
+			t.Fatalf("a silent connection's answer: %q", r.out)
+		}
+	}
+	// A connection that sends its request at once is served as before.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, `{"op":"open","kind":"tpm2","binding":"AA==","timeout_ms":1000}`+"\n")
+	if out, err := io.ReadAll(c); err != nil || !strings.Contains(string(out), "serves tang") {
+		t.Fatalf("a prompt request: %v %q", err, out)
+	}
 }

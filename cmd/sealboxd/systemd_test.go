@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -180,8 +181,24 @@ func TestHelperSyscallsWithinUnitFilter(t *testing.T) {
 		t.Helper()
 		b, _ := json.Marshal(&req)
 		cmd := exec.Command("strace", append([]string{"-f", "-qq", "-o", trace, bin, "unattended-helper"}, args...)...)
-		cmd.Stdin = bytes.NewReader(append(b, '\n'))
-		out, err := cmd.Output()
+		// As systemd's Accept=yes runs it: stdin and stdout are the
+		// connection (a socket), so the trace covers its deadline too.
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine, theirs := os.NewFile(uintptr(fds[0]), "client"), os.NewFile(uintptr(fds[1]), "helper")
+		defer mine.Close()
+		cmd.Stdin, cmd.Stdout = theirs, theirs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		theirs.Close()
+		mine.Write(append(b, '\n'))
+		out, err := io.ReadAll(mine)
+		if werr := cmd.Wait(); err == nil {
+			err = werr
+		}
 		var resp unattended.HelperResponse
 		if err != nil || json.Unmarshal(out, &resp) != nil || resp.Code != "" {
 			t.Fatalf("helper %v: %v %s %+v", args, err, out, resp)

@@ -44,6 +44,11 @@ const (
 	maxHelperMessage = 1 << 20
 	// maxHelperTimeout caps what a request may ask a helper to wait.
 	maxHelperTimeout = 5 * time.Minute
+	// DefaultRequestTimeout bounds how long a helper waits for its request
+	// on a connection that can have a deadline (a socket): sealboxd sends
+	// it as soon as it connects, so a connection that sends nothing is not
+	// sealboxd's and must not hold a helper process.
+	DefaultRequestTimeout = 10 * time.Second
 )
 
 // ErrHelper: the helper could not be reached or answered nonsense; worth
@@ -213,6 +218,9 @@ func helperOpen(ctx context.Context, path string, kind keyring.SlotKind, binding
 type HelperConfig struct {
 	Kind keyring.SlotKind
 	TPM  tpm2.Config
+	// RequestTimeout bounds the wait for the request when r can have a
+	// read deadline; 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
 
 // ServeHelper reads one request from r, does it, and writes the answer to
@@ -239,6 +247,17 @@ func ServeHelper(ctx context.Context, cfg HelperConfig, r io.Reader, w io.Writer
 }
 
 func serveHelper(ctx context.Context, cfg HelperConfig, r io.Reader, resp *HelperResponse) error {
+	// A pipe (an *os.File not in the poller) has no deadline: nothing to
+	// bound there, its writer is whoever started this process.
+	if d, ok := r.(interface{ SetReadDeadline(time.Time) error }); ok {
+		wait := cfg.RequestTimeout
+		if wait <= 0 {
+			wait = DefaultRequestTimeout
+		}
+		if err := d.SetReadDeadline(time.Now().Add(wait)); err != nil && !errors.Is(err, os.ErrNoDeadline) {
+			return fmt.Errorf("%w: setting the request's deadline: %v", ErrBinding, err)
+		}
+	}
 	br := bufio.NewReader(io.LimitReader(r, maxHelperMessage))
 	line, err := br.ReadBytes('\n')
 	defer clear(line)

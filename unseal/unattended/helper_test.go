@@ -1,0 +1,95 @@
+package unattended
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealbox/sealbox/keyring"
+)
+
+// serve runs ServeHelper on one end of a net.Pipe and returns what the
+// other end reads back, and how long that took.
+func serve(t *testing.T, cfg HelperConfig, request string) (HelperResponse, time.Duration) {
+	t.Helper()
+	a, b := net.Pipe()
+	go func() {
+		defer b.Close()
+		if err := ServeHelper(t.Context(), cfg, b, b); err != nil {
+			t.Errorf("ServeHelper: %v", err)
+		}
+	}()
+	defer a.Close()
+	start := time.Now()
+	if request != "" {
+		go io.WriteString(a, request)
+	}
+	a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	out, err := io.ReadAll(a)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("reading the answer: %v (%q)", err, out)
+	}
+	var resp HelperResponse
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatalf("answer %q: %v", out, err)
+	}
+	return resp, took
+}
+
+func TestHelperGivesUpOnASilentConnection(t *testing.T) {
+	t.Parallel()
+	resp, took := serve(t, HelperConfig{Kind: keyring.KindTang, RequestTimeout: 200 * time.Millisecond}, "")
+	if resp.Code != "invalid" || !strings.Contains(resp.Error, "reading the request") {
+		t.Fatalf("silent connection: %+v", resp)
+	}
+	if took < 150*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("silent connection answered after %v, want about 200ms", took)
+	}
+	// Half a request, never finished, is the same.
+	resp, _ = serve(t, HelperConfig{Kind: keyring.KindTang, RequestTimeout: 200 * time.Millisecond}, `{"op":"open",`)
+	if resp.Code != "invalid" || !strings.Contains(resp.Error, "reading the request") {
+		t.Fatalf("half a request: %+v", resp)
+	}
+}
+
+func TestHelperRefusesBadRequests(t *testing.T) {
+	t.Parallel()
+	cfg := HelperConfig{Kind: keyring.KindTang}
+	for _, c := range []struct{ name, req, want string }{
+		{"not JSON", "hello\n", "not JSON"},
+		{"unknown field", `{"op":"open","kind":"tang","extra":1}` + "\n", "not JSON"},
+		{"other kind", `{"op":"open","kind":"tpm2","binding":"AA==","timeout_ms":1000}` + "\n", "serves tang"},
+		{"too long", `{"op":"open","kind":"tang","binding":"` + strings.Repeat("A", maxHelperMessage) + `"}` + "\n", "not JSON"},
+	} {
+		resp, _ := serve(t, cfg, c.req)
+		if resp.Code != "invalid" || !strings.Contains(resp.Error, c.want) || resp.Key != nil {
+			t.Errorf("%s: %+v", c.name, resp)
+		}
+	}
+}
+
+// A pipe has no deadline: the helper serves it as before (sealbox-admin
+// run by hand, or a test, writes the request to its stdin).
+func TestHelperServesAPipe(t *testing.T) {
+	t.Parallel()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w.WriteString(`{"op":"open","kind":"tpm2","binding":"AA==","timeout_ms":1000}` + "\n")
+	w.Close()
+	var out bytes.Buffer
+	if err := ServeHelper(t.Context(), HelperConfig{Kind: keyring.KindTang}, r, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "serves tang") {
+		t.Fatalf("pipe: %s", out.String())
+	}
+}
