@@ -6,6 +6,7 @@ package main
 // dropped, a threshold of three, and a TPM whose PCRs change.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -407,6 +408,71 @@ func TestTPM2SlotAndReseal(t *testing.T) {
 	st, _ = coldStart(e, cfg, 10*time.Second)
 	if st.UnsealedBy != "tpm2-1" {
 		t.Fatalf("after the reseal: by %q", st.UnsealedBy)
+	}
+}
+
+// A threshold of this host's TPM and the site's Tang server (2 of 2: the
+// disk unseals only in this machine, on this network): a PCR extend makes
+// its tpm2 member fail for good, and the next admin unseal seals that
+// member again, inside the threshold, so the next start unseals by itself.
+func TestMixedThresholdReseal(t *testing.T) {
+	t.Parallel()
+	tg, tpm := fleettest.StartTang(t), fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-1")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "7", "--tcti", tpm.TCTI(), "--name", "tpm-1", "--as", "alice")
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "threshold", "2", "tang-1", "tpm-1", "--name", "here", "--tcti", tpm.TCTI(), "--as", "alice")
+	if !strings.Contains(r.out, "bound here: 2 of tang-1, tpm-1") {
+		t.Fatalf("bind threshold: %s", r.out)
+	}
+	before := rawSlot(t, e.keyring, "here")
+	cfg := fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+	st, took := coldStart(e, cfg, 10*time.Second)
+	if st.UnsealedBy != "here" {
+		t.Fatalf("both members up: unsealed by %q", st.UnsealedBy)
+	}
+	t.Logf("cold start, threshold 2 of (tang, tpm2): %v", took.Round(time.Millisecond))
+	e.stop(15)
+
+	// The server down: not for good, the threshold waits for it.
+	tg.Stop()
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(10*time.Second, "waiting for the server", func(st *api.Status) bool { return attempt(st, "here").State == "waiting" })
+	if !st.Sealed {
+		t.Fatal("unsealed with one of two members")
+	}
+	e.stop(15)
+	tg.Start()
+
+	// A firmware update: PCR 7 changes. The TPM member fails for good, so
+	// the threshold does, and is not retried.
+	tpm.Extend(7)
+	e.start(nil, "--config", cfg)
+	st = e.waitStatus(10*time.Second, "the threshold failed", func(st *api.Status) bool { return attempt(st, "here").State == "failed" })
+	a := attempt(st, "here")
+	if !st.Sealed || len(a.Members) != 2 || !strings.Contains(a.Members[1].Error, "PCRs differ") || a.Members[0].Error != "" {
+		t.Fatalf("after the extend: %+v", a)
+	}
+	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
+	waitLog(t, e, "sealed again to the current PCR values")
+	if out := e.online(0, "", "audit", "--admin", "here").out; !strings.Contains(out, "slot.reseal") {
+		t.Fatalf("no reseal record for the threshold: %s", out)
+	}
+	e.stop(15)
+	after := rawSlot(t, e.keyring, "here")
+	if bytes.Equal(before, after) {
+		t.Fatal("the threshold's record did not change")
+	}
+	st, _ = coldStart(e, cfg, 10*time.Second)
+	if st.UnsealedBy != "here" {
+		t.Fatalf("after the reseal: unsealed by %q", st.UnsealedBy)
+	}
+	// Still bound to the site: with the server gone, it does not open.
+	e.stop(15)
+	tg.Stop()
+	e.start(nil, "--config", cfg)
+	if st := e.waitStatus(10*time.Second, "waiting after the reseal", func(st *api.Status) bool { return attempt(st, "here").State == "waiting" }); !st.Sealed {
+		t.Fatal("the resealed threshold opened without its Tang member")
 	}
 }
 
