@@ -26,9 +26,13 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/admin/api"
+	"github.com/sealbox/sealbox/unseal/shamir"
+	"github.com/sealbox/sealbox/unseal/tang"
+	"github.com/sealbox/sealbox/unseal/unattended"
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/sealbox/sealbox/internal/fleettest"
 	"github.com/sealbox/sealbox/internal/testbin"
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -53,6 +57,17 @@ func keysOf(t *testing.T, path, name, password string) map[string][]byte {
 		t.Fatal(err)
 	}
 	kek := argon2.IDKey([]byte(password), s.Salt[:], s.Params.Time, s.Params.MemoryKiB, s.Params.Threads, 32)
+	keys := keysUnder(t, h, s, kek)
+	keys["password"] = []byte(password)
+	keys["password (base64)"] = []byte(base64.StdEncoding.EncodeToString([]byte(password)))
+	return keys
+}
+
+// keysUnder opens slot s with its KEK (bare primitives, FORMAT.md) and
+// returns the KEK and the keys the scan looks for.
+func keysUnder(t *testing.T, h *keyring.Header, s *keyring.Slot, kek []byte) map[string][]byte {
+	t.Helper()
+	name := s.Name
 	aad := append([]byte("sealbox/v2/slot"), h.ID[:]...)
 	aad = append(aad, byte(s.Kind))
 	aad = binary.BigEndian.AppendUint16(aad, uint16(len(name)))
@@ -66,8 +81,6 @@ func keysOf(t *testing.T, path, name, password string) map[string][]byte {
 	dk := plain[:32]
 	hk := func(info string) []byte { k, _ := hkdf.Key(sha256.New, dk, h.ID[:], info, 32); return k }
 	return map[string][]byte{
-		"password":           []byte(password),
-		"password (base64)":  []byte(base64.StdEncoding.EncodeToString([]byte(password))),
 		"KEK":                kek,
 		"DataKey":            dk,
 		"hand-over key":      plain[32:64],
@@ -292,4 +305,78 @@ func readingStdin(pid int) bool {
 		}
 	}
 	return false
+}
+
+// TestMemoryHoldsNoShareAfterAThresholdUnseal: after an unattended unseal
+// through a threshold of two Tang servers, the daemon holds neither share,
+// nor the KEK they make, nor the DataKey; after seal, nothing of them.
+func TestMemoryHoldsNoShareAfterAThresholdUnseal(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testbin.Require(t, "reading another process's memory through /proc/PID/mem needs root")
+	}
+	t.Parallel()
+	servers := []*fleettest.Tang{fleettest.StartTang(t), fleettest.StartTang(t)}
+	e := newEnv(t)
+	e.bindTang(servers[0], "tang-1")
+	e.bindTang(servers[1], "tang-2")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "threshold", "2", "tang-1", "tang-2", "--name", "site", "--as", "alice")
+
+	// What the daemon will handle, recovered by the test from the file and
+	// the servers, as the daemon will.
+	kr, err := keyring.Open(e.keyring, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h *keyring.Header
+	var s *keyring.Slot
+	err = kr.View(func(tx *keyring.Tx) error {
+		var err error
+		if h, err = tx.Header(); err != nil {
+			return err
+		}
+		s, err = tx.Slot("site")
+		return err
+	})
+	kr.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	th, err := unattended.ParseThreshold(s.Binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shares [][]byte
+	for _, m := range th.Members {
+		share := make([]byte, 32)
+		if err := tang.Recover(t.Context(), tang.Client(time.Second), m.Binding, share); err != nil {
+			t.Fatal(err)
+		}
+		shares = append(shares, share)
+	}
+	kek := make([]byte, 32)
+	if err := shamir.Combine(kek, []byte{1, 2}, shares); err != nil {
+		t.Fatal(err)
+	}
+	needles := keysUnder(t, h, s, kek) // fails if the KEK does not open the slot
+	needles["share 1"], needles["share 2"] = shares[0], shares[1]
+
+	st, _ := coldStart(e, fleetConfig(t, e, 5*time.Second, ""), 10*time.Second)
+	if st.UnsealedBy != "site" {
+		t.Fatalf("unsealed by %q", st.UnsealedBy)
+	}
+	if st.MemoryHygiene != "full" {
+		testbin.Require(t, "the daemon was built without GOEXPERIMENT=runtimesecret (memory_hygiene "+st.MemoryHygiene+"); run make test")
+	}
+	unsealedNeedles := map[string][]byte{"share 1": shares[0], "share 2": shares[1], "KEK": kek, "DataKey": needles["DataKey"]}
+	for deadline := time.Now().Add(15 * time.Second); !expectClean(t, "unsealed through the threshold", e.pid, unsealedNeedles); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("unsealed through the threshold, after a garbage collection, the daemon still holds the copies logged above")
+		}
+	}
+	e.online(0, "", "seal")
+	for deadline := time.Now().Add(15 * time.Second); !expectClean(t, "after seal", e.pid, needles); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatal("after seal and a garbage collection, the daemon's memory still holds the copies logged above")
+		}
+	}
 }

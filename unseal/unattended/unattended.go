@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sealbox/sealbox/internal/errclass"
+	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal/shamir"
 	"github.com/sealbox/sealbox/unseal/tang"
@@ -264,7 +265,6 @@ type share struct {
 	i   int
 	err error
 	d   time.Duration
-	buf []byte
 }
 
 func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([]Result, error) {
@@ -272,20 +272,26 @@ func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([
 	if err != nil {
 		return nil, err
 	}
+	n := len(th.Members)
+	// Every member writes its share into its own part of one locked
+	// buffer. It is destroyed (wiped and unmapped) once every member has
+	// reported: here, or by drain after the threshold was met early.
+	shares, err := memlock.New(n*KeySize, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil, err
+	}
+	part := func(i int) []byte { return shares.Bytes()[i*KeySize : (i+1)*KeySize] }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := len(th.Members)
 	ch := make(chan share, n)
 	for i, m := range th.Members {
 		go func() {
 			start := time.Now()
-			buf := make([]byte, KeySize)
-			err := openOne(ctx, env, m.Kind, m.Binding, buf)
+			err := openOne(ctx, env, m.Kind, m.Binding, part(i))
 			if err != nil {
-				clear(buf)
-				buf = nil
+				clear(part(i))
 			}
-			ch <- share{i: i, err: err, d: time.Since(start), buf: buf}
+			ch <- share{i: i, err: err, d: time.Since(start)}
 		}()
 	}
 	results := make([]Result, n)
@@ -294,11 +300,6 @@ func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([
 	}
 	var xs []byte
 	var got [][]byte
-	defer func() {
-		for _, g := range got {
-			clear(g)
-		}
-	}()
 	permanent, answered := 0, 0
 	for received := 1; received <= n; received++ {
 		s := <-ch
@@ -314,15 +315,17 @@ func openThreshold(ctx context.Context, env *Env, binding []byte, dst []byte) ([
 		default:
 			continue
 		}
-		xs, got = append(xs, byte(s.i+1)), append(got, s.buf)
+		xs, got = append(xs, byte(s.i+1)), append(got, part(s.i))
 		if len(got) == th.T {
-			cancel()
+			err := shamir.Combine(dst, xs, got)
 			// The members still running see the cancel; drain waits for
-			// them and clears a share that arrived anyway.
-			go drain(ch, n-received)
-			return results, shamir.Combine(dst, xs, got)
+			// them, then destroys the shares (with any that arrived late).
+			cancel()
+			go drain(ch, n-received, shares)
+			return results, err
 		}
 	}
+	shares.Destroy()
 	err = fmt.Errorf("%w: %d of %d gave a share, %d needed", ErrThreshold, len(got), n, th.T)
 	switch {
 	case n-permanent < th.T:
@@ -341,12 +344,13 @@ var (
 )
 
 // drain reads the remaining members' results so that their goroutines end,
-// and clears any share that arrived after the threshold was met.
-func drain(ch chan share, n int) {
+// then destroys the shares, with any that arrived after the threshold was
+// met.
+func drain(ch chan share, n int, shares *memlock.Buffer) {
 	for range n {
-		s := <-ch
-		clear(s.buf)
+		<-ch
 	}
+	shares.Destroy()
 }
 
 // NewTang binds kek to a Tang server's advertisement (offline once the
