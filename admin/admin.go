@@ -94,6 +94,14 @@ type Options struct {
 	// when not, or how to make the new binding over a new key and why; the
 	// slot is then rebound in a change of its own (KindSlotReseal).
 	Reseal func(ctx context.Context, s *keyring.Slot) (build func(kek []byte) ([]byte, error), why string, err error)
+	// Remake, if set, makes a new binding of the same shape as an
+	// unattended slot's over a new key (a Tang binding to the same
+	// advertisement, a tpm2 binding sealed to the current PCRs, a
+	// threshold with fresh shares). A rekey gives every unattended slot a
+	// new key and a new hand-over key this way: a hand-over would leave the
+	// new DataKey under a hand-over key the old DataKey's holders know.
+	// Without it, a rekey refuses a keyring that has unattended slots.
+	Remake func(ctx context.Context, kind keyring.SlotKind, binding, kek []byte) ([]byte, error)
 }
 
 // Commit is what a committed change tells Options.OnCommit.

@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -191,6 +193,8 @@ type Rekeyed struct {
 	// next login; Stale those that cannot (they must enrol again).
 	HandedOver []string
 	Stale      []string
+	// Remade are the unattended slots bound again under new keys.
+	Remade     []string
 	Generation uint64
 	// Identity is the keyring's new identity pin (unattended_identity),
 	// empty when it has none.
@@ -239,6 +243,11 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 	if err != nil {
 		return nil, err
 	}
+	remade, err := m.remakeUnattended(ctx)
+	defer remade.destroy()
+	if err != nil {
+		return nil, err
+	}
 	out := &Rekeyed{}
 	var recovery *keyring.Slot
 	if m.HasRecovery() {
@@ -247,7 +256,7 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 		}
 	}
 	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey}, func(t *txn) error {
-		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, keepInvites, out)
+		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, keepInvites, remade, out)
 	})
 	if err != nil {
 		memlock.Wipe(out.RecoveryCode)
@@ -258,7 +267,67 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 	return out, nil
 }
 
-func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, keepInvites bool, out *Rekeyed) error {
+// remade are the unattended slots' new bindings for a rekey, made before
+// its transaction, each with the record it was made from.
+type remade map[string]*remadeSlot
+
+type remadeSlot struct {
+	raw     []byte
+	binding []byte
+	kek     *memlock.Buffer
+}
+
+func (r remade) destroy() {
+	for _, s := range r {
+		s.kek.Destroy()
+	}
+}
+
+// remakeUnattended makes a new binding over a new key for every unattended
+// slot (Options.Remake), outside the rekey's transaction: a TPM or a
+// helper may take a while. Any slot that cannot be made again stops the
+// rekey before it changes anything, with what to do.
+func (m *Manager) remakeUnattended(ctx context.Context) (remade, error) {
+	out := remade{}
+	var slots []*keyring.Slot
+	raws := map[string][]byte{}
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		all, err := tx.Slots()
+		if err != nil {
+			return err
+		}
+		for _, sl := range all {
+			if sl.Unattended() {
+				slots = append(slots, sl)
+				raws[sl.Name] = append([]byte(nil), tx.RawSlot(sl.Name)...)
+			}
+		}
+		return nil
+	}); err != nil {
+		return out, err
+	}
+	if len(slots) > 0 && m.opts.Remake == nil {
+		return out, fmt.Errorf("%w: this keyring has unattended slots, which a rekey binds again under new keys, and this tool cannot make bindings", ErrInvalid)
+	}
+	for _, sl := range slots {
+		kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			return out, err
+		}
+		out[sl.Name] = &remadeSlot{raw: raws[sl.Name], kek: kek}
+		if _, err := rand.Read(kek.Bytes()); err != nil {
+			return out, err
+		}
+		b, err := m.opts.Remake(ctx, sl.Kind, sl.Binding, kek.Bytes())
+		if err != nil {
+			return out, fmt.Errorf("the rekey binds every unattended slot again under a new key, and %s slot %q could not be: %w; nothing was changed: run the rekey where it can be (the TPM reachable, --tcti), or unbind it first (sealbox-admin unbind %s) and bind it again after", sl.Kind, sl.Name, err, sl.Name)
+		}
+		out[sl.Name].binding = b
+	}
+	return out, nil
+}
+
+func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, keepInvites bool, remade remade, out *Rekeyed) error {
 	sec, err := t.Secret()
 	if err != nil {
 		return err
@@ -320,6 +389,18 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 			}
 			out.DroppedInvites = append(out.DroppedInvites, sl.Name)
 			continue
+		case sl.Unattended():
+			// A new key and a new hand-over key, no pending key: a
+			// hand-over would seal the new DataKey under a hand-over key
+			// that whoever held the old DataKey can read from its escrow.
+			r := remade[sl.Name]
+			if r == nil || !bytes.Equal(t.RawSlot(sl.Name), r.raw) {
+				return fmt.Errorf("%w: slot %q", ErrChanged, sl.Name)
+			}
+			if next, err = k2.SealSlotKEK(sl.Name, sl.Kind, r.binding, r.kek.Bytes(), sl.Created); err != nil {
+				return err
+			}
+			out.Remade = append(out.Remade, sl.Name)
 		case sl.Flags&keyring.SlotStale != 0 || sl.Opaque():
 			out.Stale = append(out.Stale, sl.Name)
 			continue
@@ -338,6 +419,9 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 		}
 	}
 	d := fmt.Sprintf("%d admin slots get the new key at their next login", len(out.HandedOver))
+	if len(out.Remade) > 0 {
+		d += fmt.Sprintf("; unattended slots %q bound again under new keys", out.Remade)
+	}
 	if recovery != nil {
 		d += "; recovery code regenerated"
 	}

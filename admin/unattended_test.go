@@ -97,31 +97,74 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	}
 }
 
-// A rekey hands an unattended slot the new DataKey without its server: it
-// still opens with the same key afterwards, through its pending key.
-func TestRekeyHandsOverUnattendedSlots(t *testing.T) {
+// A rekey binds every unattended slot again under a new key (Options.Remake)
+// with a new hand-over key and no pending key: a hand-over would leave the
+// new DataKey under a hand-over key that the old DataKey's holders can read
+// from its escrow. Without Remake, or when a slot cannot be made again, the
+// rekey changes nothing.
+func TestRekeyRemakesUnattendedSlots(t *testing.T) {
 	t.Parallel()
-	m, _ := newStore(t)
+	m, path := newStore(t)
 	var kek []byte
 	pin, err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek))
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := rawSlotOf(t, m, "tang-1")
+	gen := generationOf(t, m)
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "unattended slots") {
+		t.Fatalf("rekey with no way to make bindings: %v", err)
+	}
+	o := opts()
+	o.Remake = func(context.Context, keyring.SlotKind, []byte, []byte) ([]byte, error) {
+		return nil, errors.New("the TPM did not answer")
+	}
+	m = reopenWith(t, m, path, o)
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err == nil || !strings.Contains(err.Error(), `"tang-1" could not be`) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("rekey when a slot cannot be made again: %v", err)
+	}
+	if generationOf(t, m) != gen || !bytes.Equal(rawSlotOf(t, m, "tang-1"), before) {
+		t.Fatal("a refused rekey changed the file")
+	}
+	var newKEK, oldBinding []byte
+	o.Remake = func(_ context.Context, kind keyring.SlotKind, binding, k []byte) ([]byte, error) {
+		if kind != keyring.KindTang {
+			t.Errorf("remake of a %s", kind)
+		}
+		oldBinding, newKEK = bytes.Clone(binding), bytes.Clone(k)
+		return append([]byte("fake:"), k...), nil
+	}
+	m = reopenWith(t, m, path, o)
 	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !bytes.Equal(oldBinding, append([]byte("fake:"), kek...)) || bytes.Equal(newKEK, kek) {
+		t.Fatal("the rekey did not remake the slot from its binding under a new key")
+	}
+	if len(res.Remade) != 1 || res.Remade[0] != "tang-1" || len(res.HandedOver) != 0 {
+		t.Fatalf("rekey: remade %q, handed over %q", res.Remade, res.HandedOver)
+	}
+	var after *keyring.Slot
+	m.kr.View(func(tx *keyring.Tx) error { after, err = tx.Slot("tang-1"); return err })
+	if after.HasPending() || bytes.Equal(after.Escrow.Box[:], mustSlot(t, before).Escrow.Box[:]) {
+		t.Fatal("after the rekey the unattended slot still has a pending key, or its old escrow")
+	}
 	// The rekey draws a new identity: whoever held the old DataKey knows
-	// the old one. The old pin no longer unseals; the new one does, and
-	// check prints it.
+	// the old one. The old pin no longer unseals; the new one does, with
+	// the new key only.
 	if len(res.Identity) != 64 || res.Identity == pin {
 		t.Fatalf("rekey: identity %q, before %q", res.Identity, pin)
 	}
-	if u, err := m.UnsealKEK(ctx, "tang-1", kek, "old pin", pin); !errors.Is(err, unseal.ErrIdentity) {
+	if u, err := m.UnsealKEK(ctx, "tang-1", newKEK, "old pin", pin); !errors.Is(err, unseal.ErrIdentity) {
 		u.Destroy()
 		t.Fatalf("unattended unseal with the pin of before the rekey: %v", err)
 	}
-	u, err := m.UnsealKEK(ctx, "tang-1", kek, "after rekey", res.Identity)
+	if u, err := m.UnsealKEK(ctx, "tang-1", kek, "old key", res.Identity); err == nil {
+		u.Destroy()
+		t.Fatal("the slot's key of before the rekey still opens it")
+	}
+	u, err := m.UnsealKEK(ctx, "tang-1", newKEK, "after rekey", res.Identity)
 	if err != nil || !bytes.Equal(u.Secret.Bytes(), secret) {
 		t.Fatalf("unattended unseal after a rekey: %v", err)
 	}
@@ -130,6 +173,52 @@ func TestRekeyHandsOverUnattendedSlots(t *testing.T) {
 	if c, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !c.OK() || c.Identity != res.Identity {
 		t.Fatalf("check after rekey: %v %v", err, c)
 	}
+}
+
+func rawSlotOf(t *testing.T, m *Manager, name string) []byte {
+	t.Helper()
+	var raw []byte
+	m.kr.View(func(tx *keyring.Tx) error { raw = bytes.Clone(tx.RawSlot(name)); return nil })
+	if raw == nil {
+		t.Fatalf("no slot %q", name)
+	}
+	return raw
+}
+
+func mustSlot(t *testing.T, raw []byte) *keyring.Slot {
+	t.Helper()
+	s, err := keyring.ParseSlot("tang-1", raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func generationOf(t *testing.T, m *Manager) uint64 {
+	t.Helper()
+	var g uint64
+	if err := m.kr.View(func(tx *keyring.Tx) error {
+		r, err := tx.Root()
+		if err == nil {
+			g = r.Generation
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// reopenWith closes m's keyring and opens path again with o.
+func reopenWith(t *testing.T, m *Manager, path string, o Options) *Manager {
+	t.Helper()
+	m.kr.Close()
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kr.Close() })
+	return New(kr, o)
 }
 
 // A threshold replaces its members in the same change; a member that

@@ -41,6 +41,7 @@ import (
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal"
+	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
 // Socket modes. The service socket is open to every local process: who may
@@ -175,6 +176,9 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		OnCommit:  d.onCommit,
 		Refusal:   func(ev audit.Event) { d.audit.Read(keyring.Events, ev) },
 		Reseal:    d.resealHook,
+		Remake: func(ctx context.Context, kind keyring.SlotKind, binding, kek []byte) ([]byte, error) {
+			return unattended.Remake(ctx, d.unattendedEnv(), kind, binding, kek)
+		},
 	})
 	// Until an unseal verifies them, the records on file are used only to
 	// refuse: nothing is served while sealed.

@@ -161,6 +161,7 @@ type RekeyAnswer struct {
 	DroppedInvites []string `json:"dropped_invites,omitempty"`
 	KeptInvites    []string `json:"kept_invites,omitempty"`
 	HandedOver     []string `json:"handed_over,omitempty"`
+	Remade         []string `json:"remade,omitempty"`
 	Stale          []string `json:"stale,omitempty"`
 	Generation     uint64   `json:"generation"`
 	Identity       string   `json:"identity,omitempty"`

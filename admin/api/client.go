@@ -352,7 +352,7 @@ func (c *Client) Rekey(ctx context.Context, actor string, actorPw []byte, keepIn
 		return nil, err
 	}
 	return &admin.Rekeyed{RecoveryCode: ans.RecoveryCode, DroppedInvites: ans.DroppedInvites, KeptInvites: ans.KeptInvites,
-		HandedOver: ans.HandedOver, Stale: ans.Stale, Generation: ans.Generation, Identity: ans.Identity}, nil
+		HandedOver: ans.HandedOver, Remade: ans.Remade, Stale: ans.Stale, Generation: ans.Generation, Identity: ans.Identity}, nil
 }
 
 // Backup streams a consistent copy of the keyring into w.

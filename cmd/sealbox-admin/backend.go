@@ -75,7 +75,11 @@ func (c *cli) openOffline(readOnly bool) (*offline, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &offline{kr: kr, Manager: admin.New(kr, admin.Options{Memory: c.memory(), Progress: c.progress})}, nil
+	env := c.offlineEnv(c.tcti)
+	remake := func(ctx context.Context, kind keyring.SlotKind, binding, kek []byte) ([]byte, error) {
+		return unattended.Remake(ctx, env, kind, binding, kek)
+	}
+	return &offline{kr: kr, Manager: admin.New(kr, admin.Options{Memory: c.memory(), Progress: c.progress, Remake: remake})}, nil
 }
 
 func (c *cli) backend() (backend, error) {

@@ -194,6 +194,7 @@ func (c *cli) remove(o *opts) error {
 	if o.rekey && o.pos[0] == o.as {
 		return usagef("remove %s --rekey: once removed, %s cannot rekey; remove, then another admin runs: sealbox-admin rekey --as NAME", o.as, o.as)
 	}
+	c.tcti = o.tcti
 	return c.asActor(o, func(b backend, apw []byte) error {
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err

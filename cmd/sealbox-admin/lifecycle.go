@@ -110,6 +110,7 @@ func (c *cli) rotate(o *opts) error {
 }
 
 func (c *cli) rekey(o *opts) error {
+	c.tcti = o.tcti
 	return c.asActor(o, func(b backend, apw []byte) error {
 		return c.doRekey(b, o.as, apw, o.keepInvites)
 	})
@@ -124,6 +125,9 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) err
 	fmt.Fprintln(c.stdout, "rekeyed: a new DataKey; old copies of the keyring open nothing written from now on")
 	if len(res.HandedOver) > 0 {
 		fmt.Fprintf(c.stdout, "admins who take the new key at their next login: %s\n", strings.Join(res.HandedOver, ", "))
+	}
+	if len(res.Remade) > 0 {
+		fmt.Fprintf(c.stdout, "unattended slots bound again under new keys: %s\n", strings.Join(res.Remade, ", "))
 	}
 	if len(res.DroppedInvites) > 0 {
 		fmt.Fprintf(c.stdout, "dropped invites: %s (invite them again if they should still join)\n", strings.Join(res.DroppedInvites, ", "))

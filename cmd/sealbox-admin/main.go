@@ -67,6 +67,9 @@ type cli struct {
 	global         globalFlags
 	cmd            *command // the command being run, once known
 	wait           waiter   // the slow step shown (progress.go)
+	// tcti is how a rekey on the file reaches the TPM to bind tpm2 slots
+	// again (--tcti of rekey and remove --rekey).
+	tcti string
 }
 
 type globalFlags struct {

@@ -72,6 +72,7 @@ var commands = []*command{
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
 			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password)")
+			tpmFlags(fs, o)
 		},
 		do: (*cli).remove,
 	},
@@ -194,10 +195,11 @@ var commands = []*command{
 	},
 	{
 		name: "rekey", summary: "replace the DataKey (after removing an admin)", required: []string{"as"},
-		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once) and outstanding invites are dropped, unless\n--keep-invites. Prompt: ACTOR's password.",
+		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once), outstanding invites are dropped, unless\n--keep-invites, and every unattended slot is bound again under a new key\n(tpm2 ones need the TPM: through the daemon, sealboxd's tpm2_tcti; on the\nfile, --tcti). Prompt: ACTOR's password.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
 			fs.BoolVar(&o.keepInvites, "keep-invites", false, "hand outstanding invites the new key instead of dropping them (their codes keep working)")
+			tpmFlags(fs, o)
 		},
 		do: (*cli).rekey,
 	},

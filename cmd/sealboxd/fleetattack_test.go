@@ -7,6 +7,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -21,6 +26,7 @@ import (
 	"github.com/sealbox/sealbox/unseal"
 	"github.com/sealbox/sealbox/unseal/tang"
 	"github.com/sealbox/sealbox/unseal/unattended"
+	"golang.org/x/crypto/argon2"
 )
 
 // rawSlot returns a slot record as stored.
@@ -429,4 +435,179 @@ func forgeTangKeyring(t *testing.T, path, url string, secret []byte, identity fu
 		}
 		return forgeUnder(tx, h, forged, secret, audit.Event{Kind: audit.KindSlotBind, Actor: "alice", Target: "tang-1", Outcome: audit.OK})
 	})
+}
+
+// A removed admin kept a copy of the file: with their old password it gives
+// the old DataKey, and with it the hand-over key of every slot of that time
+// (its escrow). A rekey that handed unattended slots over would seal the new
+// DataKey under those same hand-over keys, and unattended slots never fold,
+// so the removed admin could read the new DataKey from the current file with
+// no password, server or TPM (the independent review's break). The rekey
+// binds them again instead: no pending key, a new escrow, a new slot key.
+func TestRekeyLeavesARemovedAdminNothingInUnattendedSlots(t *testing.T) {
+	t.Parallel()
+	tg, tpm := fleettest.StartTang(t), fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-1")
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "7", "--tcti", tpm.TCTI(), "--name", "tpm-1", "--as", "alice")
+	bobsCopy := filepath.Join(e.dir, "bobs-copy.db")
+	copyFile(t, e.keyring, bobsCopy, 0o600)
+
+	// The TPM does not answer: the rekey stops before it changes anything.
+	before := map[string][]byte{"tang-1": rawSlot(t, e.keyring, "tang-1"), "tpm-1": rawSlot(t, e.keyring, "tpm-1")}
+	tpm.Stop()
+	r := e.admin(5, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--tcti", tpm.TCTI(), "--as", "alice")
+	if r.code == 0 || !strings.Contains(r.out, `slot "tpm-1" could not be`) || !strings.Contains(r.out, "nothing was changed") {
+		t.Fatalf("rekey with the TPM down: %d %s", r.code, r.out)
+	}
+	for name, raw := range before {
+		if !bytes.Equal(rawSlot(t, e.keyring, name), raw) {
+			t.Fatalf("a refused rekey changed %s", name)
+		}
+	}
+	tpm.Reboot() // the same TPM state, PCRs as at boot
+
+	r = e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--rekey", "--tcti", tpm.TCTI(), "--as", "alice")
+	if !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") {
+		t.Fatalf("remove --rekey: %s", r.out)
+	}
+
+	// Bob, with his copy and his old password (FORMAT.md, bare primitives).
+	var old *keyring.Header
+	var oldSlots = map[string]*keyring.Slot{}
+	rvRead(t, bobsCopy, func(tx *keyring.Tx) error {
+		var err error
+		old, err = tx.Header()
+		for _, n := range []string{"bob", "tang-1", "tpm-1"} {
+			if oldSlots[n], err = tx.Slot(n); err != nil {
+				return err
+			}
+		}
+		return err
+	})
+	bob := oldSlots["bob"]
+	kek := argon2.IDKey([]byte(pwBob), bob.Salt[:], bob.Params.Time, bob.Params.MemoryKiB, bob.Params.Threads, 32)
+	plain, err := rvGCM(kek).Open(nil, bob.Nonce[:], bob.Wrapped[:], rvPlace("sealbox/v2/slot", old.ID, keyring.KindAdmin, "bob"))
+	if err != nil {
+		t.Fatalf("bob's own old slot: %v", err)
+	}
+	oldDK := plain[:32]
+	oldEK := rvHKDF(t, oldDK, old.ID, "sealbox/v2/escrow-key")
+	for _, n := range []string{"tang-1", "tpm-1"} {
+		os := oldSlots[n]
+		hand, err := rvGCM(oldEK).Open(nil, os.Escrow.Nonce[:], os.Escrow.Box[:], rvPlace("sealbox/v2/escrow", old.ID, os.Kind, n))
+		if err != nil {
+			t.Fatalf("bob cannot open the old escrow of %s (the test is wrong): %v", n, err)
+		}
+		var cur *keyring.Slot
+		var h *keyring.Header
+		rvRead(t, e.keyring, func(tx *keyring.Tx) error {
+			h, _ = tx.Header()
+			cur, err = tx.Slot(n)
+			return err
+		})
+		if cur.HasPending() {
+			pk := rvHKDF(t, hand, old.ID, "sealbox/v2/pending-key")
+			aad := append(rvPlace("sealbox/v2/pending", old.ID, cur.Kind, n), h.Commitment[:]...)
+			if dk, err := rvGCM(pk).Open(nil, cur.Pending.Nonce[:], cur.Pending.Box[:], aad); err == nil {
+				t.Fatalf("%s: the removed admin reads the new DataKey %x… from its pending key", n, dk[:4])
+			}
+			t.Fatalf("%s: still has a pending key after the rekey", n)
+		}
+		if _, err := rvGCM(oldEK).Open(nil, cur.Escrow.Nonce[:], cur.Escrow.Box[:], rvPlace("sealbox/v2/escrow", old.ID, cur.Kind, n)); err == nil {
+			t.Fatalf("%s: its escrow still opens under the old DataKey", n)
+		}
+		if bytes.Equal(cur.Binding, os.Binding) {
+			t.Fatalf("%s: its binding did not change", n)
+		}
+	}
+	// Bob can also reach the Tang server (the site's network): the old
+	// binding gives him the old slot key, which opens nothing now.
+	oldKEK := make([]byte, 32)
+	if err := tang.Recover(t.Context(), tang.Client(time.Second), oldSlots["tang-1"].Binding, oldKEK); err != nil {
+		t.Fatal(err)
+	}
+	cur := rawSlot(t, e.keyring, "tang-1")
+	cs, _ := keyring.ParseSlot("tang-1", cur)
+	if _, err := rvGCM(oldKEK).Open(nil, cs.Nonce[:], cs.Wrapped[:], rvPlace("sealbox/v2/slot", old.ID, keyring.KindTang, "tang-1")); err == nil {
+		t.Fatal("the old tang binding's key opens the rebound slot")
+	}
+
+	// Both slots, made again, still unseal with no person (the new pin).
+	cfg := fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+	if st, _ := coldStart(e, cfg, 10*time.Second); st.UnsealedBy != "tang-1" && st.UnsealedBy != "tpm-1" {
+		t.Fatalf("after the rekey: unsealed by %q", st.UnsealedBy)
+	}
+	e.stop(15)
+	tg.Stop()
+	if st, _ := coldStart(e, cfg, 10*time.Second); st.UnsealedBy != "tpm-1" {
+		t.Fatalf("after the rekey, with the server down: unsealed by %q", st.UnsealedBy)
+	}
+	// Through the daemon (its tpm2_tcti; a Tang binding is made again
+	// offline, from the advertisement it holds, so the server may be down).
+	e.stop(15)
+	tpmBefore := rawSlot(t, e.keyring, "tpm-1")
+	coldStart(e, cfg, 10*time.Second)
+	if r := e.online(0, pwAlice+"\n", "rekey", "--as", "alice"); !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") {
+		t.Fatalf("rekey through the daemon: %s", r.out)
+	}
+	e.stop(15)
+	if bytes.Equal(rawSlot(t, e.keyring, "tpm-1"), tpmBefore) {
+		t.Fatal("the rekey through the daemon left the tpm2 slot as it was")
+	}
+	tg.Start()
+	cfg = fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+	e.start(nil, "--config", cfg)
+	e.waitStatus(10*time.Second, "both slots open", func(st *api.Status) bool {
+		return !st.Sealed && attempt(st, "tang-1").Tries+attempt(st, "tpm-1").Tries >= 1
+	})
+	// Each of them, alone, opens the rekeyed file.
+	for _, slot := range []string{"tang-1", "tpm-1"} {
+		e.stop(15)
+		if slot == "tang-1" {
+			tpm.Stop()
+		} else {
+			tpm.Reboot()
+			tg.Stop()
+			cfg = fleetConfig(t, e, 5*time.Second, fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI()))
+		}
+		if st, _ := coldStart(e, cfg, 10*time.Second); st.UnsealedBy != slot {
+			t.Fatalf("after the rekey through the daemon, %s alone: unsealed by %q", slot, st.UnsealedBy)
+		}
+	}
+}
+
+// Spec-level helpers (keyring/FORMAT.md), as an attacker writes them.
+func rvPlace(label string, id [keyring.IDSize]byte, kind keyring.SlotKind, name string) []byte {
+	b := append([]byte(label), id[:]...)
+	b = append(b, byte(kind))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	return append(b, name...)
+}
+
+func rvHKDF(t *testing.T, ikm []byte, id [keyring.IDSize]byte, info string) []byte {
+	t.Helper()
+	k, err := hkdf.Key(sha256.New, ikm, id[:], info, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func rvGCM(key []byte) cipher.AEAD {
+	b, _ := aes.NewCipher(key)
+	g, _ := cipher.NewGCM(b)
+	return g
+}
+
+func rvRead(t *testing.T, path string, fn func(tx *keyring.Tx) error) {
+	t.Helper()
+	kr, err := keyring.Open(path, keyring.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	if err := kr.View(fn); err != nil {
+		t.Fatal(err)
+	}
 }
