@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"hash"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -200,6 +201,28 @@ func last(tx *keyring.Tx, s keyring.Stream, anchorSeq uint64, anchorMAC [macSize
 	return seq, r.MAC, nil
 }
 
+// Truncated ends a detail that was cut to fit a record.
+const Truncated = " …(cut to fit the record)"
+
+// cutDetail shortens d so that its encoding (an escaped byte takes up to
+// 6) is about over bytes shorter, on a UTF-8 boundary, and marks it
+// Truncated. Append calls it again while the record is still too long.
+func cutDetail(d string, over int) string {
+	d = strings.TrimSuffix(d, Truncated)
+	enc := len(appendString(nil, d))
+	// Cut in proportion to how much each byte costs encoded, and by the
+	// marker's own cost.
+	cut := (over+len(appendString(nil, Truncated)))*len(d)/enc + 1
+	keep := len(d) - cut
+	if keep <= 0 {
+		return Truncated[1:]
+	}
+	for keep > 0 && !utf8.RuneStart(d[keep]) {
+		keep--
+	}
+	return d[:keep] + Truncated
+}
+
 // Head is a stream's last keyed record, as the state root covers it.
 type Head struct {
 	Seq uint64
@@ -247,6 +270,13 @@ func Append(tx *keyring.Tx, key []byte, s keyring.Stream, anchor *keyring.AuditS
 		buf = append(buf, hdr[:]...)
 		start := len(buf)
 		buf = appendEvent(buf, &ev)
+		// A detail too long for a record (text from outside, such as a
+		// server's error) is cut, and says so: one long event must never
+		// cost the records batched with it.
+		for n := len(buf) - start; n > MaxBody && ev.Detail != ""; n = len(buf) - start {
+			ev.Detail = cutDetail(ev.Detail, n-MaxBody)
+			buf = appendEvent(buf[:start], &ev)
+		}
 		if n := len(buf) - start; n > MaxBody {
 			return nil, fmt.Errorf("audit: event body %d bytes exceeds %d", n, MaxBody)
 		}

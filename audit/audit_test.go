@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sealbox/sealbox/keyring"
 )
@@ -418,5 +419,43 @@ func TestRecordStringIsOneLine(t *testing.T) {
 	plain := Record{Seq: 8, Event: Event{Kind: KindRead, Outcome: OK, Client: "svc", Detail: "/v1/secret"}}
 	if s := plain.String(); !strings.Contains(s, " client=svc detail=/v1/secret") {
 		t.Fatalf("a plain record is quoted: %s", s)
+	}
+}
+
+// One event whose detail does not fit a record (a Tang server's error text,
+// say) is cut to fit and says so; the events batched with it are written
+// whole, and the chain verifies. Escaped text (6 bytes a byte) too.
+func TestLongDetailIsCutNotTheBatch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	long := strings.Repeat("A", 3*MaxBody)
+	escaped := strings.Repeat("\x01é", MaxBody)
+	err := f.kr.Update(func(tx *keyring.Tx) error {
+		h, err := Append(tx, key, keyring.Events, f.state(keyring.Events),
+			Event{Kind: KindRead, Outcome: Served, Client: "before"},
+			Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-1", Detail: long},
+			Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-2", Detail: escaped},
+			Event{Kind: KindRead, Outcome: Served, Client: "after"})
+		if h != nil {
+			f.root.Events.KeyedSeq, f.root.Events.KeyedMAC = h.Seq, h.MAC
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("a long detail failed the batch: %v", err)
+	}
+	if rep, err := f.verify(key); err != nil || rep.Events.Records != 4 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	var recs []Record
+	f.kr.View(func(tx *keyring.Tx) error { recs = List(tx, Filter{}); return nil })
+	if len(recs) != 4 || recs[0].Client != "before" || recs[3].Client != "after" {
+		t.Fatalf("records: %+v", recs)
+	}
+	for i, want := range map[int]string{1: "AAAA", 2: "\x01é"} {
+		d := recs[i].Detail
+		if !strings.HasSuffix(d, Truncated) || !strings.HasPrefix(d, want) || !utf8.ValidString(d) || len(d) < 1000 {
+			t.Errorf("record %d: detail %d bytes, %q…%q", i, len(d), d[:min(len(d), 8)], d[max(0, len(d)-30):])
+		}
 	}
 }

@@ -192,13 +192,13 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			for _, m := range r.Members {
 				ma := api.MemberAttempt{Method: m.Method, ElapsedMS: m.Elapsed.Milliseconds()}
 				if m.Err != nil {
-					ma.Error = m.Err.Error()
+					ma.Error = unattended.Brief(m.Err)
 				}
 				at.Members = append(at.Members, ma)
 			}
 			at.Error = ""
 			if r.Err != nil {
-				at.Error = r.Err.Error()
+				at.Error = unattended.Brief(r.Err)
 			}
 		})
 		if r.Err == nil {
@@ -211,12 +211,15 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 		}
 		transient, answered := unattended.Transient(r.Err), unattended.Answered(r.Err)
 		retry := (transient || answered) && d.cfg.UnattendedRetryMax > 0
-		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", retry, "error", r.Err)
+		brief := unattended.Brief(r.Err)
+		d.log.Warn("unattended unseal: attempt failed", "slot", s.Name, "method", r.Method, "elapsed", r.Elapsed.Round(time.Millisecond).String(), "retry", retry, "error", brief)
 		// A failure is recorded when its reason changes, not at every
-		// retry: a server down for a day is one record, not hundreds.
-		if _, rec := r.Err.(recorded); !rec && r.Err.Error() != lastRecorded {
-			lastRecorded = r.Err.Error()
-			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + lastRecorded})
+		// retry: a server down for a day is one record, not hundreds. The
+		// reason is the failure's kind, not its text, which whoever
+		// answers can vary at every try.
+		if _, rec := r.Err.(recorded); !rec && r.Reason() != lastRecorded {
+			lastRecorded = r.Reason()
+			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + brief})
 		}
 		if !retry {
 			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })
@@ -227,7 +230,9 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			wait = d.cfg.UnattendedRetryMax
 		}
 		wait = min(wait, d.cfg.UnattendedRetryMax)
-		j := wait*3/4 + rand.N(wait/2+1)
+		// ±25 % jitter, so that a rack does not retry in step, and never
+		// more than unattended_retry_max apart.
+		j := min(wait*3/4+rand.N(wait/2+1), d.cfg.UnattendedRetryMax)
 		next := time.Now().Add(j)
 		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
 			t := next.UTC()

@@ -5,6 +5,7 @@ package main
 // sealbox-admin, tangd and swtpm. Each test fails if the attack works.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -13,8 +14,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -609,5 +614,128 @@ func rvRead(t *testing.T, path string, fn func(tx *keyring.Tx) error) {
 	defer kr.Close()
 	if err := kr.View(fn); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// forger is a network attacker on the plain-HTTP path to a Tang server: it
+// forwards while reply is nil, and otherwise answers every request with
+// reply(n), n counting the requests it answered.
+type forger struct {
+	URL   string
+	mu    sync.Mutex
+	reply func(n int) string
+	n     int
+}
+
+func startForger(t *testing.T, target string) *forger {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &forger{URL: "http://" + l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				m.mu.Lock()
+				f := m.reply
+				m.n++
+				n := m.n
+				m.mu.Unlock()
+				if f == nil {
+					u, err := net.Dial("tcp", target)
+					if err != nil {
+						return
+					}
+					defer u.Close()
+					go io.Copy(u, c)
+					io.Copy(c, u)
+					return
+				}
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				io.WriteString(c, f(n))
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return m
+}
+
+func (m *forger) set(f func(n int) string) { m.mu.Lock(); m.reply = f; m.mu.Unlock() }
+
+// Someone on the path to the Tang server answers every try with a 503 whose
+// reason phrase is theirs: 5,000 bytes, different each time. The failure
+// must be recorded once (its kind does not change), in a record of bounded
+// size, and must not cost the records batched with it: every client read
+// made meanwhile is in the audit log (the independent review found a detail
+// over the record limit failed the whole batch, and a new text made a new
+// record at every try). In process, then through the helper.
+func TestForgedReplyTextNeitherFloodsNorErasesTheAuditLog(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	m := startForger(t, strings.TrimPrefix(tg.URL, "http://"))
+	e := newEnv(t)
+	registerRoot(e)
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", m.URL, "--thp", tg.Thumbprint(), "--name", "tang-1", "--as", "alice")
+	pad := strings.Repeat("A", 5000)
+	m.set(func(n int) string {
+		return fmt.Sprintf("HTTP/1.1 503 try %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", n, pad)
+	})
+	helpers := filepath.Join(e.dir, "helpers")
+	os.Mkdir(helpers, 0o755)
+	for _, through := range []string{"in process", "the helper"} {
+		if through == "the helper" {
+			socketActivate(t, filepath.Join(helpers, "tang.sock"), "--kind", "tang")
+		}
+		cfg := writeFile(t, e.dir, "c.toml", fmt.Sprintf("unattended_timeout = \"2s\"\nunattended_dial_timeout = \"1s\"\nunattended_retry_max = \"1s\"\nunattended_helpers = %q\nunattended_identity = %q\n", helpers, e.identity()))
+		before := strings.Count(runCmd(t, "", adminBin, "--keyring", e.keyring, "audit", "--admin", "tang-1", "--jsonl").out, `"outcome":"error"`)
+		e.start(nil, "--config", cfg)
+		c := unixClient(e.sock)
+		reads := 0
+		for attempt(e.status(), "tang-1").Tries < 4 {
+			time.Sleep(5 * time.Millisecond)
+			resp, err := c.Get("http://sealbox/v1/secret")
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				t.Fatal("unsealed through a forged reply")
+			}
+			reads++
+		}
+		a := attempt(e.status(), "tang-1")
+		if len(a.Error) > 400 || !strings.Contains(a.Error, "503 Service Unavailable") || strings.Contains(a.Error, "AAAA") {
+			t.Fatalf("%s: status keeps %d bytes of the reply: %.120q", through, len(a.Error), a.Error)
+		}
+		out := e.online(0, "", "audit", "--admin", "tang-1", "--jsonl").out
+		if n := failures(e, "tang-1") - before; n != 1 {
+			t.Fatalf("%s: %d failure records for %d tries of one kind of failure:\n%s", through, n, a.Tries, out)
+		}
+		if strings.Contains(out, "AAAA") || strings.Contains(out, "try ") {
+			t.Fatalf("%s: the forged reason phrase is in the audit log", through)
+		}
+		e.stop(15)
+		if strings.Contains(e.log.String(), "writing records failed") {
+			t.Fatalf("%s: the daemon lost a batch of records:\n%s", through, lastLines(e.log.String(), 10))
+		}
+		logged := strings.Count(runCmd(t, "", adminBin, "--keyring", e.keyring, "audit", "--reads", "--jsonl").out, `"kind":"read"`)
+		if logged < reads {
+			t.Fatalf("%s: %d client reads made, %d recorded", through, reads, logged)
+		}
 	}
 }

@@ -63,7 +63,7 @@ func Recover(ctx context.Context, c *http.Client, jwe []byte, dst []byte) error 
 	case http.StatusNotFound:
 		return fmt.Errorf("recovering from %s: %w (kid %s)", b.URL, ErrKeyGone, b.Kid)
 	default:
-		return fmt.Errorf("recovering from %s: %w: server answered %s", b.URL, ErrRefused, resp.Status)
+		return fmt.Errorf("recovering from %s: %w: server answered %s", b.URL, ErrRefused, status(resp))
 	}
 	var yk jwk
 	if err := json.Unmarshal(reply, &yk); err != nil {

@@ -45,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -103,6 +104,14 @@ func checkURL(s string) (string, error) {
 	return strings.TrimRight(s, "/"), nil
 }
 
+// status names a reply's status by its code and the standard text, not the
+// server's reason phrase: that is text from the network (anyone on a
+// plain-HTTP path chooses it), and errors go into status, the log and the
+// audit log.
+func status(resp *http.Response) string {
+	return strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+}
+
 // do sends req and reads the reply body (at most maxBody bytes). A
 // transport failure, a 5xx or a truncated body is ErrUnreachable.
 func do(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
@@ -112,7 +121,7 @@ func do(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 500 {
-		return nil, nil, fmt.Errorf("%w: %s", ErrUnreachable, resp.Status)
+		return nil, nil, fmt.Errorf("%w: %s", ErrUnreachable, status(resp))
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
@@ -140,7 +149,7 @@ func Fetch(ctx context.Context, c *http.Client, url string) (*Adv, error) {
 		return nil, fmt.Errorf("fetching advertisement: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: GET /adv: %s", ErrBadAdv, resp.Status)
+		return nil, fmt.Errorf("%w: GET /adv: %s", ErrBadAdv, status(resp))
 	}
 	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/jose+json" {
 		return nil, fmt.Errorf("%w: content type is not application/jose+json", ErrBadAdv)

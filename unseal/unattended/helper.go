@@ -107,6 +107,43 @@ func codeOf(err error) string {
 	return "invalid"
 }
 
+// Reason names the kind of a failed attempt (tang-unreachable,
+// tang-key-gone, tpm2-policy, ...; for a threshold, its outcome and each
+// member's): sealboxd records a failure again when its reason changes. The
+// text of an error is no such key: it can carry what a server, or anyone on
+// a plain-HTTP path, chose to say, and change at every try.
+func (r Result) Reason() string {
+	var b strings.Builder
+	switch {
+	case r.Err == nil:
+		b.WriteString("ok")
+	case errors.Is(r.Err, errPermanent):
+		b.WriteString("threshold-permanent")
+	case errors.Is(r.Err, errAnswered):
+		b.WriteString("threshold-answered")
+	case errors.Is(r.Err, ErrThreshold):
+		b.WriteString("threshold-short")
+	case errors.Is(r.Err, ErrHelper):
+		b.WriteString("helper")
+	default:
+		b.WriteString(codeOf(r.Err))
+	}
+	for _, m := range r.Members {
+		b.WriteString(" " + m.Reason())
+	}
+	return b.String()
+}
+
+// Brief is an error's text as sealboxd keeps it (status, log, audit
+// record): at most maxHelperError bytes, on a UTF-8 boundary.
+func Brief(err error) string {
+	msg := err.Error()
+	if len(msg) > maxHelperError {
+		msg = strings.ToValidUTF8(msg[:maxHelperError], "") + "…"
+	}
+	return msg
+}
+
 // maxHelperError bounds the text of a helper's error that sealboxd keeps
 // (status, log, audit record): a helper that sends a new megabyte at every
 // retry must not grow the audit log by that much.

@@ -3,14 +3,17 @@ package unattended
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/tang"
 )
 
 // serve runs ServeHelper on one end of a net.Pipe and returns what the
@@ -91,5 +94,31 @@ func TestHelperServesAPipe(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "serves tang") {
 		t.Fatalf("pipe: %s", out.String())
+	}
+}
+
+// A failure's reason is its kind, not its text: what a server says can
+// change at every try without making a new record.
+func TestReasonIsTheKindNotTheText(t *testing.T) {
+	t.Parallel()
+	a := Result{Err: fmt.Errorf("%w: 503 try 1 AAAA", tang.ErrUnreachable)}
+	b := Result{Err: fmt.Errorf("%w: 503 try 2 BBBB", tang.ErrUnreachable)}
+	c := Result{Err: fmt.Errorf("%w: 404", tang.ErrKeyGone)}
+	if a.Reason() != b.Reason() || a.Reason() == c.Reason() {
+		t.Fatalf("reasons: %q %q %q", a.Reason(), b.Reason(), c.Reason())
+	}
+	th := func(errs ...error) Result {
+		r := Result{Err: fmt.Errorf("%w: x", ErrThreshold)}
+		for _, e := range errs {
+			r.Members = append(r.Members, Result{Err: e})
+		}
+		return r
+	}
+	if th(a.Err, nil).Reason() != th(b.Err, nil).Reason() || th(a.Err, nil).Reason() == th(nil, a.Err).Reason() {
+		t.Fatal("a threshold's reason must follow its members' kinds, not their texts")
+	}
+	long := fmt.Errorf("%w: %s", tang.ErrRefused, strings.Repeat("é", 1000))
+	if s := Brief(long); len(s) > maxHelperError+len("…") || !utf8.ValidString(s) {
+		t.Fatalf("brief: %d bytes", len(s))
 	}
 }
