@@ -110,7 +110,8 @@ install: build
 	@# directory now, and tell systemd.
 	@if [ -z "$(DESTDIR)" ]; then \
 		if command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then systemd-sysusers $(SYSUSERSDIR)/sealbox.conf; \
-		elif ! id sealbox >/dev/null 2>&1; then useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox; fi; \
+		else id sealbox >/dev/null 2>&1 || useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox; \
+			getent group sealbox-unattended >/dev/null || groupadd --system sealbox-unattended; fi; \
 		install -d -o sealbox -g sealbox -m 0700 /var/lib/sealbox; \
 		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
 		echo "next: sudo -u sealbox sealbox-admin init --keyring /var/lib/sealbox/keyring.db --admin NAME, then systemctl enable --now sealboxd"; \

@@ -57,11 +57,13 @@ func TestUnitExposureScore(t *testing.T) {
 	if bytes.Contains(raw, []byte("\nPrivateUsers=yes")) {
 		t.Error("PrivateUsers=yes would map every client uid to nobody")
 	}
-	// The helpers: only sealboxd's user may connect; the Tang helper has no
-	// device and the TPM helper no network.
+	// The helpers: only sealboxd's unit may connect (it alone holds the
+	// sockets' group); the Tang helper has no device and the TPM helper no
+	// network.
 	for name, wants := range map[string][]string{
-		"sealbox-tang.socket":   {"SocketUser=sealbox", "SocketMode=0600", "Accept=yes", "ListenStream=/run/sealbox-unattended/tang.sock"},
-		"sealbox-tpm2.socket":   {"SocketUser=sealbox", "SocketMode=0600", "Accept=yes", "ListenStream=/run/sealbox-unattended/tpm2.sock"},
+		"sealboxd.service":      {"SupplementaryGroups=sealbox-unattended\n"},
+		"sealbox-tang.socket":   {"SocketUser=root", "SocketGroup=sealbox-unattended", "SocketMode=0660", "Accept=yes", "ListenStream=/run/sealbox-unattended/tang.sock"},
+		"sealbox-tpm2.socket":   {"SocketUser=root", "SocketGroup=sealbox-unattended", "SocketMode=0660", "Accept=yes", "ListenStream=/run/sealbox-unattended/tpm2.sock"},
 		"sealbox-tang@.service": {"PrivateDevices=yes", "IPAddressDeny=any", "RestrictAddressFamilies=AF_INET AF_INET6\n", "--kind tang"},
 		"sealbox-tpm2@.service": {"PrivateNetwork=yes", "RestrictAddressFamilies=none", "DeviceAllow=/dev/tpmrm0 rw", "--kind tpm2"},
 	} {

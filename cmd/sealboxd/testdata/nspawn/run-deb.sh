@@ -13,6 +13,8 @@ echo "SEALBOX-DEB: installed $(dpkg-query -W -f '${Package} ${Version}' sealbox)
 
 # What the package set up.
 id sealbox >/dev/null 2>&1 || fail "no sealbox user (sysusers)"
+getent group sealbox-unattended >/dev/null || fail "no sealbox-unattended group (sysusers)"
+id -nG sealbox | grep -qw sealbox-unattended && fail "the sealbox user is a member of sealbox-unattended"
 [ "$(stat -c '%a %U' /var/lib/sealbox)" = "700 sealbox" ] || fail "/var/lib/sealbox is $(stat -c '%a %U' /var/lib/sealbox) (tmpfiles)"
 [ -f /usr/lib/systemd/system/sealboxd.service ] || fail "the unit is not in /usr/lib/systemd/system"
 grep -q '^ExecStart=/usr/bin/sealboxd --config /etc/sealbox/sealboxd.toml' /usr/lib/systemd/system/sealboxd.service || fail "ExecStart: $(grep ExecStart= /usr/lib/systemd/system/sealboxd.service)"

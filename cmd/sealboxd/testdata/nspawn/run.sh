@@ -11,6 +11,7 @@ install -d /etc/sealbox && install -m 0644 "$t"/sealboxd.toml /etc/sealbox/sealb
 install -m 0644 "$t"/sealboxd.service /etc/systemd/system/sealboxd.service
 install -m 0644 "$t"/sealbox-askpass.service /etc/systemd/system/sealbox-askpass.service
 useradd --system --home-dir /var/lib/sealbox --shell /usr/sbin/nologin sealbox
+groupadd --system sealbox-unattended # as debian/sealbox.sysusers and make install
 useradd --system --shell /usr/sbin/nologin svc
 install -d -o sealbox -g sealbox -m 0700 /var/lib/sealbox
 pw='nspawn admin passphrase'
@@ -146,7 +147,11 @@ install -d /etc/systemd/system/sealbox-tang@.service.d
 printf '[Service]\nIPAddressAllow=127.0.0.1\n' > /etc/systemd/system/sealbox-tang@.service.d/tang-servers.conf
 systemctl daemon-reload
 systemctl enable --now sealbox-tang.socket || fail "sealbox-tang.socket did not start"
-[ "$(stat -c '%a %U' /run/sealbox-unattended/tang.sock)" = "600 sealbox" ] || fail "tang.sock: $(stat -c '%a %U' /run/sealbox-unattended/tang.sock)"
+[ "$(stat -c '%a %U %G' /run/sealbox-unattended/tang.sock)" = "660 root sealbox-unattended" ] || fail "tang.sock: $(stat -c '%a %U %G' /run/sealbox-unattended/tang.sock)"
+# The sealbox user itself (an operator's shell as sealbox) cannot connect:
+# only sealboxd.service holds the group.
+out=$(as_sealbox sealbox --socket /run/sealbox-unattended/tang.sock get 2>&1) && fail "the sealbox user connected to the Tang helper: $out"
+echo "$out" | grep -qi 'permission denied' || fail "the sealbox user's connection to the Tang helper: $out"
 out=$(printf '%s\n' "$pw" | online bind tang "$(cat "$t"/tang.url)" --thp "$(cat "$t"/tang.thp)" --as alice) || fail "bind tang: $out"
 pin=$(echo "$out" | awk '/^keyring identity:/{print $3}')
 [ ${#pin} = 64 ] || fail "no identity pin in: $out"
@@ -205,5 +210,5 @@ done
 
 systemctl stop sealboxd || fail stop
 [ -e /run/sealbox/sealbox.sock ] && fail "socket left after stop"
-echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request; unsealed with no person through sealbox-tang@ while sealboxd has no network; IP filter $ipfilter)"
+echo "SEALBOX-NSPAWN: PASS (VmLck ${lck} kB, seccomp, no capabilities, NoNewPrivs, core 0; LoadCredential= served after an unseal through the password agents, refused for a disabled, an unregistered, a timed-out and a forged request; unsealed with no person through sealbox-tang@ while sealboxd has no network, and the sealbox user refused at its socket; IP filter $ipfilter)"
 exit 0
