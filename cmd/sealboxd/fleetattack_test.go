@@ -5,7 +5,6 @@ package main
 // sealbox-admin, tangd and swtpm. Each test fails if the attack works.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/aes"
@@ -15,11 +14,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -617,64 +614,6 @@ func rvRead(t *testing.T, path string, fn func(tx *keyring.Tx) error) {
 	}
 }
 
-// forger is a network attacker on the plain-HTTP path to a Tang server: it
-// forwards while reply is nil, and otherwise answers every request with
-// reply(n), n counting the requests it answered.
-type forger struct {
-	URL   string
-	mu    sync.Mutex
-	reply func(n int) string
-	n     int
-}
-
-func startForger(t *testing.T, target string) *forger {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &forger{URL: "http://" + l.Addr().String()}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				m.mu.Lock()
-				f := m.reply
-				m.n++
-				n := m.n
-				m.mu.Unlock()
-				if f == nil {
-					u, err := net.Dial("tcp", target)
-					if err != nil {
-						return
-					}
-					defer u.Close()
-					go io.Copy(u, c)
-					io.Copy(c, u)
-					return
-				}
-				c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				io.WriteString(c, f(n))
-			}()
-		}
-	}()
-	t.Cleanup(func() { l.Close() })
-	return m
-}
-
-func (m *forger) set(f func(n int) string) { m.mu.Lock(); m.reply = f; m.mu.Unlock() }
-
 // Someone on the path to the Tang server answers every try with a 503 whose
 // reason phrase is theirs: 5,000 bytes, different each time. The failure
 // must be recorded once (its kind does not change), in a record of bounded
@@ -686,12 +625,12 @@ func TestForgedReplyTextNeitherFloodsNorErasesTheAuditLog(t *testing.T) {
 	requireRootTools(t)
 	t.Parallel()
 	tg := fleettest.StartTang(t)
-	m := startForger(t, strings.TrimPrefix(tg.URL, "http://"))
+	m := fleettest.StartProxy(t, strings.TrimPrefix(tg.URL, "http://"))
 	e := newEnv(t)
 	registerRoot(e)
 	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", m.URL, "--thp", tg.Thumbprint(), "--name", "tang-1", "--as", "alice")
 	pad := strings.Repeat("A", 5000)
-	m.set(func(n int) string {
+	m.Forge(func(n int) string {
 		return fmt.Sprintf("HTTP/1.1 503 try %d %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", n, pad)
 	})
 	helpers := filepath.Join(e.dir, "helpers")

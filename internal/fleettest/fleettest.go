@@ -6,6 +6,7 @@
 package fleettest
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -392,10 +393,34 @@ func (s *SWTPM) Tool(name string, args ...string) []byte {
 // server that answers, late. It returns the proxy's URL.
 func SlowProxy(t testing.TB, target string, delay time.Duration) string {
 	t.Helper()
+	p := StartProxy(t, target)
+	p.mu.Lock()
+	p.delay = delay
+	p.mu.Unlock()
+	return p.URL
+}
+
+// Proxy is someone on the plain-HTTP path to a server: it forwards each
+// connection to the target, or, once Forge is called, answers every
+// request itself.
+type Proxy struct {
+	URL    string
+	target string
+	mu     sync.Mutex
+	delay  time.Duration
+	forge  func(n int) string
+	forged int
+}
+
+// StartProxy listens on a new 127.0.0.1 port and forwards to target
+// (host:port) until told otherwise.
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &Proxy{URL: "http://" + l.Addr().String(), target: target}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -404,19 +429,48 @@ func SlowProxy(t testing.TB, target string, delay time.Duration) string {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				time.Sleep(delay)
-				u, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				go io.Copy(u, c)
-				io.Copy(c, u)
-			}()
+			go p.serve(c)
 		}
 	}()
 	t.Cleanup(func() { l.Close(); <-done })
-	return "http://" + l.Addr().String()
+	return p
+}
+
+// Forge makes the proxy answer every request with reply(n) (the whole
+// HTTP response), n counting the requests it answered; nil forwards again.
+func (p *Proxy) Forge(reply func(n int) string) {
+	p.mu.Lock()
+	p.forge = reply
+	p.mu.Unlock()
+}
+
+func (p *Proxy) serve(c net.Conn) {
+	defer c.Close()
+	p.mu.Lock()
+	delay, forge := p.delay, p.forge
+	if forge != nil {
+		p.forged++
+	}
+	n := p.forged
+	p.mu.Unlock()
+	time.Sleep(delay)
+	if forge != nil {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil || line == "\r\n" {
+				break
+			}
+		}
+		io.WriteString(c, forge(n))
+		return
+	}
+	u, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go io.Copy(u, c)
+	io.Copy(c, u)
 }
