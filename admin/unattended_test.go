@@ -254,3 +254,51 @@ func TestBindReplacesMembers(t *testing.T) {
 		t.Fatalf("an admin as a member: %v", err)
 	}
 }
+
+// An unattended slot that a rekey by an earlier build handed over (its
+// pending key under a hand-over key the old DataKey's holders know) is a
+// finding of check, and a rekey now clears it.
+func TestCheckFindsAnUnattendedSlotHandedOver(t *testing.T) {
+	t.Parallel()
+	m, path := newStore(t)
+	var kek []byte
+	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek)); err != nil {
+		t.Fatal(err)
+	}
+	// What an earlier rekey wrote, without the rekey: the slot handed over
+	// to the DataKey it already has.
+	s, err := m.authenticate(ctx, audit.KindCheck, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = m.change(ctx, s, op{kind: audit.KindSlotReseal, target: "tang-1"}, func(t *txn) error {
+		sl, err := t.Slot("tang-1")
+		if err != nil {
+			return err
+		}
+		next, err := t.s.key.HandOver(sl, t.s.key)
+		if err != nil {
+			return err
+		}
+		return t.PutSlot(next)
+	})
+	s.close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.Check(ctx, "alice", []byte(pwAlice))
+	if err != nil || c.OK() || len(c.HandedOver) != 1 || c.HandedOver[0] != "tang-1" || !c.Report.OK() {
+		t.Fatalf("check of a handed-over unattended slot: %v %+v", err, c)
+	}
+	o := opts()
+	o.Remake = func(_ context.Context, _ keyring.SlotKind, _, k []byte) ([]byte, error) {
+		return append([]byte("fake:"), k...), nil
+	}
+	m = reopenWith(t, m, path, o)
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !c.OK() || len(c.HandedOver) != 0 {
+		t.Fatalf("check after a rekey: %v %+v", err, c)
+	}
+}

@@ -195,11 +195,16 @@ type CheckResult struct {
 	// IdentityProblem says why it could not be read.
 	Identity        string `json:"identity,omitempty"`
 	IdentityProblem string `json:"identity_problem,omitempty"`
+	// HandedOver are unattended slots that still hold the DataKey in a
+	// pending key, as a rekey by an earlier sealbox left them: its
+	// hand-over key is known to whoever held the DataKey before that
+	// rekey. A rekey now binds them again.
+	HandedOver []string `json:"unattended_handed_over,omitempty"`
 }
 
 // OK reports whether everything verified.
 func (c *CheckResult) OK() bool {
-	return c.Report.OK() && c.AuditProblem == "" && c.IdentityProblem == ""
+	return c.Report.OK() && c.AuditProblem == "" && c.IdentityProblem == "" && len(c.HandedOver) == 0
 }
 
 // Check tests actor's password and verifies the whole file: the state root
@@ -239,6 +244,15 @@ func (m *Manager) Check(ctx context.Context, actor string, password []byte) (*Ch
 		if rec := t.RawIdentity(); rec != nil {
 			if res.Identity, err = s.key.IdentityPin(rec); err != nil {
 				res.IdentityProblem = err.Error()
+			}
+		}
+		slots, err := t.Slots()
+		if err != nil {
+			return err
+		}
+		for _, sl := range slots {
+			if sl.Unattended() && sl.HasPending() {
+				res.HandedOver = append(res.HandedOver, sl.Name)
 			}
 		}
 		return nil

@@ -258,9 +258,15 @@ func (c *cli) printCheck(o *opts, res *admin.CheckResult) error {
 		case res.Identity != "":
 			fmt.Fprintf(c.stdout, "identity: %s (unattended_identity in sealboxd's configuration)\n", res.Identity)
 		}
+		if len(res.HandedOver) > 0 {
+			fmt.Fprintf(c.stdout, "FAIL unattended slots %s hold the DataKey under a hand-over key from a rekey by an earlier sealbox: whoever held the DataKey before that rekey (a removed admin) can read the current one from them; rekey again to bind them anew\n", strings.Join(res.HandedOver, ", "))
+		}
 	}
 	if !res.OK() {
-		problems := len(res.Report.Findings) + map[bool]int{true: 1}[res.AuditProblem != ""] + map[bool]int{true: 1}[res.IdentityProblem != ""]
+		problems := len(res.Report.Findings) + map[bool]int{true: 1}[res.AuditProblem != ""] + map[bool]int{true: 1}[res.IdentityProblem != ""] + map[bool]int{true: 1}[len(res.HandedOver) > 0]
+		if len(res.Report.Findings) == 0 && res.AuditProblem == "" && res.IdentityProblem == "" {
+			return fmt.Errorf("%w: unattended slots %s need a rekey (sealbox-admin rekey --as %s)", unseal.ErrIntegrity, strings.Join(res.HandedOver, ", "), o.as)
+		}
 		return fmt.Errorf("%w: %d problems (to see what a repair would do: check --as %s --repair, on the file)", unseal.ErrIntegrity, problems, o.as)
 	}
 	return nil
