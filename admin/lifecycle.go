@@ -193,9 +193,11 @@ type Rekeyed struct {
 	// next login; Stale those that cannot (they must enrol again).
 	HandedOver []string
 	Stale      []string
-	// Remade are the unattended slots bound again under new keys.
-	Remade     []string
-	Generation uint64
+	// Remade are the unattended slots bound again under new keys (with
+	// KeepUnattended); DroppedUnattended those the rekey removed.
+	Remade            []string
+	DroppedUnattended []string
+	Generation        uint64
 	// Identity is the keyring's new identity pin (unattended_identity),
 	// empty when it has none.
 	Identity string
@@ -209,9 +211,23 @@ type Rekeyed struct {
 // version); the actor's slot is rewrapped under their password; every other
 // admin slot gets the new key under its hand-over key (HandOver), which only
 // a holder of the old DataKey can do, and folds it in at its owner's next
-// login. The state root is re-signed under the new key and the audit log
-// moves to the new audit key, in the same transaction.
-func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte, keepInvites bool) (*Rekeyed, error) {
+// login. Unattended slots are removed, or with o.KeepUnattended bound again
+// under new keys. The state root is re-signed under the new key and the
+// audit log moves to the new audit key, in the same transaction.
+// RekeyOptions are what a rekey keeps that it ends by default.
+type RekeyOptions struct {
+	// KeepInvites hands outstanding invites the new key instead of
+	// dropping them (their codes keep working).
+	KeepInvites bool
+	// KeepUnattended binds the unattended slots again under new keys, to
+	// the servers, PCRs and members the file holds, instead of removing
+	// them. Whoever could change the file before the rekey (a removed
+	// admin, who held the DataKey) may have chosen those: a Tang slot
+	// bound to a server of theirs would still give them the new DataKey.
+	KeepUnattended bool
+}
+
+func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte, o RekeyOptions) (*Rekeyed, error) {
 	s, err := m.authenticate(ctx, audit.KindAdminRekey, actor, actorPassword)
 	if err != nil {
 		return nil, err
@@ -243,10 +259,13 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 	if err != nil {
 		return nil, err
 	}
-	remade, err := m.remakeUnattended(ctx)
-	defer remade.destroy()
-	if err != nil {
-		return nil, err
+	var remade remade
+	if o.KeepUnattended {
+		remade, err = m.remakeUnattended(ctx)
+		defer remade.destroy()
+		if err != nil {
+			return nil, err
+		}
 	}
 	out := &Rekeyed{}
 	var recovery *keyring.Slot
@@ -256,7 +275,7 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 		}
 	}
 	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey}, func(t *txn) error {
-		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, keepInvites, remade, out)
+		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, o, remade, out)
 	})
 	if err != nil {
 		memlock.Wipe(out.RecoveryCode)
@@ -307,7 +326,7 @@ func (m *Manager) remakeUnattended(ctx context.Context) (remade, error) {
 		return out, err
 	}
 	if len(slots) > 0 && m.opts.Remake == nil {
-		return out, fmt.Errorf("%w: this keyring has unattended slots, which a rekey binds again under new keys, and this tool cannot make bindings", ErrInvalid)
+		return out, fmt.Errorf("%w: this keyring has unattended slots, which a rekey that keeps them binds again under new keys, and this tool cannot make bindings", ErrInvalid)
 	}
 	for _, sl := range slots {
 		kek, err := memlock.New(keyring.KeySize, memlock.Options{AllowUnlocked: true})
@@ -320,14 +339,14 @@ func (m *Manager) remakeUnattended(ctx context.Context) (remade, error) {
 		}
 		b, err := m.opts.Remake(ctx, sl.Kind, sl.Binding, kek.Bytes())
 		if err != nil {
-			return out, fmt.Errorf("the rekey binds every unattended slot again under a new key, and %s slot %q could not be: %w; nothing was changed: run the rekey where it can be (the TPM reachable, --tcti), or unbind it first (sealbox-admin unbind %s) and bind it again after", sl.Kind, sl.Name, err, sl.Name)
+			return out, fmt.Errorf("the rekey keeps the unattended slots by binding each again under a new key, and %s slot %q could not be: %w; the rekey changed nothing: run it where the TPM answers (--tcti), or without --keep-unattended (the slots are removed; bind them again after)", sl.Kind, sl.Name, err)
 		}
 		out[sl.Name].binding = b
 	}
 	return out, nil
 }
 
-func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, keepInvites bool, remade remade, out *Rekeyed) error {
+func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, o RekeyOptions, remade remade, out *Rekeyed) error {
 	sec, err := t.Secret()
 	if err != nil {
 		return err
@@ -383,11 +402,17 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 				return errors.New("admin: the recovery slot appeared during the rekey")
 			}
 			next = recovery
-		case sl.Kind == keyring.KindInvite && !keepInvites:
+		case sl.Kind == keyring.KindInvite && !o.KeepInvites:
 			if err := t.DeleteSlot(sl.Name); err != nil {
 				return err
 			}
 			out.DroppedInvites = append(out.DroppedInvites, sl.Name)
+			continue
+		case sl.Unattended() && !o.KeepUnattended:
+			if err := t.DeleteSlot(sl.Name); err != nil {
+				return err
+			}
+			out.DroppedUnattended = append(out.DroppedUnattended, sl.Name)
 			continue
 		case sl.Unattended():
 			// A new key and a new hand-over key, no pending key: a
@@ -421,6 +446,9 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 	d := fmt.Sprintf("%d admin slots get the new key at their next login", len(out.HandedOver))
 	if len(out.Remade) > 0 {
 		d += fmt.Sprintf("; unattended slots %q bound again under new keys", out.Remade)
+	}
+	if len(out.DroppedUnattended) > 0 {
+		d += fmt.Sprintf("; unattended slots %q removed", out.DroppedUnattended)
 	}
 	if recovery != nil {
 		d += "; recovery code regenerated"

@@ -188,7 +188,7 @@ func TestRemoveRekeyLocksOutAnOldCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), false)
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{})
 	if err != nil {
 		t.Fatalf("rekey: %v", err)
 	}

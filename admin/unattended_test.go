@@ -112,7 +112,7 @@ func TestRekeyRemakesUnattendedSlots(t *testing.T) {
 	}
 	before := rawSlotOf(t, m, "tang-1")
 	gen := generationOf(t, m)
-	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "unattended slots") {
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{KeepUnattended: true}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "unattended slots") {
 		t.Fatalf("rekey with no way to make bindings: %v", err)
 	}
 	o := opts()
@@ -120,7 +120,7 @@ func TestRekeyRemakesUnattendedSlots(t *testing.T) {
 		return nil, errors.New("the TPM did not answer")
 	}
 	m = reopenWith(t, m, path, o)
-	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err == nil || !strings.Contains(err.Error(), `"tang-1" could not be`) || !strings.Contains(err.Error(), "nothing was changed") {
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{KeepUnattended: true}); err == nil || !strings.Contains(err.Error(), `"tang-1" could not be`) || !strings.Contains(err.Error(), "the rekey changed nothing") {
 		t.Fatalf("rekey when a slot cannot be made again: %v", err)
 	}
 	if generationOf(t, m) != gen || !bytes.Equal(rawSlotOf(t, m, "tang-1"), before) {
@@ -135,7 +135,7 @@ func TestRekeyRemakesUnattendedSlots(t *testing.T) {
 		return append([]byte("fake:"), k...), nil
 	}
 	m = reopenWith(t, m, path, o)
-	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), false)
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{KeepUnattended: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,10 +295,35 @@ func TestCheckFindsAnUnattendedSlotHandedOver(t *testing.T) {
 		return append([]byte("fake:"), k...), nil
 	}
 	m = reopenWith(t, m, path, o)
-	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), false); err != nil {
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{KeepUnattended: true}); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !c.OK() || len(c.HandedOver) != 0 {
 		t.Fatalf("check after a rekey: %v %+v", err, c)
+	}
+}
+
+// By default a rekey removes the unattended slots: whoever could change the
+// file before it may have chosen their servers. It needs no way to make
+// bindings, and says which it removed.
+func TestRekeyRemovesUnattendedSlotsByDefault(t *testing.T) {
+	t.Parallel()
+	m, _ := newStore(t)
+	var kek []byte
+	if _, err := m.Bind(ctx, "alice", []byte(pwAlice), "tang-1", fakeBinding(&kek)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.DroppedUnattended) != 1 || res.DroppedUnattended[0] != "tang-1" || len(res.Remade) != 0 {
+		t.Fatalf("rekey: dropped %q, remade %q", res.DroppedUnattended, res.Remade)
+	}
+	if slots, _, err := m.UnattendedSlots(); err != nil || len(slots) != 0 {
+		t.Fatalf("after the rekey: %d unattended slots, %v", len(slots), err)
+	}
+	if c, err := m.Check(ctx, "alice", []byte(pwAlice)); err != nil || !c.OK() {
+		t.Fatalf("check after rekey: %v %+v", err, c)
 	}
 }

@@ -215,7 +215,7 @@ func cutDetail(d string, over int) string {
 	cut := (over+len(appendString(nil, Truncated)))*len(d)/enc + 1
 	keep := len(d) - cut
 	if keep <= 0 {
-		return Truncated[1:]
+		return "" // the rest of the event alone does not fit: Append says so
 	}
 	for keep > 0 && !utf8.RuneStart(d[keep]) {
 		keep--

@@ -459,3 +459,48 @@ func TestLongDetailIsCutNotTheBatch(t *testing.T) {
 		}
 	}
 }
+
+// Invalid UTF-8 in an event (an unknown name someone typed, a tool's
+// output) is written as U+FFFD and the chain still verifies: the canonical
+// form of the decoded body is the body (the second independent review found
+// a `\ufffd` escape that a verifier's re-encoding did not reproduce). An
+// event too long without its detail fails, rather than loop.
+func TestInvalidUTF8VerifiesAndOversizeEnds(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	err := f.kr.Update(func(tx *keyring.Tx) error {
+		h, err := Append(tx, key, keyring.Events, f.state(keyring.Events),
+			Event{Kind: KindUnseal, Outcome: WrongPassword, Actor: "x\xff\xfey", Detail: "tpm2: \xc3(", Peer: &Peer{Unit: "a\x80.service"}})
+		if h != nil {
+			f.root.Events.KeyedSeq, f.root.Events.KeyedMAC = h.Seq, h.MAC
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.verify(key); err != nil || rep.Events.Records != 1 {
+		t.Fatalf("a record with invalid UTF-8 does not verify: %+v %v", rep, err)
+	}
+	var recs []Record
+	f.kr.View(func(tx *keyring.Tx) error { recs = List(tx, Filter{}); return nil })
+	if len(recs) != 1 || recs[0].Actor != "x\uFFFD\uFFFDy" || recs[0].Detail != "tpm2: \uFFFD(" {
+		t.Fatalf("records: %+v", recs)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- f.kr.Update(func(tx *keyring.Tx) error {
+			_, err := Append(tx, key, keyring.Events, f.state(keyring.Events),
+				Event{Kind: KindRead, Outcome: Served, Peer: &Peer{Unit: strings.Repeat("u", MaxBody)}, Detail: "d"})
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "exceeds") {
+			t.Fatalf("an event too long without its detail: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append did not end on an event too long without its detail")
+	}
+}

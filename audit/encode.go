@@ -55,8 +55,11 @@ func appendEvent(b []byte, ev *Event) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString writes s as a JSON string the way encoding/json does: HTML
-// characters and U+2028/U+2029 escaped, invalid UTF-8 replaced by U+FFFD.
+// appendString writes s as a JSON string the way encoding/json does (HTML
+// characters and U+2028/U+2029 escaped), except that each invalid UTF-8
+// byte becomes U+FFFD as it is, not the escape \ufffd: decoding gives that
+// rune, and encoding it again must give the same bytes (the canonical form
+// a verifier checks).
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
@@ -91,7 +94,7 @@ func appendString(b []byte, s string) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
+			b = append(b, "\uFFFD"...)
 			i += size
 			start = i
 			continue

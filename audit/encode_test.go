@@ -3,8 +3,10 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendEventMatchesJSON(t *testing.T) {
@@ -13,20 +15,54 @@ func TestAppendEventMatchesJSON(t *testing.T) {
 	times := []time.Time{time.Unix(0, 0).UTC(), time.Unix(1_800_000_000, 123456789).UTC(), time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)}
 	for i, s := range odd {
 		for j, peer := range []*Peer{nil, {UID: 0, GID: 65534, PID: -1}, {UID: 4294967295, GID: 1, PID: 2147483647, Unit: s}} {
-			ev := Event{Time: times[i%len(times)], Kind: Kind("k" + s), Actor: s, Target: s, Client: s, Peer: peer, Outcome: Outcome(s), Detail: s}
-			if j == 2 {
-				first := times[(i+1)%len(times)]
-				ev.Count, ev.First = int64(i)*1000+1, &first
+			mk := func(s string, peer *Peer) Event {
+				ev := Event{Time: times[i%len(times)], Kind: Kind("k" + s), Actor: s, Target: s, Client: s, Peer: peer, Outcome: Outcome(s), Detail: s}
+				if j == 2 {
+					first := times[(i+1)%len(times)]
+					ev.Count, ev.First = int64(i)*1000+1, &first
+				}
+				return ev
 			}
-			want, err := json.Marshal(ev)
+			ev := mk(s, peer)
+			// As encoding/json writes the same event with each invalid byte
+			// already U+FFFD (it would write the escape \ufffd instead).
+			vp := peer
+			if peer != nil && peer.Unit != "" {
+				vp = &Peer{UID: peer.UID, GID: peer.GID, PID: peer.PID, Unit: perByteValid(peer.Unit)}
+			}
+			want, err := json.Marshal(mk(perByteValid(s), vp))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := appendEvent(nil, &ev); !bytes.Equal(got, want) {
+			got := appendEvent(nil, &ev)
+			if !bytes.Equal(got, want) {
 				t.Errorf("%q:\n got %s\nwant %s", s, got, want)
+			}
+			// Canonical: decoding and encoding again gives the same bytes.
+			var back Event
+			if err := json.Unmarshal(got, &back); err != nil {
+				t.Fatal(err)
+			}
+			if again := appendEvent(nil, &back); !bytes.Equal(again, got) {
+				t.Errorf("%q: not canonical:\n%s\n%s", s, got, again)
 			}
 		}
 	}
+}
+
+// perByteValid replaces each invalid UTF-8 byte of s by U+FFFD.
+func perByteValid(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteString("\uFFFD")
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 func BenchmarkAppendEvent(b *testing.B) {

@@ -5,7 +5,7 @@ _sealbox_admin() {
 	for ((i = 1; i < COMP_CWORD; i++)); do
 		w=${COMP_WORDS[i]}
 		case $w in
-		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--tcti|--name|--thp|--pcrs|--kind|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
+		(--admin-socket|--keyring|--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--secret-file|--ask-dir|--timeout|--as|--name|--thp|--pcrs|--tcti|--kind|--expires|--to|--out|--gid|--uid|--unit|--client|--limit|--since|--until) ((i++)); continue ;;
 		(-*) continue ;;
 		esac
 		if [[ -z $cmd ]]; then
@@ -16,7 +16,7 @@ _sealbox_admin() {
 	done
 	case $prev in
 	(--admin-socket|--keyring|--secret-file|--ask-dir|--to|--out) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--tcti|--name|--thp|--pcrs|--kind|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
+	(--admin|--kdf-iterations|--kdf-max-memory|--kdf-memory|--kdf-parallelism|--kdf-time|--timeout|--as|--name|--thp|--pcrs|--tcti|--kind|--expires|--gid|--uid|--unit|--client|--limit|--since|--until) COMPREPLY=(); return ;;
 	esac
 	if [[ $cur == -* ]]; then
 		case "$cmd${sub:+ $sub}" in
@@ -26,7 +26,7 @@ _sealbox_admin() {
 		'seal') opts='' ;;
 		'status') opts='--json' ;;
 		'add') opts='--as --kdf-iterations --kdf-memory --kdf-parallelism' ;;
-		'remove') opts='--as --rekey --tcti' ;;
+		'remove') opts='--as --rekey' ;;
 		'bind tang') opts='--as --name --thp' ;;
 		'bind tpm2') opts='--as --name --pcrs --tcti' ;;
 		'bind threshold') opts='--as --name --tcti' ;;
@@ -41,7 +41,7 @@ _sealbox_admin() {
 		'passwd') opts='--kdf-iterations --kdf-memory --kdf-parallelism' ;;
 		'check') opts='--as --json --repair --yes' ;;
 		'rotate') opts='--as --secret-file' ;;
-		'rekey') opts='--as --keep-invites --tcti' ;;
+		'rekey') opts='--as --keep-invites --keep-unattended --tcti' ;;
 		'recovery regenerate') opts='--as' ;;
 		'backup') opts='--to' ;;
 		'export-secret') opts='--as --force --out' ;;

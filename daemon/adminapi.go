@@ -451,7 +451,7 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred, req *api.RotateRequest) 
 func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (any, error) {
 	var res *admin.Rekeyed
 	err := d.audit.exclusive(func() (err error) {
-		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, req.KeepInvites)
+		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, admin.RekeyOptions{KeepInvites: req.KeepInvites, KeepUnattended: req.KeepUnattended})
 		return err
 	})
 	d.logChange("rekey", req.Actor, "", cred, err)
@@ -459,7 +459,7 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (a
 		return nil, err
 	}
 	ans := api.RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
-		HandedOver: res.HandedOver, Remade: res.Remade, Stale: res.Stale, Generation: res.Generation, Identity: res.Identity}
+		HandedOver: res.HandedOver, Remade: res.Remade, DroppedUnattended: res.DroppedUnattended, Stale: res.Stale, Generation: res.Generation, Identity: res.Identity}
 	if res.Identity != "" && res.Identity != d.cfg.UnattendedIdentity {
 		d.log.Warn("the rekey drew a new keyring identity: unattended slots are not tried until unattended_identity in the configuration is the new one (the rekey printed it)")
 	}

@@ -151,20 +151,22 @@ type CheckRequest struct {
 // the new key instead of dropping them.
 type RekeyRequest struct {
 	AuthRequest
-	KeepInvites bool `json:"keep_invites,omitempty"`
+	KeepInvites    bool `json:"keep_invites,omitempty"`
+	KeepUnattended bool `json:"keep_unattended,omitempty"`
 }
 
 // RekeyAnswer is what a rekey did. RecoveryCode is the new recovery code,
 // shown once (absent if the keyring had none).
 type RekeyAnswer struct {
-	RecoveryCode   []byte   `json:"recovery_code,omitempty"`
-	DroppedInvites []string `json:"dropped_invites,omitempty"`
-	KeptInvites    []string `json:"kept_invites,omitempty"`
-	HandedOver     []string `json:"handed_over,omitempty"`
-	Remade         []string `json:"remade,omitempty"`
-	Stale          []string `json:"stale,omitempty"`
-	Generation     uint64   `json:"generation"`
-	Identity       string   `json:"identity,omitempty"`
+	RecoveryCode      []byte   `json:"recovery_code,omitempty"`
+	DroppedInvites    []string `json:"dropped_invites,omitempty"`
+	KeptInvites       []string `json:"kept_invites,omitempty"`
+	HandedOver        []string `json:"handed_over,omitempty"`
+	Remade            []string `json:"remade,omitempty"`
+	DroppedUnattended []string `json:"dropped_unattended,omitempty"`
+	Stale             []string `json:"stale,omitempty"`
+	Generation        uint64   `json:"generation"`
+	Identity          string   `json:"identity,omitempty"`
 }
 
 // Status is the admin socket's view of the daemon.

@@ -346,13 +346,13 @@ func (c *Client) CheckPassword(ctx context.Context, before audit.Kind, actor str
 
 // Rekey replaces the DataKey. The answer's recovery code is the caller's to
 // show once and wipe.
-func (c *Client) Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error) {
+func (c *Client) Rekey(ctx context.Context, actor string, actorPw []byte, o admin.RekeyOptions) (*admin.Rekeyed, error) {
 	var ans RekeyAnswer
-	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: keepInvites}, &ans); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: o.KeepInvites, KeepUnattended: o.KeepUnattended}, &ans); err != nil {
 		return nil, err
 	}
 	return &admin.Rekeyed{RecoveryCode: ans.RecoveryCode, DroppedInvites: ans.DroppedInvites, KeptInvites: ans.KeptInvites,
-		HandedOver: ans.HandedOver, Remade: ans.Remade, Stale: ans.Stale, Generation: ans.Generation, Identity: ans.Identity}, nil
+		HandedOver: ans.HandedOver, Remade: ans.Remade, DroppedUnattended: ans.DroppedUnattended, Stale: ans.Stale, Generation: ans.Generation, Identity: ans.Identity}, nil
 }
 
 // Backup streams a consistent copy of the keyring into w.

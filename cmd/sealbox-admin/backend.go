@@ -31,7 +31,7 @@ type backend interface {
 	Enroll(ctx context.Context, name string, code, pw []byte) error
 	RegenerateRecovery(ctx context.Context, actor string, actorPw []byte) ([]byte, error)
 	Rotate(ctx context.Context, actor string, actorPw []byte, secret []byte) (uint64, error)
-	Rekey(ctx context.Context, actor string, actorPw []byte, keepInvites bool) (*admin.Rekeyed, error)
+	Rekey(ctx context.Context, actor string, actorPw []byte, o admin.RekeyOptions) (*admin.Rekeyed, error)
 	Backup(ctx context.Context, w io.Writer) (int64, error)
 	CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error
 	AddAdminWith(ctx context.Context, actor string, actorPw []byte, name string, newPw []byte, kdf *keyring.Params) error

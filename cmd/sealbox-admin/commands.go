@@ -194,14 +194,18 @@ func (c *cli) remove(o *opts) error {
 	if o.rekey && o.pos[0] == o.as {
 		return usagef("remove %s --rekey: once removed, %s cannot rekey; remove, then another admin runs: sealbox-admin rekey --as NAME", o.as, o.as)
 	}
-	c.tcti = o.tcti
 	return c.asActor(o, func(b backend, apw []byte) error {
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
 		if o.rekey {
-			return c.doRekey(b, o.as, apw, false)
+			// Offboarding: nothing the removed admin could have shaped is
+			// kept, unattended slots included.
+			if err := c.doRekey(b, o.as, apw, admin.RekeyOptions{}); err != nil {
+				return fmt.Errorf("%s was removed, but the rekey did not run, so the DataKey %s knew is still current: %w; rekey now: sealbox-admin rekey --as %s", o.pos[0], o.pos[0], err, o.as)
+			}
+			return nil
 		}
 		actor := o.as
 		if o.pos[0] == o.as {

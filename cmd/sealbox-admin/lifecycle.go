@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/admin/api"
 
 	"github.com/sealbox/sealbox/internal/memlock"
@@ -112,12 +113,12 @@ func (c *cli) rotate(o *opts) error {
 func (c *cli) rekey(o *opts) error {
 	c.tcti = o.tcti
 	return c.asActor(o, func(b backend, apw []byte) error {
-		return c.doRekey(b, o.as, apw, o.keepInvites)
+		return c.doRekey(b, o.as, apw, admin.RekeyOptions{KeepInvites: o.keepInvites, KeepUnattended: o.keepUnattended})
 	})
 }
 
-func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) error {
-	res, err := b.Rekey(c.ctx, actor, apw, keepInvites)
+func (c *cli) doRekey(b backend, actor string, apw []byte, ro admin.RekeyOptions) error {
+	res, err := b.Rekey(c.ctx, actor, apw, ro)
 	if err != nil {
 		return err
 	}
@@ -126,8 +127,12 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, keepInvites bool) err
 	if len(res.HandedOver) > 0 {
 		fmt.Fprintf(c.stdout, "admins who take the new key at their next login: %s\n", strings.Join(res.HandedOver, ", "))
 	}
+	if len(res.DroppedUnattended) > 0 {
+		fmt.Fprintf(c.stdout, "removed unattended slots: %s (whoever could change the file before this rekey may have chosen their servers: bind them again, confirming each thumbprint)\n", strings.Join(res.DroppedUnattended, ", "))
+	}
 	if len(res.Remade) > 0 {
 		fmt.Fprintf(c.stdout, "unattended slots bound again under new keys: %s\n", strings.Join(res.Remade, ", "))
+		fmt.Fprintf(c.stderr, "sealbox-admin: warning: unattended slots %s were kept, bound again to the servers, PCRs and members the file holds: if a removed admin could change the file before this rekey, they may have chosen them (sealbox-admin slots shows each binding)\n", strings.Join(res.Remade, ", "))
 	}
 	if len(res.DroppedInvites) > 0 {
 		fmt.Fprintf(c.stdout, "dropped invites: %s (invite them again if they should still join)\n", strings.Join(res.DroppedInvites, ", "))

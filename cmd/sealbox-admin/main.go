@@ -178,31 +178,32 @@ type command struct {
 
 // opts collects every flag a command may take.
 type opts struct {
-	pos          []string
-	set          map[string]bool // the flags given on the command line
-	as           string
-	admin        string
-	secretFile   string
-	kdfTime      string
-	kdfMaxMemory uint
-	json         bool
-	recovery     bool
-	expires      string
-	to           string
-	rekey        bool
-	recoveryCode bool
-	uid, gid     int64
-	since, until string
-	jsonl        bool
-	follow       bool
-	auditUID     int64
-	client       string
-	limit        int
-	repair       bool
-	yes          bool
-	reads        bool
-	keepInvites  bool
-	unit         string
+	pos            []string
+	set            map[string]bool // the flags given on the command line
+	as             string
+	admin          string
+	secretFile     string
+	kdfTime        string
+	kdfMaxMemory   uint
+	json           bool
+	recovery       bool
+	expires        string
+	to             string
+	rekey          bool
+	recoveryCode   bool
+	uid, gid       int64
+	since, until   string
+	jsonl          bool
+	follow         bool
+	auditUID       int64
+	client         string
+	limit          int
+	repair         bool
+	yes            bool
+	reads          bool
+	keepInvites    bool
+	keepUnattended bool
+	unit           string
 	slotOpts
 	bindOpts
 }

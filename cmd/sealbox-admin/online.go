@@ -65,9 +65,9 @@ func (o *online) RemoveAdmin(ctx context.Context, actor string, apw []byte, name
 	return o.Client.RemoveAdmin(ctx, actor, apw, name)
 }
 
-func (o *online) Rekey(ctx context.Context, actor string, apw []byte, keepInvites bool) (*admin.Rekeyed, error) {
+func (o *online) Rekey(ctx context.Context, actor string, apw []byte, ro admin.RekeyOptions) (*admin.Rekeyed, error) {
 	o.deriving(actor)
-	return o.Client.Rekey(ctx, actor, apw, keepInvites)
+	return o.Client.Rekey(ctx, actor, apw, ro)
 }
 
 func (o *online) CheckPassword(ctx context.Context, before audit.Kind, actor string, pw []byte) error {

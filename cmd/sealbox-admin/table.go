@@ -71,8 +71,7 @@ var commands = []*command{
 		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
-			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password)")
-			tpmFlags(fs, o)
+			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password; unattended slots are removed)")
 		},
 		do: (*cli).remove,
 	},
@@ -195,10 +194,11 @@ var commands = []*command{
 	},
 	{
 		name: "rekey", summary: "replace the DataKey (after removing an admin)", required: []string{"as"},
-		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once), outstanding invites are dropped, unless\n--keep-invites, and every unattended slot is bound again under a new key\n(tpm2 ones need the TPM: through the daemon, sealboxd's tpm2_tcti; on the\nfile, --tcti). Prompt: ACTOR's password.",
+		help: "Replace the DataKey, so that an old copy of the keyring and a removed\nadmin's password open nothing written from now on. The other admins keep\ntheir passwords; their slots take the new key at their next login. It ends\nevery credential a removed admin could know: the recovery code is replaced\n(the new one is printed once), outstanding invites are dropped, unless\n--keep-invites, and unattended slots are removed, unless --keep-unattended,\nwhich binds each again under a new key, to what the file holds (tpm2 ones\nneed the TPM: through the daemon, sealboxd's tpm2_tcti; on the file,\n--tcti). Prompt: ACTOR's password.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
 			fs.BoolVar(&o.keepInvites, "keep-invites", false, "hand outstanding invites the new key instead of dropping them (their codes keep working)")
+			fs.BoolVar(&o.keepUnattended, "keep-unattended", false, "bind the unattended slots again under new keys instead of removing them (to the servers, PCRs and members the file holds: not after removing an admin)")
 			tpmFlags(fs, o)
 		},
 		do: (*cli).rekey,

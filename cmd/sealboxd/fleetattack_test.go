@@ -14,6 +14,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,8 +161,8 @@ func TestUnboundTangSlotPutBackDoesNotUnseal(t *testing.T) {
 	e.bindTang(tg, "tang-a")
 	kept := rawSlot(t, e.keyring, "tang-a")
 
-	// Rekey: the slot is handed over (pending) and still opens by itself.
-	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--as", "alice")
+	// Rekey, keeping it: the slot is bound again and still opens by itself.
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--keep-unattended", "--as", "alice")
 	cfg := fleetConfig(t, e, 2*time.Second, "") // the rekey draws a new identity
 	if st, _ := coldStart(e, cfg, 5*time.Second); st.UnsealedBy != "tang-a" {
 		t.Fatalf("after rekey: unsealed by %q", st.UnsealedBy)
@@ -444,8 +446,10 @@ func forgeTangKeyring(t *testing.T, path, url string, secret []byte, identity fu
 // (its escrow). A rekey that handed unattended slots over would seal the new
 // DataKey under those same hand-over keys, and unattended slots never fold,
 // so the removed admin could read the new DataKey from the current file with
-// no password, server or TPM (the independent review's break). The rekey
-// binds them again instead: no pending key, a new escrow, a new slot key.
+// no password, server or TPM (the independent review's break). A rekey that
+// keeps them (--keep-unattended, here after a remove that had no reason to
+// distrust the bindings) binds them again instead: no pending key, a new
+// escrow, a new slot key. By default a rekey removes them (next test).
 func TestRekeyLeavesARemovedAdminNothingInUnattendedSlots(t *testing.T) {
 	t.Parallel()
 	tg, tpm := fleettest.StartTang(t), fleettest.StartSWTPM(t)
@@ -458,8 +462,8 @@ func TestRekeyLeavesARemovedAdminNothingInUnattendedSlots(t *testing.T) {
 	// The TPM does not answer: the rekey stops before it changes anything.
 	before := map[string][]byte{"tang-1": rawSlot(t, e.keyring, "tang-1"), "tpm-1": rawSlot(t, e.keyring, "tpm-1")}
 	tpm.Stop()
-	r := e.admin(5, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--tcti", tpm.TCTI(), "--as", "alice")
-	if r.code == 0 || !strings.Contains(r.out, `slot "tpm-1" could not be`) || !strings.Contains(r.out, "nothing was changed") {
+	r := e.admin(5, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--keep-unattended", "--tcti", tpm.TCTI(), "--as", "alice")
+	if r.code == 0 || !strings.Contains(r.out, `slot "tpm-1" could not be`) || !strings.Contains(r.out, "the rekey changed nothing") {
 		t.Fatalf("rekey with the TPM down: %d %s", r.code, r.out)
 	}
 	for name, raw := range before {
@@ -469,9 +473,10 @@ func TestRekeyLeavesARemovedAdminNothingInUnattendedSlots(t *testing.T) {
 	}
 	tpm.Reboot() // the same TPM state, PCRs as at boot
 
-	r = e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--rekey", "--tcti", tpm.TCTI(), "--as", "alice")
-	if !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") {
-		t.Fatalf("remove --rekey: %s", r.out)
+	e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--as", "alice")
+	r = e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "rekey", "--keep-unattended", "--tcti", tpm.TCTI(), "--as", "alice")
+	if !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") || !strings.Contains(r.out, "warning: unattended slots tang-1, tpm-1 were kept") {
+		t.Fatalf("rekey --keep-unattended: %s", r.out)
 	}
 
 	// Bob, with his copy and his old password (FORMAT.md, bare primitives).
@@ -550,7 +555,7 @@ func TestRekeyLeavesARemovedAdminNothingInUnattendedSlots(t *testing.T) {
 	e.stop(15)
 	tpmBefore := rawSlot(t, e.keyring, "tpm-1")
 	coldStart(e, cfg, 10*time.Second)
-	if r := e.online(0, pwAlice+"\n", "rekey", "--as", "alice"); !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") {
+	if r := e.online(0, pwAlice+"\n", "rekey", "--keep-unattended", "--as", "alice"); !strings.Contains(r.out, "unattended slots bound again under new keys: tang-1, tpm-1") {
 		t.Fatalf("rekey through the daemon: %s", r.out)
 	}
 	e.stop(15)
@@ -677,4 +682,132 @@ func TestForgedReplyTextNeitherFloodsNorErasesTheAuditLog(t *testing.T) {
 			t.Fatalf("%s: %d client reads made, %d recorded", through, reads, logged)
 		}
 	}
+}
+
+// The second independent review's break: an admin (while still one, or
+// after removal with the DataKey of before the rekey) rewrites a Tang slot
+// so that its binding holds the advertisement of a server of their own,
+// under the site's URL, and re-signs the state: nothing in the file can tell.
+// A rekey that kept the slot would bind it again to that advertisement, and
+// the removed admin would open it from any later copy of the file, with no
+// site server. So offboarding (remove --rekey, and a rekey by default)
+// removes every unattended slot, and says to bind them again.
+func TestOffboardingRemovesAPlantedTangBinding(t *testing.T) {
+	t.Parallel()
+	site, own := fleettest.StartTang(t), fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(site, "tang-1")
+	// bob, still an admin, plants his server's advertisement in tang-1.
+	plantTang(t, e.keyring, "tang-1", site, own)
+	if got := bobOpens(t, e.keyring, "tang-1", own); got == nil {
+		t.Fatal("the plant does not work (the test is wrong)")
+	}
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--rekey", "--as", "alice")
+	if !strings.Contains(r.out, "removed unattended slots: tang-1") {
+		t.Fatalf("remove --rekey: %s", r.out)
+	}
+	if out := e.admin(0, "", "--keyring", e.keyring, "slots").out; strings.Contains(out, "tang-1") {
+		t.Fatalf("tang-1 is still there after the offboarding rekey:\n%s", out)
+	}
+	// Bound again by alice, confirming the site's thumbprint: bob's server
+	// opens nothing in any later copy of the file.
+	e.bindTang(site, "tang-1")
+	site.Stop()
+	if got := bobOpens(t, e.keyring, "tang-1", own); got != nil {
+		t.Fatalf("after offboarding, bob's own Tang server opens tang-1 and gives %q", got)
+	}
+	if out := e.admin(0, "", "--keyring", e.keyring, "audit").out; !strings.Contains(out, "removed") || !strings.Contains(out, "tang-1") {
+		t.Fatalf("the rekey's record does not name the removed slot:\n%s", lastLines(out, 6))
+	}
+}
+
+// plantTang rewrites slot name as bob would with the current DataKey (his
+// password, while he is an admin): a binding under the site's URL that holds
+// own's advertisement, the state re-signed, no audit record.
+func plantTang(t *testing.T, path, name string, site, own *fleettest.Tang) {
+	t.Helper()
+	ownAdv, err := tang.Fetch(context.Background(), tang.Client(time.Second), own.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake, err := tang.ParseAdv(site.URL, ownAdv.JWS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	editFile(t, path, func(tx *keyring.Tx) error {
+		h, err := tx.Header()
+		if err != nil {
+			return err
+		}
+		bs, err := tx.Slot("bob")
+		if err != nil {
+			return err
+		}
+		k, err := unseal.OpenSlot(h, bs, []byte(pwBob), memlock.Options{AllowUnlocked: true})
+		if err != nil {
+			return err
+		}
+		defer k.Destroy()
+		old, err := tx.Slot(name)
+		if err != nil {
+			return err
+		}
+		kek := bytes.Repeat([]byte{7}, 32)
+		binding, err := tang.Encrypt(fake, kek)
+		if err != nil {
+			return err
+		}
+		s, err := k.SealSlotKEK(name, keyring.KindTang, binding, kek, old.Created)
+		if err != nil {
+			return err
+		}
+		if err := tx.PutSlot(s); err != nil {
+			return err
+		}
+		root, err := tx.Root()
+		if err != nil {
+			return err
+		}
+		_, err = k.Sign(tx, root, nil, nil, nil)
+		return err
+	})
+}
+
+// bobOpens is bob with a read-only copy of the file and his own Tang server
+// (none of the site's): the master secret if slot name opens, else nil.
+func bobOpens(t *testing.T, path, name string, own *fleettest.Tang) []byte {
+	t.Helper()
+	var h *keyring.Header
+	var s *keyring.Slot
+	var sec *keyring.Secret
+	rvRead(t, path, func(tx *keyring.Tx) error {
+		var err error
+		if h, err = tx.Header(); err != nil {
+			return err
+		}
+		if sec, err = tx.Secret(); err != nil {
+			return err
+		}
+		s, err = tx.Slot(name)
+		return err
+	})
+	addr := strings.TrimPrefix(own.URL, "http://")
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}}}
+	kek := make([]byte, 32)
+	if err := tang.Recover(context.Background(), c, s.Binding, kek); err != nil {
+		return nil
+	}
+	k, err := unseal.OpenSlotKEK(h, s, kek, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil
+	}
+	defer k.Destroy()
+	b, err := k.DecryptSecret(sec, memlock.Options{AllowUnlocked: true})
+	if err != nil {
+		return nil
+	}
+	defer b.Destroy()
+	return bytes.Clone(b.Bytes())
 }

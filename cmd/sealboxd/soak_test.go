@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/admin/api"
 
 	"github.com/sealbox/sealbox/internal/testbin"
@@ -149,7 +150,7 @@ func TestReadsDuringChanges(t *testing.T) {
 		if _, err := ac.Rotate(ctx, "alice", []byte(pwAlice), next); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ac.Rekey(ctx, "alice", []byte(pwAlice), false); err != nil {
+		if _, err := ac.Rekey(ctx, "alice", []byte(pwAlice), admin.RekeyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := ac.Seal(ctx); err != nil {
