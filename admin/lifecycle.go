@@ -264,6 +264,7 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 		remade, err = m.remakeUnattended(ctx)
 		defer remade.destroy()
 		if err != nil {
+			m.refused(ctx, s, op{kind: audit.KindAdminRekey}, err)
 			return nil, err
 		}
 	}
