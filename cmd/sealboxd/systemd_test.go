@@ -64,8 +64,8 @@ func TestUnitExposureScore(t *testing.T) {
 		"sealboxd.service":      {"SupplementaryGroups=sealbox-unattended\n"},
 		"sealbox-tang.socket":   {"SocketUser=root", "SocketGroup=sealbox-unattended", "SocketMode=0660", "Accept=yes", "ListenStream=/run/sealbox-unattended/tang.sock"},
 		"sealbox-tpm2.socket":   {"SocketUser=root", "SocketGroup=sealbox-unattended", "SocketMode=0660", "Accept=yes", "ListenStream=/run/sealbox-unattended/tpm2.sock"},
-		"sealbox-tang@.service": {"PrivateDevices=yes", "IPAddressDeny=any", "RestrictAddressFamilies=AF_INET AF_INET6\n", "--kind tang"},
-		"sealbox-tpm2@.service": {"PrivateNetwork=yes", "RestrictAddressFamilies=none", "DeviceAllow=/dev/tpmrm0 rw", "--kind tpm2"},
+		"sealbox-tang@.service": {"DynamicUser=yes\n", "PrivateDevices=yes", "IPAddressDeny=any", "RestrictAddressFamilies=AF_INET AF_INET6\n", "--kind tang"},
+		"sealbox-tpm2@.service": {"DynamicUser=yes\n", "PrivateNetwork=yes", "RestrictAddressFamilies=none", "DeviceAllow=/dev/tpmrm0 rw", "--kind tpm2"},
 	} {
 		raw, _ := os.ReadFile(filepath.Join("..", "..", name))
 		for _, want := range wants {

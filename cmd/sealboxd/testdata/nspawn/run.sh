@@ -201,11 +201,11 @@ fi
 # what it runs and its stdio, and the tss group this container lacks).
 for u in sealbox-tang@probe sealbox-tpm2@probe; do
   mkdir -p "/etc/systemd/system/$u.service.d"
-  printf '[Service]\nType=oneshot\nStandardInput=null\nStandardOutput=journal\nSupplementaryGroups=\nExecStart=\nExecStart=/bin/sh -c "test -r /etc/hostname || exit 3; cat /var/lib/sealbox/keyring.db >/dev/null 2>&1 && exit 4; exit 0"\n' >"/etc/systemd/system/$u.service.d/probe.conf"
+  printf '[Service]\nType=oneshot\nStandardInput=null\nStandardOutput=journal\nSupplementaryGroups=\nExecStart=\nExecStart=/bin/sh -c "test -r /etc/hostname || exit 3; cat /var/lib/sealbox/keyring.db >/dev/null 2>&1 && exit 4; [ $$(id -u) != %s ] || exit 5; exit 0"\n' "$(id -u sealbox)" >"/etc/systemd/system/$u.service.d/probe.conf"
 done
 systemctl daemon-reload
 for u in sealbox-tang@probe sealbox-tpm2@probe; do
-  systemctl start "$u.service" || fail "$u: the helper's sandbox lets it read the keyring (exit $(systemctl show -p ExecMainStatus --value "$u.service"))"
+  systemctl start "$u.service" || fail "$u: the helper's sandbox lets it read the keyring (exit 4) or runs it as the sealbox user (exit 5): exit $(systemctl show -p ExecMainStatus --value "$u.service")"
 done
 
 systemctl stop sealboxd || fail stop
