@@ -372,11 +372,14 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 	if err := t.PutHeader(h); err != nil {
 		return err
 	}
-	if t.RawIdentity() != nil {
+	{
 		// A new identity, not the old one under the new DataKey: whoever
 		// held the old DataKey (a removed admin) knows the old identity and
 		// could give a state they forge under a key of their own. Its pin
-		// must go into sealboxd's configuration again.
+		// must go into sealboxd's configuration again. Drawn even when the
+		// file has no identity record: the record is not under the state
+		// root, so a writer could have deleted it to keep the rekey quiet
+		// about a pin that sealboxd's configuration still holds.
 		next, err := k2.NewIdentity()
 		if err != nil {
 			return err

@@ -150,7 +150,18 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, ro admin.RekeyOptions
 	}
 	if res.Identity != "" {
 		fmt.Fprintf(c.stdout, "keyring identity: %s\n", res.Identity)
-		fmt.Fprintf(c.stderr, "sealbox-admin: the rekey drew a new keyring identity (the old one is known to whoever held the old DataKey): unattended slots unseal again once sealboxd's configuration pins it (as root, in /etc/sealbox/sealboxd.toml):\n  unattended_identity = %q\n", res.Identity)
+		fmt.Fprintf(c.stderr, "sealbox-admin: the rekey drew a new keyring identity. If sealboxd's configuration pins one (unattended_identity in /etc/sealbox/sealboxd.toml), it pins the old one, which now admits a keyring forged by whoever held the old DataKey: as root, set it now, to \"\" until unattended slots are bound again, then to:\n  unattended_identity = %q\n", res.Identity)
+	}
+	var admins []string
+	if list, err := b.ListAdmins(c.ctx); err == nil {
+		for _, a := range list {
+			if a.Kind == keyring.KindAdmin.String() {
+				admins = append(admins, a.Name)
+			}
+		}
+	}
+	if len(admins) > 0 {
+		fmt.Fprintf(c.stderr, "sealbox-admin: the new key went to these admin slots: %s. Until the rekey, whoever held the old DataKey could have added one straight into the file: remove any you do not know (sealbox-admin remove NAME --rekey)\n", strings.Join(admins, ", "))
 	}
 	fmt.Fprintln(c.stderr, "sealbox-admin: hint: to finish offboarding, every other admin changes their password (sealbox-admin passwd NAME): until then, someone who kept an old copy of the file and can write it could redirect their slots (keyring/FORMAT.md, Rekey); to also change what an old copy reveals, rotate the master secret")
 	return nil

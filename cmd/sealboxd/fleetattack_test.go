@@ -30,6 +30,7 @@ import (
 	"github.com/sealbox/sealbox/unseal"
 	"github.com/sealbox/sealbox/unseal/tang"
 	"github.com/sealbox/sealbox/unseal/unattended"
+	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -812,4 +813,34 @@ func bobOpens(t *testing.T, path, name string, own *fleettest.Tang) []byte {
 	}
 	defer b.Destroy()
 	return bytes.Clone(b.Bytes())
+}
+
+// The third review: a keyless writer deletes the identity record (it is not
+// under the state root) so that the offboarding rekey would not say that the
+// pin in sealboxd's configuration is now the old one. The rekey draws a new
+// identity anyway, and says to replace the pin; it names the admin slots
+// that took the new key, so that one planted straight into the file shows.
+func TestOffboardingRekeyAlwaysDrawsANewIdentity(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-1")
+	db, err := bolt.Open(e.keyring, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("meta")).Delete([]byte("identity")) })
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "remove", "bob", "--rekey", "--as", "alice")
+	for _, want := range []string{"keyring identity: ", "it pins the old one, which now admits a keyring forged", "the new key went to these admin slots: alice."} {
+		if !strings.Contains(r.out, want) {
+			t.Fatalf("remove --rekey without an identity record does not say %q:\n%s", want, r.out)
+		}
+	}
+	if id := e.identity(); id == "" || !strings.Contains(r.out, id) {
+		t.Fatalf("the rekey's identity %q is not the file's:\n%s", id, r.out)
+	}
 }
