@@ -460,8 +460,8 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (a
 	}
 	ans := api.RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
 		HandedOver: res.HandedOver, Remade: res.Remade, DroppedUnattended: res.DroppedUnattended, Stale: res.Stale, Generation: res.Generation, Identity: res.Identity}
-	if res.Identity != "" && res.Identity != d.cfg.UnattendedIdentity {
-		d.log.Warn("the rekey drew a new keyring identity: unattended slots are not tried until unattended_identity in the configuration is the new one (the rekey printed it)")
+	if d.cfg.UnattendedIdentity != "" && res.Identity != d.cfg.UnattendedIdentity {
+		d.log.Warn("the rekey drew a new keyring identity: unattended_identity in the configuration now pins the old one, which admits a keyring forged by whoever held the old DataKey; set it to \"\" until unattended slots are bound again, then to the new one (the rekey printed it)")
 	}
 	return &wipingAnswer{field: "recovery_code", code: res.RecoveryCode, rest: ans}, nil
 }
