@@ -213,23 +213,28 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) 
 		d.log.Warn("unseal failed", "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID, "error", err)
 		return nil, err
 	}
-	if !d.install(u, req.Admin, epoch, "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID) {
+	switch err := d.install(u, req.Admin, epoch, "admin", req.Admin, "uid", cred.UID, "gid", cred.GID, "pid", cred.PID); {
+	case errors.Is(err, errSealedMeanwhile):
 		d.log.Warn("a seal arrived while the unseal was in progress; the seal wins", "admin", req.Admin)
 		return nil, apiError(errclass.Refused, "sealed while the unseal was in progress: the seal wins; unseal again if that was not meant")
+	case err != nil:
+		d.log.Warn("unseal not installed", "admin", req.Admin, "error", err)
+		return nil, apiError(errclass.Refused, err.Error()+": it read the secret before; unseal again")
 	}
 	return d.Status()
 }
 
 // install puts what an unseal decrypted in the vault and takes its log
-// keys, unless a seal came since epoch: then it destroys it and reports
-// false. by names who unsealed; attrs go into the log line.
-func (d *Daemon) install(u *admin.Unsealed, by string, epoch uint64, attrs ...any) bool {
+// keys, unless a seal came since epoch or a rotate committed after the
+// unseal read the secret: then it destroys it and says which. by names who
+// unsealed; attrs go into the log line.
+func (d *Daemon) install(u *admin.Unsealed, by string, epoch uint64, attrs ...any) error {
 	keys := u.LogKeys
 	u.LogKeys = nil
 	d.audit.setKeys(keys)
-	if !d.vault.unseal(u, by, epoch) {
+	if err := d.vault.unseal(u, by, epoch); err != nil {
 		u.Destroy()
-		return false
+		return err
 	}
 	unseal.DropArena()
 	d.log.Info("unsealed", append(attrs, "memory_locked", u.Secret.Locked(), "clients", len(u.Clients), "generation", u.Generation)...)
@@ -238,7 +243,7 @@ func (d *Daemon) install(u *admin.Unsealed, by string, epoch uint64, attrs ...an
 	}
 	d.logResealed(u)
 	d.notify("STATUS=unsealed")
-	return true
+	return nil
 }
 
 // checkPassword tests an admin's password, sealed or not, without changing

@@ -94,7 +94,11 @@ type Daemon struct {
 	started     time.Time
 	notify      func(state string)
 	stopping    chan struct{}
-	stopOnce    sync.Once
+	// stopCtx is done once the daemon stops (close): work on behalf of a
+	// request that may outlast it, such as a reseal, ends with it.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+	stopOnce   sync.Once
 
 	svcLn, admLn   *peerListener
 	svcSrv, admSrv *connServer
@@ -125,6 +129,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		notify:   opts.Notify,
 		stopping: make(chan struct{}),
 	}
+	d.stopCtx, d.stopCancel = context.WithCancel(context.Background())
 	d.unattended.m = map[string]*api.UnattendedAttempt{}
 	if d.notify == nil {
 		d.notify = func(string) {}
@@ -187,7 +192,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		kr.Close()
 		return nil, err
 	}
-	d.vault.replaceClients(cs)
+	d.vault.replaceClients(0, cs)
 	ln, err := listenUnix(cfg.Socket, ServiceSocketMode)
 	if err != nil {
 		kr.Close()
@@ -363,6 +368,7 @@ func (d *Daemon) close() {
 	d.stopOnce.Do(func() {
 		d.notify("STOPPING=1")
 		close(d.stopping)
+		d.stopCancel()
 		d.Seal("shutdown", nil)
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 		defer cancel()
@@ -397,7 +403,7 @@ func (d *Daemon) keepArena() {
 // the old ones. Each change's generation and state root are logged, so that
 // an operator can later tell an older copy of the file from the current one.
 func (d *Daemon) onCommit(c *admin.Commit) {
-	d.vault.replaceClients(c.Clients)
+	d.vault.replaceClients(c.Generation, c.Clients)
 	if c.LogKeys != nil {
 		d.audit.replaceKeys(c.LogKeys)
 	}

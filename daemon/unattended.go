@@ -263,14 +263,23 @@ func (d *Daemon) unsealUnattended(ctx context.Context, s *keyring.Slot, kek []by
 	if sealed, _ := d.vault.isSealed(); !sealed || d.vault.sealEpoch() != epoch {
 		return errAlreadyUnsealed
 	}
-	u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method, d.cfg.UnattendedIdentity)
-	if err != nil {
-		return recorded{err}
+	for try := 0; ; try++ {
+		u, err := d.mgr.UnsealKEK(ctx, s.Name, kek, method, d.cfg.UnattendedIdentity)
+		if err != nil {
+			return recorded{err}
+		}
+		switch err := d.install(u, s.Name, epoch, "slot", s.Name, "method", method); {
+		case err == nil:
+			return nil
+		case errors.Is(err, errRotatedMeanwhile) && try < 2:
+			// It read the secret before a rotate committed: read again.
+			continue
+		case errors.Is(err, errRotatedMeanwhile):
+			return err
+		default:
+			return errAlreadyUnsealed
+		}
 	}
-	if !d.install(u, s.Name, epoch, "slot", s.Name, "method", method) {
-		return errAlreadyUnsealed
-	}
-	return nil
 }
 
 // resealHook is admin.Options.Reseal: after an unseal, a tpm2 slot (or a
@@ -281,11 +290,23 @@ func (d *Daemon) resealHook(ctx context.Context, s *keyring.Slot) (func(kek []by
 	env := d.unattendedEnv()
 	check := d.unattendedEnv()
 	check.Timeout = min(env.Timeout, driftCheckTimeout)
-	need, why, err := unattended.NeedsReseal(ctx, check, s.Kind, s.Binding)
+	// The whole check, every tpm2 member of a threshold included, within
+	// driftCheckTimeout; and none of it past the daemon's stop.
+	cctx, cancel := context.WithTimeout(ctx, driftCheckTimeout)
+	defer cancel()
+	stop := context.AfterFunc(d.stopCtx, cancel)
+	defer stop()
+	need, why, err := unattended.NeedsReseal(cctx, check, s.Kind, s.Binding)
 	if err != nil || !need {
 		return nil, "", err
 	}
-	return func(kek []byte) ([]byte, error) { return unattended.Remake(ctx, env, s.Kind, s.Binding, kek) }, why, nil
+	return func(kek []byte) ([]byte, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(d.stopCtx, cancel)
+		defer stop()
+		return unattended.Remake(ctx, env, s.Kind, s.Binding, kek)
+	}, why, nil
 }
 
 func (d *Daemon) logResealed(u *admin.Unsealed) {

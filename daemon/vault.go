@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -41,6 +42,12 @@ type vault struct {
 	unitAnyUID bool
 	total      int
 	active     int
+	// clientsGen is the state root generation of the change that last
+	// replaced the clients (0: read at start, not verified), and
+	// latestVersion the newest master secret version rotated in, sealed or
+	// not: an unseal that read the file before either is stale in that.
+	clientsGen    uint64
+	latestVersion uint64
 	// unsealed is closed when the vault is unsealed, and replaced on seal;
 	// long-polling readers wait on it.
 	unsealed chan struct{}
@@ -80,11 +87,13 @@ func (v *vault) setClients(cs []*keyring.Client) {
 	v.unitUIDs, v.unitAnyUID = unitUIDs, unitAnyUID
 }
 
-// replaceClients swaps in a new client index (after a change).
-func (v *vault) replaceClients(cs []*keyring.Client) {
+// replaceClients swaps in a new client index, as of the change that made
+// state root generation gen (0 for the records read at start).
+func (v *vault) replaceClients(gen uint64, cs []*keyring.Client) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.setClients(cs)
+	v.clientsGen = max(v.clientsGen, gen)
 }
 
 // hasUnitClients reports whether some client that is not retired is
@@ -168,29 +177,43 @@ func (v *vault) sealEpoch() uint64 {
 // was requested since epoch: then it reports false and the caller destroys
 // u. If the vault was already unsealed (a race between two admins) the
 // newer secret wins and the older buffer is destroyed.
-func (v *vault) unseal(u *admin.Unsealed, by string, epoch uint64) bool {
+func (v *vault) unseal(u *admin.Unsealed, by string, epoch uint64) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.epoch != epoch {
-		return false
+		return errSealedMeanwhile
+	}
+	if u.Version < v.latestVersion {
+		return errRotatedMeanwhile
 	}
 	old := v.secret
 	v.secret, v.version, v.report = u.Secret, u.Version, u.Report
 	v.unsealedBy, v.unsealedAt = by, time.Now()
-	v.setClients(u.Clients)
+	// A change committed since the unseal read the file (a client
+	// disabled meanwhile, say) already put the newer clients here.
+	if v.clientsGen <= u.Generation {
+		v.setClients(u.Clients)
+	}
 	if old == nil {
 		close(v.unsealed)
 	} else {
 		old.Destroy()
 	}
-	return true
+	return nil
 }
+
+// Why an unseal was not installed.
+var (
+	errSealedMeanwhile  = errors.New("sealed while the unseal was in progress")
+	errRotatedMeanwhile = errors.New("the master secret was rotated while the unseal was in progress")
+)
 
 // rotate swaps in a new master secret if unsealed; otherwise it destroys it
 // (the next unseal reads the new one from the keyring).
 func (v *vault) rotate(secret *memlock.Buffer, version uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.latestVersion = max(v.latestVersion, version)
 	if v.secret == nil {
 		secret.Destroy()
 		return

@@ -844,3 +844,83 @@ func TestOffboardingRekeyAlwaysDrawsANewIdentity(t *testing.T) {
 		t.Fatalf("the rekey's identity %q is not the file's:\n%s", id, r.out)
 	}
 }
+
+// withFrozenTPM makes a keyring with k tpm2 slots on a swtpm and starts the
+// daemon with its TCTI and no pin (no unattended unseal); the TPM is then
+// frozen, so that every drift check after an admin unseal waits out its
+// deadline: the unseal record is committed seconds before it installs.
+func withFrozenTPM(t *testing.T, k int) *env {
+	t.Helper()
+	tpm := fleettest.StartSWTPM(t)
+	e := newEnv(t)
+	for i := range k {
+		e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "bind", "tpm2", "--pcrs", "7", "--tcti", tpm.TCTI(), "--name", fmt.Sprintf("tpm-%d", i), "--as", "alice")
+	}
+	e.start(nil, "--config", writeFile(t, e.dir, "frozen.toml", fmt.Sprintf("tpm2_tcti = %q\n", tpm.TCTI())))
+	tpm.Freeze()
+	return e
+}
+
+// unsealInBackground starts alice's unseal and returns once its record is
+// committed (the generation moved) while the daemon is still sealed, with a
+// channel that gets the CLI's exit code when it ends.
+func unsealInBackground(t *testing.T, e *env) chan int {
+	t.Helper()
+	gen0 := e.status().Generation
+	done := make(chan int, 1)
+	go func() {
+		done <- runCmd(t, pwAlice+"\n", adminBin, "--admin-socket", e.admSock, "unseal", "--admin", "alice").code
+	}()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if st := e.status(); st.Generation > gen0 {
+			if !st.Sealed {
+				t.Fatal("already unsealed: no window to show")
+			}
+			return done
+		}
+	}
+	t.Fatal("the unseal record never came")
+	return nil
+}
+
+// The fourth review: what an unseal read from the file is installed only
+// after its reseal step (seconds, with a TPM that does not answer). A
+// client disabled, or a secret rotated, in between must hold once it is
+// installed: the daemon keeps the newer clients, and refuses to install a
+// secret older than one rotated in (the admin unseals again).
+func TestChangesDuringAnUnsealOutliveIt(t *testing.T) {
+	requireRootTools(t)
+	t.Parallel()
+	t.Run("disable", func(t *testing.T) {
+		t.Parallel()
+		e := withFrozenTPM(t, 2)
+		done := unsealInBackground(t, e)
+		e.online(0, pwBob+"\n", "client", "disable", "svc", "--as", "bob")
+		if code := <-done; code != 0 {
+			t.Fatalf("the unseal failed: %d", code)
+		}
+		if st := e.status(); st.Sealed {
+			t.Fatal("not unsealed")
+		}
+		if code, _ := e.read(nobody, "/v1/secret"); code == 200 {
+			t.Fatal("a client disabled during the unseal is served once it installed")
+		}
+	})
+	t.Run("rotate", func(t *testing.T) {
+		t.Parallel()
+		e := withFrozenTPM(t, 2)
+		done := unsealInBackground(t, e)
+		sf := writeFile(t, e.dir, "new.secret", "the-new-secret-value")
+		os.Chmod(sf, 0o600)
+		e.online(0, pwBob+"\n", "rotate", "--as", "bob", "--secret-file", sf)
+		code := <-done
+		if st := e.status(); code == 0 || !st.Sealed {
+			t.Fatalf("an unseal that read the secret before a rotate was installed (exit %d, sealed %v)", code, st.Sealed)
+		}
+		// Unsealed again, it serves the rotated secret.
+		e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+		if code, body := e.read(nobody, "/v1/secret"); code != 200 || string(body) != "the-new-secret-value" {
+			t.Fatalf("after the second unseal: %d %q", code, body)
+		}
+	})
+}

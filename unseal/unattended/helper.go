@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -230,6 +231,12 @@ func ask(ctx context.Context, path string, req *HelperRequest, resp *HelperRespo
 	}
 	if resp.Code != "" {
 		clear(resp.Key)
+		// A helper answers for its own kind: a Tang helper that answers
+		// with a TPM's code (or the reverse) is broken, and its word must
+		// not make a failure permanent.
+		if k, _, _ := strings.Cut(resp.Code, "-"); (k == "tang" || k == "tpm2") && k != req.Kind {
+			return fmt.Errorf("%w: %s: a %s code (%s) for a %s request", ErrHelper, path, k, resp.Code, req.Kind)
+		}
 		return errOf(resp.Code, resp.Error)
 	}
 	return nil
@@ -355,12 +362,25 @@ func tpmSeal(ctx context.Context, env *Env, plaintext []byte, pcrs []int) ([]byt
 		if err := ask(ctx, path, &HelperRequest{Op: "seal", Kind: "tpm2", Plaintext: plaintext, PCRs: pcrs}, &resp); err != nil {
 			return nil, err
 		}
-		if _, err := tpm2.Parse(resp.Binding); err != nil {
+		b, err := tpm2.Parse(resp.Binding)
+		if err != nil {
 			return nil, fmt.Errorf("%w: the helper's binding: %v", ErrHelper, err)
+		}
+		// Sealed to the PCRs asked for, not others the helper chose.
+		if !slices.Equal(b.PCRs, sortedPCRs(pcrs)) {
+			return nil, fmt.Errorf("%w: the helper sealed to PCRs %s, not %v", ErrHelper, pcrList(b), pcrs)
 		}
 		return resp.Binding, nil
 	}
 	return tpm2.Seal(ctx, env.TPM, plaintext, pcrs)
+}
+
+// sortedPCRs returns pcrs ascending, without repeats, as a binding
+// lists them.
+func sortedPCRs(pcrs []int) []int {
+	out := slices.Clone(pcrs)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // tpmDrifted says whether b's PCRs changed, through the tpm2 helper if

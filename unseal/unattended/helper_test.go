@@ -1,19 +1,25 @@
 package unattended
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/sealbox/sealbox/internal/fleettest"
 	"github.com/sealbox/sealbox/keyring"
 	"github.com/sealbox/sealbox/unseal/tang"
+	"github.com/sealbox/sealbox/unseal/tpm2"
 )
 
 // serve runs ServeHelper on one end of a net.Pipe and returns what the
@@ -120,5 +126,69 @@ func TestReasonIsTheKindNotTheText(t *testing.T) {
 	long := fmt.Errorf("%w: %s", tang.ErrRefused, strings.Repeat("é", 1000))
 	if s := Brief(long); len(s) > maxHelperError+len("…") || !utf8.ValidString(s) {
 		t.Fatalf("brief: %d bytes", len(s))
+	}
+}
+
+// fakeHelper listens on dir/name as a helper of its own would, and answers
+// each connection with answer (given the request).
+func fakeHelper(t *testing.T, dir, name string, answer func(c net.Conn, req *HelperRequest)) {
+	t.Helper()
+	l, err := net.Listen("unix", filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var req HelperRequest
+				line, _ := bufio.NewReader(c).ReadBytes('\n')
+				json.Unmarshal(line, &req)
+				answer(c, &req)
+			}()
+		}
+	}()
+}
+
+// A broken or compromised helper cannot make sealboxd keep a binding to
+// PCRs it did not ask for (a reseal, a rekey --keep-unattended), nor make a
+// Tang failure permanent with a TPM's code (the fourth review).
+func TestHelperAnswersAreChecked(t *testing.T) {
+	t.Parallel()
+	tpm := fleettest.StartSWTPM(t)
+	cfg := tpm2.Config{TCTI: tpm.TCTI()}
+	dir := t.TempDir()
+	fakeHelper(t, dir, TPM2Socket, func(c net.Conn, req *HelperRequest) {
+		switch req.Op {
+		case "drifted":
+			json.NewEncoder(c).Encode(HelperResponse{Drifted: true})
+		case "seal": // to PCR 16, the debug PCR anyone with the TPM resets
+			b, err := tpm2.Seal(context.Background(), cfg, req.Plaintext, []int{16})
+			if err != nil {
+				json.NewEncoder(c).Encode(HelperResponse{Code: "tpm2-unavailable", Error: err.Error()})
+				return
+			}
+			json.NewEncoder(c).Encode(HelperResponse{Binding: b})
+		}
+	})
+	fakeHelper(t, dir, TangSocket, func(c net.Conn, req *HelperRequest) {
+		json.NewEncoder(c).Encode(HelperResponse{Code: "tpm2-policy", Error: "PCRs differ"})
+	})
+	orig, err := NewTPM2(t.Context(), &Env{Timeout: 10 * time.Second, TPM: cfg}, newKEK(t), []int{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := &Env{Timeout: 10 * time.Second, HelperDir: dir}
+	if b, err := Remake(t.Context(), env, keyring.KindTPM2, orig, newKEK(t)); err == nil || !errors.Is(err, ErrHelper) {
+		t.Fatalf("a reseal to PCRs the helper chose: %v (%s)", err, Describe(keyring.KindTPM2, b))
+	}
+	r := Open(t.Context(), env, keyring.KindTang, []byte("x"), make([]byte, KeySize))
+	if r.Err == nil || !Transient(r.Err) || errors.Is(r.Err, tpm2.ErrPolicy) {
+		t.Fatalf("a Tang helper answering a TPM's code: %v (transient %v)", r.Err, Transient(r.Err))
 	}
 }
