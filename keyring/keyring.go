@@ -220,14 +220,19 @@ func checkSize(path string, size int64) error {
 }
 
 // guard turns a fault on the mapped file (a page that vanished or was
-// truncated under us) into an error instead of a crash.
+// truncated under us) into an error instead of a crash, and so any panic of
+// a transaction: bbolt panics on pages that do not decode, and a file
+// written over in place while this process has it open (an older copy put
+// back, say) gives it exactly those. Whoever can write the file must not be
+// able to stop sealboxd at will: a restart forgets the newest generation it
+// had seen.
 func guard(err *error) {
 	if r := recover(); r != nil {
 		if _, ok := r.(interface{ Addr() uintptr }); ok {
 			*err = fmt.Errorf("%w: the keyring file faulted while being read (truncated or damaged)", ErrCorrupt)
 			return
 		}
-		panic(r)
+		*err = fmt.Errorf("%w: the keyring file is damaged, or was written over while in use (bbolt: %v)", ErrCorrupt, r)
 	}
 }
 

@@ -924,3 +924,56 @@ func TestChangesDuringAnUnsealOutliveIt(t *testing.T) {
 		}
 	})
 }
+
+// The fifth review: a file writer puts an older copy of the keyring back in
+// place (same inode) while sealboxd runs sealed and retries a Tang slot.
+// bbolt panicked at the next write, sealboxd died, and the restart under
+// Restart=on-failure forgot the newest generation it had seen, so it
+// unsealed into the older state and served a client an admin had disabled.
+// Now the write fails with a named error and sealboxd stays up: the retry
+// is refused (older than what it has seen), and it stays sealed.
+func TestOlderCopyPutBackInPlaceDoesNotStopTheDaemon(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-a")
+	cfg := fleetConfig(t, e, 2*time.Second, "")
+	older, err := os.ReadFile(e.keyring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Stop()
+	e.start(nil, "--config", cfg)
+	e.waitStatus(5*time.Second, "tang-a waiting", func(st *api.Status) bool { return attempt(st, "tang-a").State == "waiting" })
+	e.online(0, pwAlice+"\n", "client", "disable", "svc", "--as", "alice")
+	if st, _ := os.Stat(e.keyring); int64(len(older)) > st.Size() {
+		t.Fatalf("the older copy (%d bytes) is longer than the file (%d): not an in-place rollback", len(older), st.Size())
+	}
+	f, err := os.OpenFile(e.keyring, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(older, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Sync()
+	f.Close()
+	tg.Start()
+	st := e.waitStatus(15*time.Second, "the retry ended", func(st *api.Status) bool {
+		a := attempt(st, "tang-a")
+		return !st.Sealed || a.State == "failed"
+	})
+	if !st.Sealed {
+		code, _ := e.read(nobody, "/v1/secret")
+		t.Fatalf("unsealed into the older copy; the disabled client reads: %d", code)
+	}
+	if a := attempt(st, "tang-a"); !strings.Contains(a.Error, "rolled back") {
+		t.Fatalf("the refusal does not name the rollback: %q", a.Error)
+	}
+	// Still up (status answers), and the admin's password finds the same
+	// refusal.
+	r := runCmd(t, pwAlice+"\n", adminBin, "--admin-socket", e.admSock, "unseal", "--admin", "alice")
+	if r.code == 0 || r.code == 5 || !e.status().Sealed {
+		t.Fatalf("after the older copy was put back, an admin's unseal: exit %d %s\n%s", r.code, r.out, lastLines(e.log.String(), 20))
+	}
+}
