@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/sealbox/sealbox/audit"
 	"github.com/sealbox/sealbox/internal/errclass"
@@ -71,7 +72,7 @@ func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, 
 				return fmt.Errorf("slot %q: %w", r, err)
 			}
 			if !sl.Unattended() {
-				return fmt.Errorf("%w: %q is a %s slot", ErrNotUnattended, r, sl.Kind)
+				return fmt.Errorf("%w: %q is %s slot", ErrNotUnattended, r, KindWithArticle(sl.Kind))
 			}
 			members = append(members, sl)
 			raws = append(raws, append([]byte(nil), tx.RawSlot(r)...))
@@ -127,6 +128,15 @@ func (m *Manager) Bind(ctx context.Context, actor string, actorPassword []byte, 
 	return pin, err
 }
 
+// KindWithArticle is "a tang", "an admin": a slot kind in a sentence.
+func KindWithArticle(k keyring.SlotKind) string {
+	s := k.String()
+	if s != "" && strings.ContainsRune("aeiou", rune(s[0])) {
+		return "an " + s
+	}
+	return "a " + s
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -153,7 +163,7 @@ func (m *Manager) Unbind(ctx context.Context, actor string, actorPassword []byte
 			return err
 		}
 		if !sl.Unattended() {
-			return fmt.Errorf("%w: %q is a %s slot (remove admins with: sealbox-admin remove NAME)", ErrNotUnattended, name, sl.Kind)
+			return fmt.Errorf("%w: %q is %s slot (remove admins with: sealbox-admin remove NAME)", ErrNotUnattended, name, KindWithArticle(sl.Kind))
 		}
 		t.detail = append(t.detail, sl.Kind.String())
 		return t.DeleteSlot(name)

@@ -286,6 +286,7 @@ func (d *Daemon) bind(r *http.Request, cred PeerCred, req *api.BindRequest) (any
 	if err != nil {
 		return nil, err
 	}
+	d.syncUnattended()
 	if pin != d.cfg.UnattendedIdentity {
 		d.log.Warn("unattended slots are not tried until unattended_identity in the configuration is this keyring's identity (sealbox-admin bind printed it)")
 	}
@@ -294,7 +295,11 @@ func (d *Daemon) bind(r *http.Request, cred PeerCred, req *api.BindRequest) (any
 
 func (d *Daemon) unbind(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
 	name := mux.Vars(r)["name"]
-	return d.changed("unbind", req.Actor, name, cred, d.mgr.Unbind(r.Context(), req.Actor, req.ActorPassword, name))
+	err := d.mgr.Unbind(r.Context(), req.Actor, req.ActorPassword, name)
+	if err == nil {
+		d.syncUnattended()
+	}
+	return d.changed("unbind", req.Actor, name, cred, err)
 }
 
 func (d *Daemon) removeAdmin(r *http.Request, cred PeerCred, req *api.AuthRequest) (any, error) {
@@ -463,6 +468,7 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (a
 	if err != nil {
 		return nil, err
 	}
+	d.syncUnattended()
 	ans := api.RekeyAnswer{DroppedInvites: res.DroppedInvites, KeptInvites: res.KeptInvites,
 		HandedOver: res.HandedOver, Remade: res.Remade, DroppedUnattended: res.DroppedUnattended, Stale: res.Stale, Generation: res.Generation, Identity: res.Identity}
 	if d.cfg.UnattendedIdentity != "" && res.Identity != d.cfg.UnattendedIdentity {

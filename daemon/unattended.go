@@ -149,6 +149,31 @@ func (d *Daemon) runUnattended(ctx context.Context, epoch uint64) {
 	d.unattended.mu.Unlock()
 }
 
+// syncUnattended makes status match the file after a bind, unbind or rekey
+// through the daemon: a slot bound since the start is listed, not tried
+// until the next start; one that is gone is no longer listed.
+func (d *Daemon) syncUnattended() {
+	slots, _, err := d.mgr.UnattendedSlots()
+	if err != nil {
+		return
+	}
+	d.unattended.mu.Lock()
+	defer d.unattended.mu.Unlock()
+	now := map[string]bool{}
+	for _, s := range slots {
+		now[s.Name] = true
+		if d.unattended.m[s.Name] == nil {
+			d.unattended.m[s.Name] = &api.UnattendedAttempt{Slot: s.Name, Method: unattended.Describe(s.Kind, s.Binding), State: "off",
+				Error: "bound after sealboxd started: tried at its next start"}
+		}
+	}
+	for name := range d.unattended.m {
+		if !now[name] {
+			delete(d.unattended.m, name)
+		}
+	}
+}
+
 // stopUnattended ends the unattended attempts, if any run.
 func (d *Daemon) stopUnattended() {
 	d.unattended.mu.Lock()

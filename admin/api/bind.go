@@ -91,7 +91,7 @@ func (r *BindRequest) Spec(env *unattended.Env) (admin.BindSpec, error) {
 				ms := make([]unattended.Member, len(slots))
 				for i, s := range slots {
 					if s.Kind != keyring.KindTang && s.Kind != keyring.KindTPM2 {
-						return nil, fmt.Errorf("%w: %q is a %s slot; a threshold's members are tang or tpm2 slots", admin.ErrNotUnattended, s.Name, s.Kind)
+						return nil, fmt.Errorf("%w: %q is %s slot; a threshold's members are tang or tpm2 slots", admin.ErrNotUnattended, s.Name, admin.KindWithArticle(s.Kind))
 					}
 					ms[i] = unattended.Member{Kind: s.Kind, Binding: s.Binding}
 				}

@@ -14,6 +14,7 @@ import (
 	"github.com/sealbox/sealbox/internal/errclass"
 	"github.com/sealbox/sealbox/internal/memlock"
 	"github.com/sealbox/sealbox/keyring"
+	"github.com/sealbox/sealbox/unseal/tpm2"
 	"github.com/sealbox/sealbox/unseal/unattended"
 )
 
@@ -227,7 +228,22 @@ func classify(err error) (int, string) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	}
 	c := errclass.Of(err)
+	for _, h := range specificHints {
+		if errors.Is(err, h.err) {
+			return errclass.Exit(c), h.hint
+		}
+	}
 	return errclass.Exit(c), hints[c]
+}
+
+// specificHints are the next step after errors whose class alone would
+// point the wrong way.
+var specificHints = []struct {
+	err  error
+	hint string
+}{
+	{errUntrusted, "nothing was bound and the keyring was not touched; read the thumbprint on the server (tang-show-keys, or jose jwk thp -i KEY.jwk) and compare"},
+	{tpm2.ErrUnavailable, "nothing was changed; is the TPM there? Through the daemon it uses tpm2_tcti in sealboxd.toml; on the file, --tcti (default device:/dev/tpmrm0; a software TPM: swtpm:host=ADDR,port=PORT)"},
 }
 
 // unreachableHint is the next step when the admin socket did not answer:

@@ -39,9 +39,9 @@ func bindFlags(fs *flag.FlagSet, o *opts) {
 const fetchTimeout = 10 * time.Second
 
 func (c *cli) bindTang(o *opts) error {
-	url := strings.TrimRight(o.pos[0], "/")
-	if !strings.HasPrefix(url, "http://") && !strings.HasPrefix(url, "https://") {
-		return usagef("bind tang: %q is not an http:// or https:// URL", o.pos[0])
+	url, err := tang.CheckURL(o.pos[0])
+	if err != nil {
+		return usagef("bind tang: %q: %v", o.pos[0], err)
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, fetchTimeout)
 	adv, err := tang.Fetch(ctx, tang.Client(unattended.DefaultDialTimeout), url)

@@ -126,8 +126,12 @@ func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
 
 	// A wrong thumbprint binds nothing (exit 6); a URL that refuses says so (5).
 	r := e.admin(6, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL, "--thp", strings.Repeat("A", 43), "--as", "alice")
-	if !strings.Contains(r.out, "not signed by the trusted key") {
+	if !strings.Contains(r.out, "not signed by the trusted key") || !strings.Contains(r.out, "tang-show-keys") || strings.Contains(r.out, "tampered") {
 		t.Fatalf("wrong thp: %s", r.out)
+	}
+	// A URL tang cannot use is a usage error, named as the URL's.
+	if r := e.admin(2, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL+"/x?y#z", "--thp", tg.Thumbprint(), "--as", "alice"); !strings.Contains(r.out, "url must be") || strings.Contains(r.out, "advertisement") {
+		t.Fatalf("bad URL: %s", r.out)
 	}
 	e.admin(5, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", fleettest.RefusedURL(t), "--thp", tg.Thumbprint(), "--as", "alice")
 	// No terminal and no --thp: a usage error, not a silent trust.
@@ -334,6 +338,10 @@ func TestThresholdTwoOfThreeTangServers(t *testing.T) {
 	out := e.online(0, "", "slots").out
 	if strings.Contains(out, "tang-1") || !strings.Contains(out, "threshold 2 of 3: tang "+servers[0].URL) {
 		t.Fatalf("slots after the threshold replaced its members:\n%s", out)
+	}
+	// status lists what was bound since the start, as not tried yet.
+	if st := e.status(); attempt(st, "site").State != "off" || !strings.Contains(attempt(st, "site").Error, "next start") || attempt(st, "tang-1").Slot != "" {
+		t.Fatalf("status after binds through the daemon: %+v", st.Unattended)
 	}
 	e.stop(15)
 	cfg := fleetConfig(t, e, 2*time.Second, "")

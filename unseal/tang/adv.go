@@ -53,7 +53,7 @@ type jwsJSON struct {
 // and one ECMR exchange key, that every signing key signed the payload
 // (ES512), and that no signature is by anyone else.
 func ParseAdv(url string, jws []byte) (*Adv, error) {
-	if _, err := checkURL(url); err != nil {
+	if _, err := CheckURL(url); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAdv, err)
 	}
 	a, err := parseAdv(jws)

@@ -219,7 +219,7 @@ func parse(jwe []byte) (*Binding, error) {
 	case h.Epk.D != "":
 		return nil, fmt.Errorf("epk is a private key")
 	}
-	if _, err := checkURL(h.Clevis.Tang.URL); err != nil {
+	if _, err := CheckURL(h.Clevis.Tang.URL); err != nil {
 		return nil, fmt.Errorf("clevis.tang.url: %w", err)
 	}
 	c, err := h.Epk.point()

@@ -33,7 +33,7 @@ func Recover(ctx context.Context, c *http.Client, jwe []byte, dst []byte) error 
 	if len(dst) != b.Len() {
 		return fmt.Errorf("%w: the plaintext is %d bytes, the buffer %d", ErrRefused, b.Len(), len(dst))
 	}
-	base, err := checkURL(b.URL)
+	base, err := CheckURL(b.URL)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadJWE, err)
 	}

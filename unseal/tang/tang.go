@@ -92,10 +92,10 @@ func Client(dial time.Duration) *http.Client {
 	}
 }
 
-// checkURL accepts an http or https URL with a host and no query, fragment
+// CheckURL accepts an http or https URL with a host and no query, fragment
 // or user info, and returns it without a trailing slash for building
 // request paths.
-func checkURL(s string) (string, error) {
+func CheckURL(s string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
@@ -136,7 +136,7 @@ func do(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
 // Fetch gets url's advertisement (GET url/adv) and verifies it: see
 // ParseAdv. It does not decide trust: call Trust.
 func Fetch(ctx context.Context, c *http.Client, url string) (*Adv, error) {
-	base, err := checkURL(url)
+	base, err := CheckURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAdv, err)
 	}
