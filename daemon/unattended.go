@@ -216,7 +216,11 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			at.Members = at.Members[:0]
 			for _, m := range r.Members {
 				ma := api.MemberAttempt{Method: m.Method, ElapsedMS: m.Elapsed.Milliseconds()}
-				if m.Err != nil {
+				switch {
+				case m.Err == nil:
+				case errors.Is(m.Err, context.Canceled):
+					ma.Error = "not asked to finish: the attempt ended first"
+				default:
 					ma.Error = unattended.Brief(m.Err)
 				}
 				at.Members = append(at.Members, ma)
