@@ -203,17 +203,6 @@ type Rekeyed struct {
 	Identity string
 }
 
-// Rekey replaces the DataKey, authorized by actor, so that an older copy of
-// the keyring and a removed admin's password open nothing written after it,
-// and ends every credential a removed party could know: the recovery code is
-// regenerated (returned once), and outstanding invites are dropped unless
-// keepInvites. The master secret is re-encrypted (same value, same
-// version); the actor's slot is rewrapped under their password; every other
-// admin slot gets the new key under its hand-over key (HandOver), which only
-// a holder of the old DataKey can do, and folds it in at its owner's next
-// login. Unattended slots are removed, or with o.KeepUnattended bound again
-// under new keys. The state root is re-signed under the new key and the
-// audit log moves to the new audit key, in the same transaction.
 // RekeyOptions are what a rekey keeps that it ends by default.
 type RekeyOptions struct {
 	// KeepInvites hands outstanding invites the new key instead of
@@ -227,6 +216,17 @@ type RekeyOptions struct {
 	KeepUnattended bool
 }
 
+// Rekey replaces the DataKey, authorized by actor, so that an older copy of
+// the keyring and a removed admin's password open nothing written after it,
+// and ends every credential a removed party could know: the recovery code is
+// regenerated (returned once), and outstanding invites are dropped unless
+// o.KeepInvites. The master secret is re-encrypted (same value, same
+// version); the actor's slot is rewrapped under their password; every other
+// admin slot gets the new key under its hand-over key (HandOver), which only
+// a holder of the old DataKey can do, and folds it in at its owner's next
+// login. Unattended slots are removed, or with o.KeepUnattended bound again
+// under new keys. The state root is re-signed under the new key and the
+// audit log moves to the new audit key, in the same transaction.
 func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte, o RekeyOptions) (*Rekeyed, error) {
 	s, err := m.authenticate(ctx, audit.KindAdminRekey, actor, actorPassword)
 	if err != nil {
