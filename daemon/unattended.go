@@ -53,6 +53,23 @@ func (a *attempts) update(name string, fn func(at *api.UnattendedAttempt)) {
 	fn(at)
 }
 
+// modify changes name's entry if it is still listed (syncUnattended drops
+// the entries of slots that are gone); it never adds one.
+func (a *attempts) modify(name string, fn func(at *api.UnattendedAttempt)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if at := a.m[name]; at != nil {
+		fn(at)
+	}
+}
+
+// listed reports whether name has an entry.
+func (a *attempts) listed(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[name] != nil
+}
+
 func (a *attempts) list() []api.UnattendedAttempt {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -187,7 +204,9 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 	wait := firstRetry
 	var lastRecorded string
 	for {
-		if ctx.Err() != nil {
+		// Gone from status: unbound, or removed by a rekey, since the
+		// start. Its binding as read then is not tried again.
+		if ctx.Err() != nil || !d.unattended.listed(s.Name) {
 			return
 		}
 		kek, err := memlock.New(unattended.KeySize, memlock.Options{AllowUnlocked: true})
@@ -196,7 +215,7 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			return
 		}
 		start := time.Now()
-		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+		d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) {
 			at.State, at.NextTry = "trying", nil
 			at.Tries++
 			t := start.UTC()
@@ -211,7 +230,7 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			r.Err = d.unsealUnattended(ctx, s, kek.Bytes(), r.Method, epoch)
 		}
 		kek.Destroy()
-		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+		d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) {
 			at.ElapsedMS = r.Elapsed.Milliseconds()
 			at.Members = at.Members[:0]
 			for _, m := range r.Members {
@@ -231,11 +250,11 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			}
 		})
 		if r.Err == nil {
-			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "unsealed" })
+			d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) { at.State = "unsealed" })
 			return
 		}
 		if errors.Is(r.Err, errAlreadyUnsealed) {
-			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State, at.Error = "stopped", "" })
+			d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) { at.State, at.Error = "stopped", "" })
 			return
 		}
 		transient, answered := unattended.Transient(r.Err), unattended.Answered(r.Err)
@@ -251,7 +270,7 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 			d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: s.Name, Outcome: audit.Failed, Detail: r.Method + ": " + brief})
 		}
 		if !retry {
-			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })
+			d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) { at.State = "failed" })
 			return
 		}
 		if answered {
@@ -263,7 +282,7 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 		// more than unattended_retry_max apart.
 		j := min(wait*3/4+rand.N(wait/2+1), d.cfg.UnattendedRetryMax)
 		next := time.Now().Add(j)
-		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
+		d.unattended.modify(s.Name, func(at *api.UnattendedAttempt) {
 			t := next.UTC()
 			at.State, at.NextTry = "waiting", &t
 		})

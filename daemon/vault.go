@@ -92,6 +92,11 @@ func (v *vault) setClients(cs []*keyring.Client) {
 func (v *vault) replaceClients(gen uint64, cs []*keyring.Client) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	// Changes report their commits outside the writer's lock, so two can
+	// arrive out of order: the older one's clients are not the file's.
+	if gen != 0 && gen < v.clientsGen {
+		return
+	}
 	v.setClients(cs)
 	v.clientsGen = max(v.clientsGen, gen)
 }
@@ -188,6 +193,7 @@ func (v *vault) unseal(u *admin.Unsealed, by string, epoch uint64) error {
 	}
 	old := v.secret
 	v.secret, v.version, v.report = u.Secret, u.Version, u.Report
+	v.latestVersion = max(v.latestVersion, u.Version)
 	v.unsealedBy, v.unsealedAt = by, time.Now()
 	// A change committed since the unseal read the file (a client
 	// disabled meanwhile, say) already put the newer clients here.
@@ -213,11 +219,15 @@ var (
 func (v *vault) rotate(secret *memlock.Buffer, version uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.latestVersion = max(v.latestVersion, version)
-	if v.secret == nil {
+	if v.secret == nil || version < v.latestVersion || version <= v.version {
+		// Sealed (the next unseal reads the newest from the keyring), or
+		// an older rotate that reports late (two ran at once, or an
+		// unseal already installed a newer version).
+		v.latestVersion = max(v.latestVersion, version)
 		secret.Destroy()
 		return
 	}
+	v.latestVersion = version
 	v.secret.Destroy()
 	v.secret, v.version = secret, version
 }

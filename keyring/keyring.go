@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -68,6 +69,10 @@ const OpenTimeout = time.Second
 type Keyring struct {
 	db   *bolt.DB
 	path string
+	// broken is set once bbolt itself panicked (not a transaction's own
+	// code): it may have done so holding its locks, so nothing may touch
+	// the database again; every call then fails at once with ErrCorrupt.
+	broken atomic.Bool
 }
 
 // Options tune Open.
@@ -79,7 +84,14 @@ type Options struct {
 func (k *Keyring) Path() string { return k.path }
 
 // Close releases the file.
-func (k *Keyring) Close() error { return k.db.Close() }
+func (k *Keyring) Close() error {
+	if k.broken.Load() {
+		return errBroken // bbolt's locks may be held: the process's exit releases the file
+	}
+	return k.db.Close()
+}
+
+var errBroken = fmt.Errorf("%w: the keyring file was found damaged, or written over while in use, earlier in this process; find out what wrote it before a restart (a new process trusts the file as it then is: check a copy with sealbox-admin --keyring COPY check --as NAME)", ErrCorrupt)
 
 func openDB(path string, ro bool) (db *bolt.DB, err error) {
 	// bbolt panics on some damaged pages it reads at open (a zeroed
@@ -219,21 +231,47 @@ func checkSize(path string, size int64) error {
 	return nil
 }
 
-// guard turns a fault on the mapped file (a page that vanished or was
-// truncated under us) into an error instead of a crash, and so any panic of
-// a transaction: bbolt panics on pages that do not decode, and a file
-// written over in place while this process has it open (an older copy put
-// back, say) gives it exactly those. Whoever can write the file must not be
-// able to stop sealboxd at will: a restart forgets the newest generation it
-// had seen.
-func guard(err *error) {
-	if r := recover(); r != nil {
-		if _, ok := r.(interface{ Addr() uintptr }); ok {
-			*err = fmt.Errorf("%w: the keyring file faulted while being read (truncated or damaged)", ErrCorrupt)
-			return
-		}
-		*err = fmt.Errorf("%w: the keyring file is damaged, or was written over while in use (bbolt: %v)", ErrCorrupt, r)
+// fnPanic carries a panic of a transaction's own function (ours, or bbolt
+// decoding a page for it) through bbolt, whose deferred rollback then ran
+// and released its locks.
+type fnPanic struct{ v any }
+
+// inTx runs fn so that a panic in it is told apart from one in bbolt.
+func inTx(fn func(*Tx) error) func(*bolt.Tx) error {
+	return func(btx *bolt.Tx) error {
+		defer func() {
+			if r := recover(); r != nil {
+				panic(fnPanic{r})
+			}
+		}()
+		return fn(&Tx{tx: btx})
 	}
+}
+
+// guard turns a panic of a transaction into ErrCorrupt instead of a crash:
+// a fault on the mapped file (a page that vanished or was truncated under
+// us), or bbolt panicking on pages that do not decode, as a file written
+// over in place while this process has it open (an older copy put back)
+// gives. Whoever can write the file must not be able to stop sealboxd at
+// will: a restart forgets the newest generation it had seen. A panic from
+// bbolt's own code (begin, commit, rollback) may have left its locks held:
+// the keyring is then marked broken and refuses every later call, so that
+// nothing waits on those locks.
+func (k *Keyring) guard(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if p, ok := r.(fnPanic); ok {
+		r = p.v
+	} else {
+		k.broken.Store(true)
+	}
+	if _, ok := r.(interface{ Addr() uintptr }); ok {
+		*err = fmt.Errorf("%w: the keyring file faulted while being read (truncated or damaged)", ErrCorrupt)
+		return
+	}
+	*err = fmt.Errorf("%w: the keyring file is damaged, or was written over while in use (bbolt: %v)", ErrCorrupt, r)
 }
 
 // guardBolt is guard for calls that run only bbolt's code (open, check):
@@ -247,16 +285,22 @@ func guardBolt(err *error) {
 // View runs fn in a read-only transaction.
 func (k *Keyring) View(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
-	return k.db.View(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	if k.broken.Load() {
+		return errBroken
+	}
+	defer k.guard(&err)
+	return k.db.View(inTx(fn))
 }
 
 // Update runs fn in one read-write transaction: all of its changes land, or
 // none (fn returned an error, or the process died before commit).
 func (k *Keyring) Update(fn func(*Tx) error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
-	err = k.db.Update(func(btx *bolt.Tx) error { return fn(&Tx{tx: btx}) })
+	if k.broken.Load() {
+		return errBroken
+	}
+	defer k.guard(&err)
+	err = k.db.Update(inTx(fn))
 	if errors.Is(err, bolterrors.ErrDatabaseReadOnly) {
 		return ErrReadOnly
 	}
@@ -267,12 +311,15 @@ func (k *Keyring) Update(fn func(*Tx) error) (err error) {
 // transaction, to w.
 func (k *Keyring) Backup(w io.Writer) (n int64, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guard(&err)
-	err = k.db.View(func(btx *bolt.Tx) error {
+	if k.broken.Load() {
+		return 0, errBroken
+	}
+	defer k.guard(&err)
+	err = k.db.View(inTx(func(tx *Tx) error {
 		var werr error
-		n, werr = btx.WriteTo(w)
+		n, werr = tx.tx.WriteTo(w)
 		return werr
-	})
+	}))
 	return n, err
 }
 

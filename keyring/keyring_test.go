@@ -297,3 +297,60 @@ func TestDeleteAuditBeforeSurvivesAShortKey(t *testing.T) {
 		return nil
 	})
 }
+
+// The file written over in place while open (both meta pages zeroed): the
+// first transaction fails with ErrCorrupt rather than crash; bbolt panicked
+// in its own code, perhaps holding its locks, so every later call fails at
+// once instead of waiting on them, and Close returns (the sixth review).
+func TestWrittenOverWhileOpenFailsFastNotHangs(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	k, err := Create(path, sampleInitial().fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 2*os.Getpagesize()), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := k.View(func(tx *Tx) error { return nil }); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("first View: %v, want ErrCorrupt", err)
+	}
+	done := make(chan error, 3)
+	go func() {
+		done <- k.View(func(tx *Tx) error { return nil })
+		done <- k.Update(func(tx *Tx) error { return nil })
+		done <- k.Close()
+	}()
+	for i := range 3 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("call %d after the damage: %v, want ErrCorrupt", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d after the damage still blocked: bbolt's locks were left held", i)
+		}
+	}
+}
+
+// A panic in a transaction's own function is bbolt-safe (its deferred
+// rollback frees the locks): an error, and the keyring keeps working.
+func TestPanicInATransactionIsAnErrorAndTheKeyringGoesOn(t *testing.T) {
+	t.Parallel()
+	k, err := Create(filepath.Join(t.TempDir(), "keyring.db"), sampleInitial().fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if err := k.Update(func(tx *Tx) error { panic("a bug") }); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "a bug") {
+		t.Fatalf("a panic in Update: %v", err)
+	}
+	if err := k.Update(func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("the next Update: %v", err)
+	}
+}
