@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
 	"sort"
@@ -34,6 +35,10 @@ const firstRetry = time.Second
 type attempts struct {
 	mu sync.Mutex
 	m  map[string]*api.UnattendedAttempt
+	// bound holds, per listed slot, the hash of the binding its entry is
+	// about: a slot bound again under the same name since (unbind and
+	// bind, rekey --keep-unattended) is another slot.
+	bound map[string][32]byte
 	// unsealMu makes one success the unseal: a second one finds the
 	// daemon unsealed and stops.
 	unsealMu sync.Mutex
@@ -63,11 +68,22 @@ func (a *attempts) modify(name string, fn func(at *api.UnattendedAttempt)) {
 	}
 }
 
-// listed reports whether name has an entry.
-func (a *attempts) listed(name string) bool {
+// current reports whether s is still the slot its entry is about: listed,
+// with the same binding.
+func (a *attempts) current(s *keyring.Slot) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.m[name] != nil
+	return a.m[s.Name] != nil && a.bound[s.Name] == sha256.Sum256(s.Binding)
+}
+
+// track records the binding s's entry is about.
+func (a *attempts) track(s *keyring.Slot) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.bound == nil {
+		a.bound = map[string][32]byte{}
+	}
+	a.bound[s.Name] = sha256.Sum256(s.Binding)
 }
 
 func (a *attempts) list() []api.UnattendedAttempt {
@@ -122,6 +138,7 @@ func (d *Daemon) runUnattended(ctx context.Context, epoch uint64) {
 		const why = "not tried: unattended_identity is not set in the configuration (sealbox-admin bind and check --as NAME print it)"
 		d.log.Warn("unattended unseal: " + why)
 		for _, s := range slots {
+			d.unattended.track(s)
 			d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
 				at.Method, at.State, at.Error = unattended.Describe(s.Kind, s.Binding), "off", why
 			})
@@ -147,6 +164,7 @@ func (d *Daemon) runUnattended(ctx context.Context, epoch uint64) {
 	d.log.Info("unattended unseal: trying", "slots", len(slots))
 	var wg sync.WaitGroup
 	for _, s := range slots {
+		d.unattended.track(s)
 		d.unattended.update(s.Name, func(at *api.UnattendedAttempt) {
 			at.Method, at.State = unattended.Describe(s.Kind, s.Binding), "trying"
 		})
@@ -176,17 +194,23 @@ func (d *Daemon) syncUnattended() {
 	}
 	d.unattended.mu.Lock()
 	defer d.unattended.mu.Unlock()
+	if d.unattended.bound == nil {
+		d.unattended.bound = map[string][32]byte{}
+	}
 	now := map[string]bool{}
 	for _, s := range slots {
 		now[s.Name] = true
-		if d.unattended.m[s.Name] == nil {
+		h := sha256.Sum256(s.Binding)
+		if d.unattended.m[s.Name] == nil || d.unattended.bound[s.Name] != h {
 			d.unattended.m[s.Name] = &api.UnattendedAttempt{Slot: s.Name, Method: unattended.Describe(s.Kind, s.Binding), State: "off",
 				Error: "bound after sealboxd started: tried at its next start"}
+			d.unattended.bound[s.Name] = h
 		}
 	}
 	for name := range d.unattended.m {
 		if !now[name] {
 			delete(d.unattended.m, name)
+			delete(d.unattended.bound, name)
 		}
 	}
 }
@@ -204,9 +228,10 @@ func (d *Daemon) trySlot(ctx context.Context, env *unattended.Env, s *keyring.Sl
 	wait := firstRetry
 	var lastRecorded string
 	for {
-		// Gone from status: unbound, or removed by a rekey, since the
-		// start. Its binding as read then is not tried again.
-		if ctx.Err() != nil || !d.unattended.listed(s.Name) {
+		// Gone from status (unbound, or removed by a rekey, since the
+		// start), or bound again under its name: the binding read at the
+		// start is not tried again.
+		if ctx.Err() != nil || !d.unattended.current(s) {
 			return
 		}
 		kek, err := memlock.New(unattended.KeySize, memlock.Options{AllowUnlocked: true})

@@ -148,7 +148,7 @@ func Open(path string, opts Options) (*Keyring, error) {
 	}
 	k := &Keyring{db: db, path: path}
 	if err := k.View(func(tx *Tx) error { return tx.checkFormat() }); err != nil {
-		db.Close()
+		k.Close()
 		return nil, err
 	}
 	return k, nil
@@ -188,7 +188,7 @@ func Create(path string, fill func(tx *Tx) error) (*Keyring, error) {
 		return fill(tx)
 	})
 	if err != nil {
-		db.Close()
+		k.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("writing new keyring: %w", err)
 	}
@@ -326,7 +326,11 @@ func (k *Keyring) Backup(w io.Writer) (n int64, err error) {
 // Check runs bbolt's consistency check over every page.
 func (k *Keyring) Check() (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer guardBolt(&err)
+	if k.broken.Load() {
+		return errBroken
+	}
+	// All of it is bbolt's code: a panic marks the keyring broken.
+	defer k.guard(&err)
 	return k.db.View(func(btx *bolt.Tx) error {
 		var errs []error
 		for err := range btx.Check() {
@@ -399,7 +403,18 @@ func (tx *Tx) DeleteLegacy() error {
 func (tx *Tx) Writable() bool { return tx.tx.Writable() }
 
 // OnCommit runs fn after tx commits (never if it rolls back).
-func (tx *Tx) OnCommit(fn func()) { tx.tx.OnCommit(fn) }
+// A panic in fn is the function's, not bbolt's (whose locks are free by
+// then): it does not mark the keyring broken.
+func (tx *Tx) OnCommit(fn func()) {
+	tx.tx.OnCommit(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				panic(fnPanic{r})
+			}
+		}()
+		fn()
+	})
+}
 
 func (tx *Tx) put(b *bolt.Bucket, key, val []byte) error {
 	if !tx.tx.Writable() {

@@ -354,3 +354,63 @@ func TestPanicInATransactionIsAnErrorAndTheKeyringGoesOn(t *testing.T) {
 		t.Fatalf("the next Update: %v", err)
 	}
 }
+
+// Check after the keyring was marked broken fails at once, and a panic in
+// Check itself (all of it bbolt's) marks it broken; a panicking commit
+// handler (ours) does not (the seventh review).
+func TestCheckAndCommitHandlersAndBrokenKeyrings(t *testing.T) {
+	t.Parallel()
+	damage := func(path string) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(make([]byte, 2*os.Getpagesize()), 0)
+		f.Close()
+	}
+	within := func(what string, fn func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- fn() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked after 5 s", what)
+			return nil
+		}
+	}
+	for _, first := range []string{"view", "check"} {
+		path := filepath.Join(t.TempDir(), "keyring.db")
+		k, err := Create(path, sampleInitial().fill)
+		if err != nil {
+			t.Fatal(err)
+		}
+		damage(path)
+		if first == "view" {
+			k.View(func(tx *Tx) error { return nil })
+		}
+		if err := within(first+": Check", k.Check); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: Check: %v", first, err)
+		}
+		if err := within(first+": View", func() error { return k.View(func(tx *Tx) error { return nil }) }); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: View after Check: %v", first, err)
+		}
+		within(first+": Close", k.Close)
+	}
+	k, err := Create(filepath.Join(t.TempDir(), "keyring.db"), sampleInitial().fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	k.Update(func(tx *Tx) error {
+		tx.OnCommit(func() { panic("handler bug") })
+		return nil
+	})
+	if k.broken.Load() {
+		t.Fatal("a commit handler's panic marked a healthy keyring broken")
+	}
+	if err := k.View(func(tx *Tx) error { return nil }); err != nil {
+		t.Fatalf("after a commit handler's panic: %v", err)
+	}
+}

@@ -993,3 +993,28 @@ func TestOlderCopyPutBackInPlaceDoesNotStopTheDaemon(t *testing.T) {
 		t.Fatal("served after the older copy was put back and an admin's unseal")
 	}
 }
+
+// A slot bound again under the same name while the first binding is still
+// retried (unbind, then bind) is another slot: the old binding is not tried
+// against it (the seventh review), and status says the new one waits for
+// the next start.
+func TestRetriesStopForASlotBoundAgainUnderItsName(t *testing.T) {
+	t.Parallel()
+	tg := fleettest.StartTang(t)
+	e := newEnv(t)
+	e.bindTang(tg, "tang-a")
+	tg.Stop()
+	e.start(nil, "--config", fleetConfig(t, e, 2*time.Second, ""))
+	e.waitStatus(5*time.Second, "tang-a waiting", func(st *api.Status) bool { return attempt(st, "tang-a").State == "waiting" })
+	e.online(0, pwAlice+"\n", "unbind", "tang-a", "--as", "alice")
+	tg.Start() // for the bind; the old binding's retries have stopped
+	e.bindTang(tg, "tang-a", "--admin-socket", e.admSock)
+	time.Sleep(3 * time.Second) // past the next retry (retry max 2 s)
+	st := e.status()
+	if a := attempt(st, "tang-a"); a.State != "off" || !strings.Contains(a.Error, "next start") || !st.Sealed {
+		t.Fatalf("the slot bound again: sealed %v, %+v", st.Sealed, a)
+	}
+	if out := e.online(0, "", "audit", "--admin", "tang-a", "--jsonl").out; strings.Contains(out, "does not open") {
+		t.Fatalf("the old binding was tried against the new slot:\n%s", out)
+	}
+}
