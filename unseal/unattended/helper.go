@@ -137,8 +137,9 @@ func (r Result) Reason() string {
 
 // Brief is an error's text as sealboxd keeps it (status, log, audit
 // record): at most maxHelperError bytes, on a UTF-8 boundary.
-func Brief(err error) string {
-	msg := err.Error()
+func Brief(err error) string { return brief(err.Error()) }
+
+func brief(msg string) string {
 	if len(msg) > maxHelperError {
 		msg = strings.ToValidUTF8(msg[:maxHelperError], "") + "…"
 	}
@@ -151,15 +152,13 @@ func Brief(err error) string {
 const maxHelperError = 300
 
 func errOf(code, msg string) error {
-	if len(msg) > maxHelperError {
-		msg = strings.ToValidUTF8(msg[:maxHelperError], "") + "…"
-	}
+	msg = brief(msg)
 	for _, c := range codes {
 		if c.code == code {
 			return fmt.Errorf("%w (in the helper: %s)", c.err, msg)
 		}
 	}
-	return fmt.Errorf("%w: unknown error code %q: %s", ErrHelper, code, msg)
+	return fmt.Errorf("%w: unknown error code %q: %s", ErrHelper, brief(code), msg)
 }
 
 // HelperSocket returns the socket of kind's helper in dir, if it exists:
@@ -235,7 +234,7 @@ func ask(ctx context.Context, path string, req *HelperRequest, resp *HelperRespo
 		// with a TPM's code (or the reverse) is broken, and its word must
 		// not make a failure permanent.
 		if k, _, _ := strings.Cut(resp.Code, "-"); (k == "tang" || k == "tpm2") && k != req.Kind {
-			return fmt.Errorf("%w: %s: a %s code (%s) for a %s request", ErrHelper, path, k, resp.Code, req.Kind)
+			return fmt.Errorf("%w: %s: a %s code (%s) for a %s request", ErrHelper, path, k, brief(resp.Code), req.Kind)
 		}
 		return errOf(resp.Code, resp.Error)
 	}
