@@ -192,7 +192,17 @@ func (c *cli) unattendedHelper(o *opts) error {
 	// connection. As a net.Conn it takes a read deadline, so a client that
 	// connects and sends nothing does not hold this process until
 	// RuntimeMaxSec.
-	if conn, err := net.FileConn(os.Stdin); err == nil {
+	//
+	// Only a socket is handed to net.FileConn: it sets O_NONBLOCK on the
+	// duplicate it makes, which shares the file description, before it
+	// finds out the descriptor is not a socket. A pipe left non-blocking
+	// that way fails the plain read below with EAGAIN whenever the writer
+	// is slower than this process.
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		conn, err := net.FileConn(os.Stdin)
+		if err != nil {
+			return fmt.Errorf("unattended-helper: stdin is a socket but not usable: %w", err)
+		}
 		defer conn.Close()
 		in, out = conn, conn
 	}

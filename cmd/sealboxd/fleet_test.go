@@ -700,3 +700,30 @@ func TestHelperDropsASilentConnection(t *testing.T) {
 		t.Fatalf("a prompt request: %v %q", err, out)
 	}
 }
+
+// Started on a pipe (as sealbox-bench and a shell do), the helper waits for
+// a writer slower than itself: stdin stays a blocking pipe, not one left
+// non-blocking by a failed attempt to take it as a socket, which answered
+// "resource temporarily unavailable" when the request came late.
+func TestHelperWaitsForASlowPipe(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(adminBin, "unattended-helper", "--kind", "tang")
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // well after the helper is reading
+	fmt.Fprintf(w, `{"op":"open","kind":"tpm2","binding":"AA==","timeout_ms":1000}`+"\n")
+	w.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v: %s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "serves tang") {
+		t.Fatalf("a request that came late on a pipe: %q", out.String())
+	}
+}
