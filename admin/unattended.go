@@ -146,6 +146,18 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// noSlotError is Unbind's answer for a name no slot has. It is
+// keyring.ErrNoSlot without that error's text, which speaks of admins.
+type noSlotError struct{ name string }
+
+func (e noSlotError) Error() string {
+	return fmt.Sprintf("no slot %q (every slot is listed by: sealbox-admin slots)", e.name)
+}
+
+func (e noSlotError) Is(target error) bool {
+	return target == keyring.ErrNoSlot || target == errclass.NotFound
+}
+
 // Unbind removes the unattended slot name, authorized by actor's password.
 // It never removes an admin's slot (that is RemoveAdmin).
 func (m *Manager) Unbind(ctx context.Context, actor string, actorPassword []byte, name string) error {
@@ -158,7 +170,7 @@ func (m *Manager) Unbind(ctx context.Context, actor string, actorPassword []byte
 		sl, err := t.Slot(name)
 		if err != nil {
 			if errors.Is(err, keyring.ErrNoSlot) {
-				return fmt.Errorf("%w: no slot %q", keyring.ErrNoSlot, name)
+				return noSlotError{name}
 			}
 			return err
 		}
