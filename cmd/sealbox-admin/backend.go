@@ -137,6 +137,12 @@ func (c *cli) status(o *opts) error {
 	fmt.Fprintf(c.stdout, "kdf:        %v for new slots\n", st.Policy)
 	fmt.Fprintf(c.stdout, "secret:     version %d\n", st.SecretVersion)
 	fmt.Fprintf(c.stdout, "recovery:   %v\n", map[bool]string{true: "a recovery code is set", false: "none (sealbox-admin recovery regenerate --as NAME)"}[st.Recovery])
+	for _, sl := range st.Slots {
+		if sl.Binding == "" {
+			continue
+		}
+		fmt.Fprintf(c.stdout, "unattended: %s (%s): %s; tried by the daemon at its start\n", sl.Name, sl.Kind, sl.Binding)
+	}
 	if st.Format == 1 {
 		fmt.Fprintln(c.stderr, "sealbox-admin: hint: this keyring is in format 1; the first admin login upgrades it (check --as NAME does)")
 	}
