@@ -155,6 +155,10 @@ func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
 	if !found {
 		t.Fatalf("slots view: %+v", view.Slots)
 	}
+	// The status of the file (the daemon stopped) names it too.
+	if out := e.admin(0, "", "--keyring", e.keyring, "status").out; !strings.Contains(out, "unattended: tang-a (tang): tang "+tg.URL) {
+		t.Fatalf("status of the file: %s", out)
+	}
 
 	// The escape hatch: the binding is a clevis JWE; clevis decrypt (with
 	// the server) yields the key that opens the slot.
@@ -242,6 +246,9 @@ func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
 	e.online(0, pwBob+"\n", "unseal", "--admin", "bob")
 	// Unbind through the daemon; it is gone from the file.
 	e.online(4, pwAlice+"\n", "unbind", "bob", "--as", "alice")
+	if out := e.online(4, pwAlice+"\n", "unbind", "nosuch", "--as", "alice").out; !strings.Contains(out, `no slot "nosuch"`) || strings.Contains(out, "no such admin") {
+		t.Fatalf("unbind of a name no slot has: %s", out)
+	}
 	e.online(0, pwAlice+"\n", "unbind", "tang-a", "--as", "alice")
 	if out := e.online(0, "", "slots").out; strings.Contains(out, "tang-a") {
 		t.Fatalf("unbound slot still listed: %s", out)
