@@ -214,6 +214,11 @@ type RekeyOptions struct {
 	// admin, who held the DataKey) may have chosen those: a Tang slot
 	// bound to a server of theirs would still give them the new DataKey.
 	KeepUnattended bool
+	// Remove names an admin (or invite) whose slot goes in the same
+	// transaction as the rekey: offboarding never leaves the removed
+	// admin's DataKey current, even if the process dies between the two.
+	// It is recorded as its own admin.remove event before the rekey's.
+	Remove string
 }
 
 // Rekey replaces the DataKey, authorized by actor, so that an older copy of
@@ -228,6 +233,9 @@ type RekeyOptions struct {
 // under new keys. The state root is re-signed under the new key and the
 // audit log moves to the new audit key, in the same transaction.
 func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte, o RekeyOptions) (*Rekeyed, error) {
+	if o.Remove != "" && o.Remove == actor {
+		return nil, fmt.Errorf("%w: %s cannot remove themself and rekey: once removed, they hold no slot to rekey with; remove, then another admin rekeys", ErrInvalid, actor)
+	}
 	s, err := m.authenticate(ctx, audit.KindAdminRekey, actor, actorPassword)
 	if err != nil {
 		return nil, err
@@ -348,6 +356,24 @@ func (m *Manager) remakeUnattended(ctx context.Context) (remade, error) {
 }
 
 func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *memlock.Buffer, mine, recovery *keyring.Slot, o RekeyOptions, remade remade, out *Rekeyed) error {
+	if o.Remove != "" {
+		target, err := t.Slot(o.Remove)
+		if err != nil {
+			return err
+		}
+		if usableAdmin(target) && usableAdmins(t.Tx) <= 1 {
+			return ErrLastAdmin
+		}
+		if err := t.DeleteSlot(o.Remove); err != nil {
+			return err
+		}
+		// Under the old audit key, before the rekey's record moves the
+		// log to the new one: the log reads remove, then rekey.
+		ev := audit.Event{Kind: audit.KindAdminRemove, Actor: t.s.slot.Name, Target: o.Remove, Peer: audit.PeerFrom(ctx), Outcome: audit.OK, Detail: "with a rekey, in one transaction"}
+		if _, err := audit.Append(t.Tx, t.s.auditKey(), keyring.Events, &t.root.Events, ev); err != nil {
+			return fmt.Errorf("writing the audit record (nothing was changed): %w", err)
+		}
+	}
 	sec, err := t.Secret()
 	if err != nil {
 		return err

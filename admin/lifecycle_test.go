@@ -357,3 +357,75 @@ func TestBackupOpens(t *testing.T) {
 	os.WriteFile(path, buf.Bytes(), 0o600)
 	mustUnseal(t, reopen(t, path), "alice", pwAlice)
 }
+
+// RekeyOptions.Remove takes the admin out in the rekey's own transaction:
+// refused for the actor and for a name no slot has (nothing changes), and
+// on success recorded as admin.remove then admin.rekey, on a chain that
+// verifies across the key change.
+func TestRekeyRemovesInItsTransaction(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, _ := keyring.Open(path, keyring.Options{})
+	defer kr.Close()
+	var logKeys []*memlock.Buffer
+	o := opts()
+	o.OnCommit = func(c *Commit) {
+		if c.LogKeys != nil {
+			logKeys = append(logKeys, c.LogKeys)
+		}
+	}
+	defer func() {
+		for _, k := range logKeys {
+			k.Destroy()
+		}
+	}()
+	m := New(kr, o)
+	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
+		t.Fatal(err)
+	}
+	commitment := func() [32]byte {
+		var c [32]byte
+		kr.View(func(tx *keyring.Tx) error {
+			h, err := tx.Header()
+			if err == nil {
+				c = h.Commitment
+			}
+			return err
+		})
+		return c
+	}
+	before := commitment()
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "alice"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("removing the actor in a rekey: %v", err)
+	}
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "nobody"}); !errors.Is(err, keyring.ErrNoSlot) {
+		t.Fatalf("removing a missing slot in a rekey: %v", err)
+	}
+	if commitment() != before {
+		t.Fatal("a refused remove-and-rekey replaced the DataKey")
+	}
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if commitment() == before {
+		t.Fatal("the DataKey was not replaced")
+	}
+	rep, err := m.VerifyAudit(ctx, "alice", []byte(pwAlice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := m.AuditRecords(audit.Filter{})
+	if rep.Events.Records != len(recs) || len(recs) < 2 {
+		t.Fatalf("%d of %d records verified", rep.Events.Records, len(recs))
+	}
+	rm, rk := recs[len(recs)-2], recs[len(recs)-1]
+	if rm.Kind != audit.KindAdminRemove || rm.Target != "bob" || rm.Outcome != audit.OK || rk.Kind != audit.KindAdminRekey || rk.Outcome != audit.OK {
+		t.Fatalf("the last two records: %+v, %+v", rm.Event, rk.Event)
+	}
+	if _, err := m.Unseal(ctx, "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("bob after his removal: %v", err)
+	}
+}

@@ -57,7 +57,7 @@ complete -c sealbox-admin -n '__fish_seen_subcommand_from add; and not __fish_se
 complete -c sealbox-admin -n '__fish_seen_subcommand_from add; and not __fish_seen_subcommand_from bind policy recovery client audit' -l kdf-memory -x -d 'Argon2id memory in MiB (never below 64, at most 4096)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from add; and not __fish_seen_subcommand_from bind policy recovery client audit' -l kdf-parallelism -x -d 'Argon2id lanes, p (never below 4, at most 16)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from remove; and not __fish_seen_subcommand_from bind policy recovery client audit' -l as -x -d 'the acting admin, actor (their password is prompted)'
-complete -c sealbox-admin -n '__fish_seen_subcommand_from remove; and not __fish_seen_subcommand_from bind policy recovery client audit' -l rekey -d 'rekey right after removing (same password; unattended slots are removed)'
+complete -c sealbox-admin -n '__fish_seen_subcommand_from remove; and not __fish_seen_subcommand_from bind policy recovery client audit' -l rekey -d 'rekey in the same transaction as the removal (same password; unattended slots are removed)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from bind; and __fish_seen_subcommand_from tang' -l as -x -d 'the acting admin, actor (their password is prompted)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from bind; and __fish_seen_subcommand_from tang' -l name -x -d 'the new slot'\''s name (default: tang-1, tpm2-1, threshold-1, … the first free)'
 complete -c sealbox-admin -n '__fish_seen_subcommand_from bind; and __fish_seen_subcommand_from tang' -l thp -x -d 'trust the advertisement signed by the key with this thumbprint (S256)'

@@ -461,10 +461,14 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred, req *api.RotateRequest) 
 func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (any, error) {
 	var res *admin.Rekeyed
 	err := d.audit.exclusive(func() (err error) {
-		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, admin.RekeyOptions{KeepInvites: req.KeepInvites, KeepUnattended: req.KeepUnattended})
+		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, admin.RekeyOptions{KeepInvites: req.KeepInvites, KeepUnattended: req.KeepUnattended, Remove: req.Remove})
 		return err
 	})
-	d.logChange("rekey", req.Actor, "", cred, err)
+	what := "rekey"
+	if req.Remove != "" {
+		what = "remove admin with a rekey"
+	}
+	d.logChange(what, req.Actor, req.Remove, cred, err)
 	if err != nil {
 		return nil, err
 	}

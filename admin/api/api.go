@@ -153,6 +153,8 @@ type RekeyRequest struct {
 	AuthRequest
 	KeepInvites    bool `json:"keep_invites,omitempty"`
 	KeepUnattended bool `json:"keep_unattended,omitempty"`
+	// Remove names an admin removed in the rekey's transaction.
+	Remove string `json:"remove,omitempty"`
 }
 
 // RekeyAnswer is what a rekey did. RecoveryCode is the new recovery code,

@@ -348,7 +348,7 @@ func (c *Client) CheckPassword(ctx context.Context, before audit.Kind, actor str
 // show once and wipe.
 func (c *Client) Rekey(ctx context.Context, actor string, actorPw []byte, o admin.RekeyOptions) (*admin.Rekeyed, error) {
 	var ans RekeyAnswer
-	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: o.KeepInvites, KeepUnattended: o.KeepUnattended}, &ans); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/v1/rekey", RekeyRequest{AuthRequest: AuthRequest{Actor: actor, ActorPassword: actorPw}, KeepInvites: o.KeepInvites, KeepUnattended: o.KeepUnattended, Remove: o.Remove}, &ans); err != nil {
 		return nil, err
 	}
 	return &admin.Rekeyed{RecoveryCode: ans.RecoveryCode, DroppedInvites: ans.DroppedInvites, KeptInvites: ans.KeptInvites,

@@ -195,18 +195,17 @@ func (c *cli) remove(o *opts) error {
 		return usagef("remove %s --rekey: once removed, %s cannot rekey; remove, then another admin runs: sealbox-admin rekey --as NAME", o.as, o.as)
 	}
 	return c.asActor(o, func(b backend, apw []byte) error {
+		if o.rekey {
+			// Offboarding: the removal and the rekey are one transaction,
+			// so there is no moment with the admin gone and their DataKey
+			// still current. Nothing the removed admin could have shaped is
+			// kept, unattended slots included.
+			return c.doRekey(b, o.as, apw, admin.RekeyOptions{Remove: o.pos[0]})
+		}
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
-		if o.rekey {
-			// Offboarding: nothing the removed admin could have shaped is
-			// kept, unattended slots included.
-			if err := c.doRekey(b, o.as, apw, admin.RekeyOptions{}); err != nil {
-				return fmt.Errorf("%s was removed, but the rekey did not run, so the DataKey %s knew is still current: %w; rekey now: sealbox-admin rekey --as %s", o.pos[0], o.pos[0], err, o.as)
-			}
-			return nil
-		}
 		actor := o.as
 		if o.pos[0] == o.as {
 			actor = "ANOTHER_ADMIN" // o.as has no slot any more

@@ -123,6 +123,9 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, ro admin.RekeyOptions
 		return err
 	}
 	defer memlock.Wipe(res.RecoveryCode)
+	if ro.Remove != "" {
+		fmt.Fprintf(c.stdout, "removed admin %s\n", ro.Remove)
+	}
 	fmt.Fprintln(c.stdout, "rekeyed: a new DataKey; old copies of the keyring open nothing written from now on")
 	if len(res.HandedOver) > 0 {
 		fmt.Fprintf(c.stdout, "admins who take the new key at their next login: %s\n", strings.Join(res.HandedOver, ", "))

@@ -71,7 +71,7 @@ var commands = []*command{
 		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
-			fs.BoolVar(&o.rekey, "rekey", false, "rekey right after removing (same password; unattended slots are removed)")
+			fs.BoolVar(&o.rekey, "rekey", false, "rekey in the same transaction as the removal (same password; unattended slots are removed)")
 		},
 		do: (*cli).remove,
 	},

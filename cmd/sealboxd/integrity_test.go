@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -410,4 +411,89 @@ func forgeUnder(tx *keyring.Tx, h *keyring.Header, k *unseal.Key, secret []byte,
 	reads, _ := audit.StateOf(tx, keyring.Reads)
 	_, err = k.Sign(tx, nil, &events, &reads, nil)
 	return err
+}
+
+// remove --rekey is offboarding: the removed admin knew the DataKey, so a
+// state with their slot gone and their DataKey still current must never be
+// left behind, whatever moment the tool dies at. It is killed at each of
+// its derivations in turn (the removal and the rekey are one transaction,
+// so at every one nothing has changed yet) until it runs to the end; each
+// time the file is either as before (bob present, the old DataKey) or
+// wholly after (bob gone, a new DataKey), and verifies.
+func TestRemoveRekeyKilledLeavesNoHalfway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	state := func() (commitment [32]byte, bob bool) {
+		t.Helper()
+		kr, err := keyring.Open(e.keyring, keyring.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kr.Close()
+		if err := kr.View(func(tx *keyring.Tx) error {
+			h, err := tx.Header()
+			if err != nil {
+				return err
+			}
+			commitment = h.Commitment
+			_, err = tx.Slot("bob")
+			bob = err == nil
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return commitment, bob
+	}
+	before, _ := state()
+	for k := 1; ; k++ {
+		if k > 10 {
+			t.Fatal("remove --rekey never ran to its end")
+		}
+		cmd := exec.Command(adminBin, "--keyring", e.keyring, "remove", "bob", "--rekey", "--as", "alice")
+		cmd.Stdin = strings.NewReader(pwAlice + "\n")
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var err error
+		finished := false
+	wait:
+		for {
+			select {
+			case err = <-done:
+				finished = true
+				break wait
+			case <-time.After(5 * time.Millisecond):
+				if strings.Count(out.String(), "deriving key for alice") >= k {
+					cmd.Process.Kill()
+					err = <-done
+					break wait
+				}
+			}
+		}
+		after, bob := state()
+		switch {
+		case bob && after == before:
+			// Nothing changed.
+		case !bob && after != before:
+			if !finished && err == nil {
+				t.Fatalf("killed at derivation %d but exited 0", k)
+			}
+			if k == 1 {
+				t.Fatalf("remove --rekey was never killed before it ended:\n%s", out.String())
+			}
+			t.Logf("killed at derivations 1 to %d with nothing changed; then it ran to its end", k-1)
+			e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "check", "--as", "alice")
+			return
+		default:
+			t.Fatalf("killed at derivation %d: bob's slot present %v, DataKey replaced %v: a half-done offboarding\n%s", k, bob, after != before, out.String())
+		}
+		if finished {
+			t.Fatalf("remove --rekey ended (%v) and changed nothing:\n%s", err, out.String())
+		}
+		e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "check", "--as", "alice")
+	}
 }
