@@ -278,7 +278,8 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 	}
 	out := &Rekeyed{}
 	var recovery *keyring.Slot
-	if m.HasRecovery() {
+	// A recovery code being removed in this rekey gets no successor.
+	if m.HasRecovery() && o.Remove != RecoveryName {
 		if recovery, out.RecoveryCode, err = m.newCodeSlot(ctx, k2, RecoveryName, keyring.KindRecovery, 0); err != nil {
 			return nil, err
 		}

@@ -428,4 +428,13 @@ func TestRekeyRemovesInItsTransaction(t *testing.T) {
 	if _, err := m.Unseal(ctx, "bob", []byte(pwBob)); !errors.Is(err, ErrWrongPassword) {
 		t.Fatalf("bob after his removal: %v", err)
 	}
+	// The recovery code is a slot remove takes too: removed in a rekey,
+	// it gets no successor (none is printed that would open nothing).
+	if _, err := m.RegenerateRecovery(ctx, "alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: RecoveryName})
+	if err != nil || res.RecoveryCode != nil || m.HasRecovery() {
+		t.Fatalf("removing the recovery code in a rekey: %v, a code returned %v, a recovery slot left %v", err, res != nil && res.RecoveryCode != nil, m.HasRecovery())
+	}
 }
