@@ -150,20 +150,7 @@ func TestRotate(t *testing.T) {
 func TestRemoveRekeyLocksOutAnOldCopy(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	kr, _ := keyring.Open(path, keyring.Options{})
-	defer kr.Close()
-	var auditKeys []*memlock.Buffer
-	o := opts()
-	o.OnCommit = func(c *Commit) {
-		if c.LogKeys != nil {
-			auditKeys = append(auditKeys, c.LogKeys)
-		}
-	}
-	m := New(kr, o)
+	m, kr, keys := rekeyable(t, filepath.Join(dir, "keyring.db"))
 	for _, a := range [][2]string{{"bob", pwBob}, {"carol", pwCarol}} {
 		if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), a[0], []byte(a[1])); err != nil {
 			t.Fatal(err)
@@ -192,7 +179,7 @@ func TestRemoveRekeyLocksOutAnOldCopy(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rekey: %v", err)
 	}
-	if len(auditKeys) != 1 {
+	if len(*keys) != 1 {
 		t.Fatal("OnCommit did not get the new log keys")
 	}
 	if res.RecoveryCode == nil || len(res.DroppedInvites) != 1 || res.DroppedInvites[0] != "dave" || len(res.HandedOver) != 1 || res.HandedOver[0] != "carol" {
@@ -287,9 +274,6 @@ func TestRemoveRekeyLocksOutAnOldCopy(t *testing.T) {
 	if !rekeyed || rep.Events.Records != len(recs) {
 		t.Fatalf("audit: rekey recorded %v, %d verified of %d", rekeyed, rep.Events.Records, len(recs))
 	}
-	for _, k := range auditKeys {
-		k.Destroy()
-	}
 }
 
 func mustUnsealSecret(t *testing.T, m *Manager, name, pw string, want []byte) *Unsealed {
@@ -364,25 +348,7 @@ func TestBackupOpens(t *testing.T) {
 // verifies across the key change.
 func TestRekeyRemovesInItsTransaction(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	kr, _ := keyring.Open(path, keyring.Options{})
-	defer kr.Close()
-	var logKeys []*memlock.Buffer
-	o := opts()
-	o.OnCommit = func(c *Commit) {
-		if c.LogKeys != nil {
-			logKeys = append(logKeys, c.LogKeys)
-		}
-	}
-	defer func() {
-		for _, k := range logKeys {
-			k.Destroy()
-		}
-	}()
-	m := New(kr, o)
+	m, kr, _ := rekeyable(t, filepath.Join(t.TempDir(), "keyring.db"))
 	if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), "bob", []byte(pwBob)); err != nil {
 		t.Fatal(err)
 	}
@@ -437,4 +403,32 @@ func TestRekeyRemovesInItsTransaction(t *testing.T) {
 	if err != nil || res.RecoveryCode != nil || m.HasRecovery() {
 		t.Fatalf("removing the recovery code in a rekey: %v, a code returned %v, a recovery slot left %v", err, res != nil && res.RecoveryCode != nil, m.HasRecovery())
 	}
+}
+
+// rekeyable makes a keyring with admin alice at path and its manager, which
+// keeps the log keys each rekey hands over (as sealboxd does) in *keys,
+// destroyed when the test ends.
+func rekeyable(t *testing.T, path string) (m *Manager, kr *keyring.Keyring, keys *[]*memlock.Buffer) {
+	t.Helper()
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys = new([]*memlock.Buffer)
+	t.Cleanup(func() {
+		kr.Close()
+		for _, k := range *keys {
+			k.Destroy()
+		}
+	})
+	o := opts()
+	o.OnCommit = func(c *Commit) {
+		if c.LogKeys != nil {
+			*keys = append(*keys, c.LogKeys)
+		}
+	}
+	return New(kr, o), kr, keys
 }
