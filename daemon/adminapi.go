@@ -390,17 +390,22 @@ func (d *Daemon) auditList(r *http.Request, _ PeerCred) (any, error) {
 }
 
 func (d *Daemon) auditVerify(r *http.Request, _ PeerCred) (any, error) {
-	keys := d.audit.keyBytes()
-	if keys == nil {
+	if d.audit.keyBytes() == nil {
 		return nil, apiError(errclass.Sealed,
 			"the daemon has not been unsealed since it started, so it holds no audit key; unseal first, or stop it and run: sealbox-admin --keyring PATH audit verify --as NAME")
 	}
-	if err := d.audit.Flush(); err != nil {
+	// With the writer held, as a rekey holds it, no rekey commits during
+	// the verify: the keys are those the file is under, and stay mapped.
+	var rep *audit.Report
+	var verr error
+	if err := d.audit.exclusive(func() error {
+		rep, verr = admin.VerifyAuditWith(d.kr, d.audit.keyBytes(), d.wm)
+		return nil
+	}); err != nil {
 		return nil, err
 	}
-	rep, err := admin.VerifyAuditWith(d.kr, keys, d.wm)
-	if err != nil {
-		return nil, apiError(errclass.Integrity, err.Error())
+	if verr != nil {
+		return nil, apiError(errclass.Integrity, verr.Error())
 	}
 	return rep, nil
 }

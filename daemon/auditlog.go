@@ -132,14 +132,26 @@ func (a *auditor) setKeys(k *memlock.Buffer) {
 }
 
 // replaceKeys installs the log keys of a rekey, replacing the old ones.
+// The old buffer is destroyed only once no write transaction can still be
+// using it: the manager reads the keys (keyBytes) inside its own write
+// transactions, one of which may have begun between the rekey's commit and
+// this swap. Waiting for the write lock (a transaction that changes
+// nothing) outlasts it; later ones get the new keys.
 func (a *auditor) replaceKeys(k *memlock.Buffer) {
 	a.keyMu.Lock()
-	defer a.keyMu.Unlock()
-	a.keys.Destroy()
+	old := a.keys
 	a.keys = k
+	a.keyMu.Unlock()
+	_ = a.kr.Update(func(*keyring.Tx) error { return errKeysSwapped })
+	old.Destroy()
 }
 
-// keyBytes returns the log keys, or nil before the first unseal.
+// errKeysSwapped rolls back replaceKeys' empty transaction.
+var errKeysSwapped = errors.New("daemon: log keys swapped")
+
+// keyBytes returns the log keys, or nil before the first unseal. The slice
+// is valid until the next rekey: for the duration of a write transaction
+// (see replaceKeys), or while writeMu is held (a rekey holds it).
 func (a *auditor) keyBytes() []byte {
 	a.keyMu.Lock()
 	defer a.keyMu.Unlock()

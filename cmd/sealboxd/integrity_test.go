@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealbox/sealbox/admin"
 	"github.com/sealbox/sealbox/admin/api"
 
 	bolt "go.etcd.io/bbolt"
@@ -496,4 +497,65 @@ func TestRemoveRekeyKilledLeavesNoHalfway(t *testing.T) {
 		}
 		e.admin(0, pwAlice+"\n", "--keyring", e.keyring, "check", "--as", "alice")
 	}
+}
+
+// An audit verify asked for while a remove --rekey derives is answered
+// after the rekey, under the keys the file is then under: not with the old
+// keys the rekey destroys on commit (a fault in the verify's read, which
+// said "corrupt keyring: restore a backup" and would have rolled the
+// offboarding back), nor against a state root they no longer sign. A read
+// queued meanwhile makes the audit writer wait on the rekey too.
+func TestAuditVerifyDuringARekey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// carol's slot takes a second or more to derive: the verify lands
+	// inside her rekey.
+	e.admin(0, pwAlice+"\n"+pwCarol+"\n", "--keyring", e.keyring, "add", "carol", "--as", "alice", "--kdf-iterations", "16", "--kdf-memory", "256")
+	e.start(nil)
+	e.online(0, pwAlice+"\n", "unseal", "--admin", "alice")
+	ac := api.NewClient(e.admSock)
+	defer ac.Close()
+	ctx := context.Background()
+	st0, err := ac.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rekeyed := make(chan error, 1)
+	go func() {
+		_, err := ac.Rekey(ctx, "carol", []byte(pwCarol), admin.RekeyOptions{Remove: "bob"})
+		rekeyed <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		st, err := ac.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.KDFDerivations > st0.KDFDerivations {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rekey's derivation never started")
+		}
+	}
+	e.expectRead(nobody, 200)
+	verified := make(chan error, 1)
+	go func() {
+		_, err := ac.VerifyAudit(ctx)
+		verified <- err
+	}()
+	if err := <-rekeyed; err != nil {
+		t.Fatalf("rekey: %v", err)
+	}
+	select {
+	case err := <-verified:
+		if err != nil {
+			t.Fatalf("an audit verify during the rekey: %v\n%s", err, lastLines(e.log.String(), 20))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the audit verify never answered")
+	}
+	if _, err := ac.VerifyAudit(ctx); err != nil {
+		t.Fatalf("a later verify: %v", err)
+	}
+	e.expectRead(nobody, 200)
 }
