@@ -39,6 +39,7 @@ import (
 var (
 	ErrWrongPassword   = unseal.ErrWrongPassword
 	ErrLastAdmin       = errclass.New(errclass.Refused, "refusing to remove the last admin: add another admin first")
+	ErrNotAdmin        = errclass.New(errclass.Refused, "that slot is not an admin's, an invite or the recovery code")
 	ErrChanged         = errclass.New(errclass.Refused, "keyring changed while the password was being checked; try again")
 	ErrClientState     = errclass.New(errclass.Refused, "client is not in a state that allows this")
 	ErrNothingToRepair = errclass.New(errclass.Refused, "everything verifies; nothing to repair")

@@ -79,12 +79,26 @@ func (m *Manager) RemoveAdmin(ctx context.Context, actor string, actorPassword [
 		if err != nil {
 			return err
 		}
-		if usableAdmin(target) && usableAdmins(t.Tx) <= 1 {
-			return ErrLastAdmin
+		if err := removable(t.Tx, target); err != nil {
+			return err
 		}
 		return t.DeleteSlot(name)
 	})
 	return err
+}
+
+// removable says whether remove may take target: an admin (never the last
+// usable one), an invite or the recovery code. Unattended slots are
+// unbind's: a remove would not stop them being tried, nor name them among
+// the slots to bind again.
+func removable(tx *keyring.Tx, target *keyring.Slot) error {
+	if target.Unattended() {
+		return fmt.Errorf("%w: %q is %s slot; remove it with: sealbox-admin unbind %s", ErrNotAdmin, target.Name, KindWithArticle(target.Kind), target.Name)
+	}
+	if usableAdmin(target) && usableAdmins(tx) <= 1 {
+		return ErrLastAdmin
+	}
+	return nil
 }
 
 // usableAdmin reports whether a slot is an admin's that can still open.

@@ -272,7 +272,7 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 		remade, err = m.remakeUnattended(ctx)
 		defer remade.destroy()
 		if err != nil {
-			m.refused(ctx, s, op{kind: audit.KindAdminRekey}, err)
+			m.refused(ctx, s, op{kind: audit.KindAdminRekey, target: o.Remove}, err)
 			return nil, err
 		}
 	}
@@ -284,7 +284,7 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 			return nil, err
 		}
 	}
-	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey}, func(t *txn) error {
+	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey, target: o.Remove}, func(t *txn) error {
 		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, o, remade, out)
 	})
 	if err != nil {
@@ -362,8 +362,8 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 		if err != nil {
 			return err
 		}
-		if usableAdmin(target) && usableAdmins(t.Tx) <= 1 {
-			return ErrLastAdmin
+		if err := removable(t.Tx, target); err != nil {
+			return err
 		}
 		if err := t.DeleteSlot(o.Remove); err != nil {
 			return err
@@ -423,6 +423,7 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 	if err != nil {
 		return err
 	}
+	replaced := false
 	for _, sl := range slots {
 		var next *keyring.Slot
 		switch {
@@ -430,9 +431,9 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 			next = mine
 		case sl.Kind == keyring.KindRecovery:
 			if recovery == nil {
-				return errors.New("admin: the recovery slot appeared during the rekey")
+				return fmt.Errorf("%w: a recovery code was set during the rekey", ErrChanged)
 			}
-			next = recovery
+			next, replaced = recovery, true
 		case sl.Kind == keyring.KindInvite && !o.KeepInvites:
 			if err := t.DeleteSlot(sl.Name); err != nil {
 				return err
@@ -473,6 +474,11 @@ func (m *Manager) rekeyIn(ctx context.Context, t *txn, k2 *unseal.Key, lk2 *meml
 		if err := t.PutSlot(next); err != nil {
 			return err
 		}
+	}
+	if recovery != nil && !replaced {
+		// Its code, made before this transaction, would be handed out
+		// opening nothing.
+		return fmt.Errorf("%w: the recovery code was removed during the rekey", ErrChanged)
 	}
 	d := fmt.Sprintf("%d admin slots get the new key at their next login", len(out.HandedOver))
 	if len(out.Remade) > 0 {

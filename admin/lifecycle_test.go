@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -431,4 +432,68 @@ func rekeyable(t *testing.T, path string) (m *Manager, kr *keyring.Keyring, keys
 		}
 	}
 	return New(kr, o), kr, keys
+}
+
+// A recovery code removed by another admin while a rekey derives (after it
+// made the successor's slot, before its transaction) ends the rekey with
+// ErrChanged: the successor's code would otherwise be handed out opening
+// nothing. Nothing changes; the rekey again succeeds with no code.
+func TestRekeyRefusesWhenTheRecoveryCodeGoesMeanwhile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "keyring.db")
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kr.Close()
+	var derivations atomic.Int32
+	var armed atomic.Bool
+	var meanwhile atomic.Pointer[func()]
+	o := opts()
+	// After the rekey's second derivation (alice's new slot), it looks for
+	// a recovery code; the next clock reading is in the making of the
+	// successor's slot, before the rekey's transaction.
+	o.Progress = func(what string, _ keyring.Params) {
+		if strings.Contains(what, "alice") && derivations.Add(1) == 2 {
+			armed.Store(true)
+		}
+	}
+	o.Now = func() time.Time {
+		if armed.CompareAndSwap(true, false) {
+			if f := meanwhile.Swap(nil); f != nil {
+				(*f)()
+			}
+		}
+		return time.Now()
+	}
+	m := New(kr, o)
+	for _, a := range [][2]string{{"bob", pwBob}, {"carol", pwCarol}} {
+		if err := m.AddAdmin(ctx, "alice", []byte(pwAlice), a[0], []byte(a[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.RegenerateRecovery(ctx, "alice", []byte(pwAlice)); err != nil {
+		t.Fatal(err)
+	}
+	var cerr error
+	f := func() { cerr = m.RemoveAdmin(ctx, "bob", []byte(pwBob), RecoveryName) }
+	derivations.Store(0)
+	meanwhile.Store(&f)
+	res, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "carol"})
+	if cerr != nil || m.HasRecovery() {
+		t.Fatalf("the recovery code was not removed meanwhile: %v", cerr)
+	}
+	if !errors.Is(err, ErrChanged) || res != nil {
+		t.Fatalf("a rekey whose recovery code went meanwhile: %v (a result returned: %v)", err, res != nil)
+	}
+	if _, err := m.Unseal(ctx, "carol", []byte(pwCarol)); err != nil {
+		t.Fatalf("carol after the refused rekey: %v", err)
+	}
+	res, err = m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "carol"})
+	if err != nil || res.RecoveryCode != nil {
+		t.Fatalf("the rekey again: %v, a code %v", err, res != nil && res.RecoveryCode != nil)
+	}
 }

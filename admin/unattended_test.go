@@ -70,6 +70,19 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	if _, err := m.UnsealKEK(ctx, "alice", kek, "x", pin); err == nil {
 		t.Fatal("an admin slot opened with a binding key")
 	}
+	// Nor does remove take an unattended slot, with or without a rekey:
+	// unbind does, and a rekey's removal would not list it among the
+	// slots to bind again. The refusal is recorded against the slot.
+	if err := m.RemoveAdmin(ctx, "alice", []byte(pwAlice), "tang-1"); !errors.Is(err, ErrNotAdmin) || !strings.Contains(err.Error(), "unbind tang-1") {
+		t.Fatalf("remove of an unattended slot: %v", err)
+	}
+	if _, err := m.Rekey(ctx, "alice", []byte(pwAlice), RekeyOptions{Remove: "tang-1"}); !errors.Is(err, ErrNotAdmin) {
+		t.Fatalf("remove --rekey of an unattended slot: %v", err)
+	}
+	recs, _ := m.AuditRecords(audit.Filter{Admin: "tang-1"})
+	if last := recs[len(recs)-1]; last.Kind != audit.KindAdminRekey || last.Outcome == audit.OK {
+		t.Fatalf("the refused remove --rekey is not recorded against its target: %+v", last.Event)
+	}
 	// Unbind never removes an admin.
 	if err := m.Unbind(ctx, "alice", []byte(pwAlice), "alice"); !errors.Is(err, ErrNotUnattended) {
 		t.Fatalf("unbind an admin: %v", err)
@@ -83,7 +96,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	if _, err := m.UnsealKEK(ctx, "tang-1", kek, "x", pin); !errors.Is(err, keyring.ErrNoSlot) {
 		t.Fatalf("unseal after unbind: %v", err)
 	}
-	recs, err := m.AuditRecords(audit.Filter{Admin: "tang-1"})
+	recs, err = m.AuditRecords(audit.Filter{Admin: "tang-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +104,7 @@ func TestBindUnsealKEKAndUnbind(t *testing.T) {
 	for _, r := range recs {
 		kinds = append(kinds, string(r.Kind)+"/"+string(r.Outcome))
 	}
-	want := "slot.bind/ok unseal/error unseal/ok unseal/error unseal/wrong_password slot.unbind/ok"
+	want := "slot.bind/ok unseal/error unseal/ok unseal/error unseal/wrong_password admin.remove/refused admin.rekey/refused slot.unbind/ok"
 	if got := strings.Join(kinds, " "); got != want {
 		t.Fatalf("audit of tang-1: %s, want %s", got, want)
 	}

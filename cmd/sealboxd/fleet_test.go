@@ -139,6 +139,15 @@ func TestTangSlotUnsealsWithNoPerson(t *testing.T) {
 	e.bindTang(tg, "tang-a")
 	// The name is taken now.
 	e.admin(4, pwAlice+"\n", "--keyring", e.keyring, "bind", "tang", tg.URL, "--thp", tg.Thumbprint(), "--name", "tang-a", "--as", "alice")
+	// remove is for admins, invites and the recovery code: an unattended
+	// slot is unbind's, with or without a rekey (which would not list it
+	// among the slots to bind again).
+	for _, extra := range [][]string{nil, {"--rekey"}} {
+		r := e.admin(4, pwAlice+"\n", append([]string{"--keyring", e.keyring, "remove", "tang-a", "--as", "alice"}, extra...)...)
+		if !strings.Contains(r.out, "sealbox-admin unbind tang-a") || strings.Contains(r.out, "removed") {
+			t.Fatalf("remove %v of an unattended slot: %s", extra, r.out)
+		}
+	}
 
 	var view struct {
 		Slots []struct {
