@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"syscall"
 	"time"
 
@@ -234,6 +235,11 @@ func classify(err error) (int, string) {
 		return exitUsage, "run 'sealbox-admin --help' for usage"
 	}
 	c := errclass.Of(err)
+	if c == errclass.Invalid && strings.Contains(err.Error(), "json: unknown field") {
+		// The daemon decodes requests strictly: one started from an
+		// older sealbox does not know a field this tool sends.
+		return errclass.Exit(c), "the change was not made; sealboxd may be older than this sealbox-admin: after an upgrade, restart it (systemctl restart sealboxd)"
+	}
 	for _, h := range specificHints {
 		if errors.Is(err, h.err) {
 			return errclass.Exit(c), h.hint
@@ -249,7 +255,7 @@ var specificHints = []struct {
 	hint string
 }{
 	{errUntrusted, "nothing was bound and the keyring was not touched; read the thumbprint on the server (tang-show-keys, or jose jwk thp -i KEY.jwk) and compare"},
-	{tpm2.ErrUnavailable, "nothing was changed; is the TPM there? Through the daemon it uses tpm2_tcti in sealboxd.toml; on the file, --tcti (default device:/dev/tpmrm0; a software TPM: swtpm:host=ADDR,port=PORT)"},
+	{tpm2.ErrUnavailable, "the change was not made; is the TPM there? Through the daemon it uses tpm2_tcti in sealboxd.toml; on the file, --tcti (default device:/dev/tpmrm0; a software TPM: swtpm:host=ADDR,port=PORT)"},
 }
 
 // unreachableHint is the next step when the admin socket did not answer:
@@ -268,12 +274,12 @@ func (c *cli) unreachableHint(err error) string {
 
 // hints is the next step after an error of each class.
 var hints = map[errclass.Class]string{
-	errclass.Invalid:   "nothing was changed",
-	errclass.Auth:      "nothing was changed; check the name and the password or code (a code's dashes and case do not matter)",
+	errclass.Invalid:   "the change was not made",
+	errclass.Auth:      "the change was not made; check the name and the password or code (a code's dashes and case do not matter)",
 	errclass.Busy:      "nothing was tried; wait, then try again",
 	errclass.Sealed:    "unseal first: sealbox-admin unseal --admin NAME",
-	errclass.Refused:   "nothing was changed",
-	errclass.NotFound:  "nothing was changed",
-	errclass.Forbidden: "nothing was changed",
+	errclass.Refused:   "the change was not made",
+	errclass.NotFound:  "the change was not made",
+	errclass.Forbidden: "the change was not made",
 	errclass.Integrity: "the keyring file may have been tampered with or damaged; restore a backup and investigate",
 }

@@ -205,7 +205,11 @@ func (c *cli) remove(o *opts) error {
 		if err := b.RemoveAdmin(c.ctx, o.as, apw, o.pos[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "removed admin %s\n", o.pos[0])
+		fmt.Fprintln(c.stdout, removed(o.pos[0]))
+		if o.pos[0] == admin.RecoveryName {
+			fmt.Fprintf(c.stderr, "sealbox-admin: hint: whoever holds the old code and a copy of the keyring can still open that copy; rekey to end it: sealbox-admin rekey --as %s\n", o.as)
+			return nil
+		}
 		actor := o.as
 		if o.pos[0] == o.as {
 			actor = "ANOTHER_ADMIN" // o.as has no slot any more
@@ -396,4 +400,12 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// removed is what remove says it took out.
+func removed(name string) string {
+	if name == admin.RecoveryName {
+		return "removed the recovery code"
+	}
+	return "removed admin " + name
 }

@@ -124,7 +124,7 @@ func (c *cli) doRekey(b backend, actor string, apw []byte, ro admin.RekeyOptions
 	}
 	defer memlock.Wipe(res.RecoveryCode)
 	if ro.Remove != "" {
-		fmt.Fprintf(c.stdout, "removed admin %s\n", ro.Remove)
+		fmt.Fprintln(c.stdout, removed(ro.Remove))
 	}
 	fmt.Fprintln(c.stdout, "rekeyed: a new DataKey; old copies of the keyring open nothing written from now on")
 	if len(res.HandedOver) > 0 {

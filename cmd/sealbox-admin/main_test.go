@@ -10,6 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -379,5 +382,36 @@ func TestLifecycleOffline(t *testing.T) {
 		if strings.Contains(r.stdout, c) {
 			t.Fatalf("the audit log contains %q", c)
 		}
+	}
+}
+
+// A daemon started from an older sealbox refuses a field it does not know
+// (it decodes requests strictly). The tool says the change was not made
+// and that sealboxd may need the restart an upgrade calls for. The daemon
+// here answers as one that predates remove --rekey's single transaction:
+// its password check passes, its rekey knows no "remove".
+func TestOlderDaemonsUnknownFieldIsExplained(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		var req map[string]any
+		json.NewDecoder(r.Body).Decode(&req)
+		if _, ok := req["remove"]; ok {
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"code":"invalid","error":"malformed JSON request: json: unknown field \"remove\""}`)
+			return
+		}
+		io.WriteString(w, `{"ok":true}`)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	r := run(t, pwA+"\n", "--admin-socket", sock, "remove", "bob", "--rekey", "--as", "alice")
+	if r.code != 2 || !strings.Contains(r.stderr, "sealboxd may be older than this sealbox-admin") || !strings.Contains(r.stderr, "the change was not made") || strings.Contains(r.stdout, "removed") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 }

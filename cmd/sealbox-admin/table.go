@@ -68,7 +68,7 @@ var commands = []*command{
 	{
 		name: "remove", summary: "remove admin NAME (never the last one)", required: []string{"as"},
 		args: " NAME", nPos: 1,
-		help: "Remove admin NAME's slot (or a pending invite). The last admin cannot be\nremoved. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey right after,\nso the copy opens nothing written from then on.",
+		help: "Remove admin NAME's slot (or a pending invite, or with NAME recovery the\nrecovery code). The last admin cannot be removed; unattended slots are\nunbind's. Prompt: ACTOR's password. A removed admin who kept a copy of the\nfile can still open that copy: --rekey replaces the DataKey in the same\ntransaction, so the copy opens nothing written from then on.",
 		flags: func(fs *flag.FlagSet, o *opts) {
 			asFlag(fs, o)
 			fs.BoolVar(&o.rekey, "rekey", false, "rekey in the same transaction as the removal (same password; unattended slots are removed)")
