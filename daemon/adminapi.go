@@ -10,11 +10,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sealbox/sealbox/admin/api"
+	"golang.org/x/sys/unix"
 
 	"github.com/gorilla/mux"
 
@@ -490,20 +493,61 @@ func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (a
 func (d *Daemon) backup(w http.ResponseWriter, r *http.Request) {
 	cred, _ := credFrom(r.Context())
 	ctx := audit.WithPeer(r.Context(), audit.Peer{UID: cred.UID, GID: cred.GID, PID: cred.PID})
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminWriteTimeout))
-	_, err := d.mgr.Backup(ctx, w)
+	// The copy goes first into a file with no name beside the keyring, in
+	// one read transaction that lasts as long as the local disk takes,
+	// and is streamed after it ends. Streamed from inside the transaction,
+	// a reader that stopped reading held it open until the write deadline:
+	// the next write that had to grow the file's map waited for it, and
+	// behind that write the audit writer, every admin operation and every
+	// read of the secret.
+	f, err := unnamedFile(filepath.Dir(d.cfg.Keyring))
+	if err != nil {
+		d.log.Error("backup failed", "uid", cred.UID, "error", err)
+		writeError(w, apiError(errclass.Internal, "no room for the backup's copy beside the keyring: "+err.Error()))
+		return
+	}
+	defer f.Close()
+	n, err := d.mgr.Backup(ctx, f)
 	// The backup's record was written by the manager, not the audit writer:
 	// followers and the journal hear of it now, as adminEndpoint does for
 	// the other routes, not at whatever batch comes next (on an idle
 	// daemon, none).
 	d.audit.publish()
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
 	if err != nil {
 		d.log.Error("backup failed", "uid", cred.UID, "error", err)
+		writeError(w, errorFor(err))
 		return
 	}
-	d.log.Info("backup", "uid", cred.UID, "pid", cred.PID)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminWriteTimeout))
+	if _, err := io.Copy(w, f); err != nil {
+		d.log.Error("backup not delivered", "uid", cred.UID, "error", err)
+		return
+	}
+	d.log.Info("backup", "uid", cred.UID, "pid", cred.PID, "bytes", n)
+}
+
+// unnamedFile opens a file in dir that has no name (O_TMPFILE, 0600), so
+// that nothing is left behind whatever happens to this process; where the
+// file system cannot, a named one removed at once.
+func unnamedFile(dir string) (*os.File, error) {
+	f, err := os.OpenFile(dir, os.O_RDWR|unix.O_TMPFILE, 0o600)
+	if err == nil {
+		return f, nil
+	}
+	if f, err = os.CreateTemp(dir, ".sealbox-backup-*"); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // wipingAnswer is a JSON answer that holds a code (an invite, the recovery

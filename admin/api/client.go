@@ -367,7 +367,18 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("daemon answered %s", resp.Status)
+		ae := &APIError{Status: resp.StatusCode}
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
+			ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
+		}
+		return 0, ae
 	}
-	return io.Copy(w, resp.Body)
+	// The daemon says the copy's length first: a copy cut short (the
+	// daemon stopped, the connection dropped) is an error, not a backup.
+	n, err := io.Copy(w, resp.Body)
+	if err == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
+		err = fmt.Errorf("the backup was cut short: %d of %d bytes", n, resp.ContentLength)
+	}
+	return n, err
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -102,6 +103,55 @@ func TestSoakReads(t *testing.T) {
 	}
 	if end > warm+16<<10 {
 		t.Fatalf("the daemon's memory grew from %d KiB to %d KiB: not flat", warm, end)
+	}
+	stalledBackup(t, e, exact)
+}
+
+// stalledBackup asks for a backup of the keyring the soak grew (megabytes)
+// and never reads it, then reads on for a while: the daemon must go on
+// answering, status and reads alike. A backup streamed from inside its
+// read transaction held that transaction open until its 3-minute write
+// deadline, and the first write that had to grow the file's map waited
+// for it, with the audit writer, every admin operation and every read
+// behind.
+func stalledBackup(t *testing.T, e *env, ok func(int, []byte) bool) {
+	t.Helper()
+	conn, err := net.Dial("unix", e.admSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.(*net.UnixConn).SetReadBuffer(4096)
+	fmt.Fprintf(conn, "GET /v1/backup HTTP/1.1\r\nHost: sealboxd\r\n\r\n")
+	time.Sleep(time.Second) // the backup is under way, its reader stalled
+	ac := api.NewClient(e.admSock)
+	defer ac.Close()
+	stop := make(chan struct{})
+	type res struct {
+		served int64
+		errs   []string
+	}
+	done := make(chan res)
+	go func() { s, _, errs := reader(t, e.sock, 4, 0, stop, ok); done <- res{s, errs} }()
+	var worst time.Duration
+	for range 16 {
+		time.Sleep(500 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t0 := time.Now()
+		_, err := ac.Status(ctx)
+		cancel()
+		worst = max(worst, time.Since(t0))
+		if err != nil {
+			close(stop)
+			t.Fatalf("status with a backup's reader stalled: %v (after %v)", err, time.Since(t0).Round(time.Millisecond))
+		}
+	}
+	close(stop)
+	r := <-done
+	st, _ := os.Stat(e.keyring)
+	t.Logf("with a backup's reader stalled: %d reads served, slowest status %v; keyring %d bytes", r.served, worst.Round(time.Millisecond), st.Size())
+	if len(r.errs) > 0 {
+		t.Fatalf("%d reads failed while a backup's reader stalled, first: %s", len(r.errs), r.errs[0])
 	}
 }
 
