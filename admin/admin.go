@@ -73,6 +73,11 @@ type Options struct {
 	// records written without an authenticated admin, such as failed
 	// attempts. Nil means unkeyed.
 	LogKeys func() []byte
+	// Exclusive, if set, runs a rekey's transaction and its OnCommit:
+	// sealboxd holds its audit writer there, so that no batch is signed
+	// with the old log keys after the rekey closed their epoch. The
+	// rekey's derivations run before it, outside.
+	Exclusive func(func() error) error
 	// Watermark, if set, is the highest state-root generation this process
 	// has seen; lower ones are refused as a rollback. Nil means a new one.
 	Watermark *unseal.Watermark

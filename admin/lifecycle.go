@@ -284,9 +284,18 @@ func (m *Manager) Rekey(ctx context.Context, actor string, actorPassword []byte,
 			return nil, err
 		}
 	}
-	root, err := m.change(ctx, s, op{kind: audit.KindAdminRekey, target: o.Remove}, func(t *txn) error {
-		return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, o, remade, out)
-	})
+	var root *keyring.Root
+	change := func() (err error) {
+		root, err = m.change(ctx, s, op{kind: audit.KindAdminRekey, target: o.Remove}, func(t *txn) error {
+			return m.rekeyIn(ctx, t, k2, lk2, mine, recovery, o, remade, out)
+		})
+		return err
+	}
+	if m.opts.Exclusive != nil {
+		err = m.opts.Exclusive(change)
+	} else {
+		err = change()
+	}
 	if err != nil {
 		memlock.Wipe(out.RecoveryCode)
 		return nil, err

@@ -467,11 +467,9 @@ func (d *Daemon) rotate(r *http.Request, cred PeerCred, req *api.RotateRequest) 
 }
 
 func (d *Daemon) rekey(r *http.Request, cred PeerCred, req *api.RekeyRequest) (any, error) {
-	var res *admin.Rekeyed
-	err := d.audit.exclusive(func() (err error) {
-		res, err = d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, admin.RekeyOptions{KeepInvites: req.KeepInvites, KeepUnattended: req.KeepUnattended, Remove: req.Remove})
-		return err
-	})
+	// The manager holds the audit writer (Options.Exclusive) for the
+	// rekey's transaction only, not through its derivations.
+	res, err := d.mgr.Rekey(r.Context(), req.Actor, req.ActorPassword, admin.RekeyOptions{KeepInvites: req.KeepInvites, KeepUnattended: req.KeepUnattended, Remove: req.Remove})
 	what := "rekey"
 	if req.Remove != "" {
 		what = "remove admin with a rekey"

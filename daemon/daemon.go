@@ -177,6 +177,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		Memory:    memlock.Options{AllowUnlocked: cfg.AllowUnlockedMemory},
 		Budget:    d.budget,
 		LogKeys:   d.audit.keyBytes,
+		Exclusive: d.audit.exclusive,
 		Watermark: d.wm,
 		OnCommit:  d.onCommit,
 		Refusal:   func(ev audit.Event) { d.audit.Read(keyring.Events, ev) },

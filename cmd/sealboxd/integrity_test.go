@@ -500,8 +500,8 @@ func TestRemoveRekeyKilledLeavesNoHalfway(t *testing.T) {
 }
 
 // An audit verify asked for while a remove --rekey derives is answered
-// after the rekey, under the keys the file is then under: not with the old
-// keys the rekey destroys on commit (a fault in the verify's read, which
+// under the keys the file is under when it runs: not with the old keys the
+// rekey destroys on commit (a fault in the verify's read, which
 // said "corrupt keyring: restore a backup" and would have rolled the
 // offboarding back), nor against a state root they no longer sign. A read
 // queued meanwhile makes the audit writer wait on the rekey too.
@@ -538,6 +538,17 @@ func TestAuditVerifyDuringARekey(t *testing.T) {
 		}
 	}
 	e.expectRead(nobody, 200)
+	// The rekey holds the audit writer for its transaction only: the read
+	// is on file while the rekey still derives.
+	recs, err := ac.Audit(ctx, audit.Filter{Reads: true, Limit: 1})
+	select {
+	case err := <-rekeyed:
+		t.Fatalf("the rekey (%v) ended before the read's record could be listed: its derivation was too quick for this test", err)
+	default:
+	}
+	if err != nil || len(recs) != 1 || recs[0].Outcome != audit.Served {
+		t.Fatalf("the read's record, listed during the rekey: %v %d records", err, len(recs))
+	}
 	verified := make(chan error, 1)
 	go func() {
 		_, err := ac.VerifyAudit(ctx)
