@@ -195,6 +195,9 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) 
 	if req.Recovery {
 		req.Admin = admin.RecoveryName
 	}
+	// The epoch first: a seal that comes after it, even one that finds the
+	// vault already sealed a moment later, ends this unseal.
+	epoch := d.vault.sealEpoch()
 	if sealed, _ := d.vault.isSealed(); !sealed {
 		// Nothing to do, and nothing derived: the attempt is recorded.
 		d.audit.Read(keyring.Events, audit.Event{Kind: audit.KindUnseal, Actor: req.Admin, Peer: audit.PeerFrom(r.Context()), Outcome: audit.AlreadyDone, Detail: "already unsealed; the password was not checked"})
@@ -204,7 +207,6 @@ func (d *Daemon) unseal(r *http.Request, cred PeerCred, req *api.UnsealRequest) 
 		}
 		return st, err
 	}
-	epoch := d.vault.sealEpoch()
 	var u *admin.Unsealed
 	var err error
 	if req.Recovery {
