@@ -13,11 +13,11 @@ import (
 	"github.com/sealbox/sealbox/keyring"
 )
 
-// A rekey's new log keys replace the old ones while a write transaction
-// that read the old ones (the manager reads them inside its own) may still
-// be running: the old buffer stays readable until that transaction ends,
-// and the swap returns only then. Later readers get the new keys.
-func TestReplacedLogKeysOutliveTheirReaders(t *testing.T) {
+// A rekey's new log keys replace the old ones, and the shutdown destroys
+// the last ones, while a write transaction that read them (the manager
+// reads them inside its own) may still be running: the buffer stays
+// readable until that transaction ends, and the step returns only then.
+func TestLogKeysOutliveTheTransactionsHoldingThem(t *testing.T) {
 	t.Parallel()
 	kpath := filepath.Join(shortDir(t), "k.db")
 	p := cheap
@@ -41,36 +41,47 @@ func TestReplacedLogKeysOutliveTheirReaders(t *testing.T) {
 		return k
 	}
 	a.setKeys(key(1))
-	reading, read := make(chan struct{}), make(chan error, 1)
-	errDone := errors.New("done")
-	go func() {
-		read <- kr.Update(func(*keyring.Tx) error {
-			old := a.keyBytes()
-			close(reading)
-			time.Sleep(300 * time.Millisecond) // the swap happens meanwhile
-			if !bytes.Equal(old, bytes.Repeat([]byte{1}, 64)) {
-				return errors.New("the old keys changed under a transaction that held them")
-			}
-			return errDone
-		})
-	}()
-	<-reading
-	swapped := make(chan struct{})
-	go func() {
-		a.replaceKeys(key(2))
-		close(swapped)
-	}()
-	select {
-	case <-swapped:
-		t.Fatal("the old keys were destroyed while a write transaction held them")
-	case <-time.After(100 * time.Millisecond):
+	// Each step destroys the keys a transaction holds: a rekey's swap (to
+	// keys of 2s), then the shutdown.
+	steps := []struct {
+		name string
+		held byte
+		do   func()
+	}{
+		{"a rekey's swap", 1, func() { a.replaceKeys(key(2)) }},
+		{"the shutdown", 2, a.close},
 	}
-	if err := <-read; !errors.Is(err, errDone) {
-		t.Fatal(err)
+	for _, st := range steps {
+		reading, read := make(chan struct{}), make(chan error, 1)
+		errDone := errors.New("done")
+		go func() {
+			read <- kr.Update(func(*keyring.Tx) error {
+				held := a.keyBytes()
+				close(reading)
+				time.Sleep(300 * time.Millisecond) // the step runs meanwhile
+				if !bytes.Equal(held, bytes.Repeat([]byte{st.held}, 64)) {
+					return errors.New("the keys changed under a transaction that held them")
+				}
+				return errDone
+			})
+		}()
+		<-reading
+		done := make(chan struct{})
+		go func() {
+			st.do()
+			close(done)
+		}()
+		select {
+		case <-done:
+			t.Fatalf("%s destroyed the keys while a write transaction held them", st.name)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := <-read; !errors.Is(err, errDone) {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		<-done
 	}
-	<-swapped
-	if !bytes.Equal(a.keyBytes(), bytes.Repeat([]byte{2}, 64)) {
-		t.Fatal("the new keys are not installed")
+	if a.keyBytes() != nil {
+		t.Fatal("keys left after the shutdown")
 	}
-	a.close()
 }

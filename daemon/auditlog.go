@@ -372,11 +372,16 @@ func (a *auditor) startPublishing() {
 	})
 }
 
-// close destroys the keys; run must have returned.
+// close destroys the keys; run must have returned, the keyring must still
+// be open. As in replaceKeys, an admin request that outlived the shutdown's
+// grace period may be inside a write transaction with the keys in hand:
+// they are destroyed once it ended.
 func (a *auditor) close() {
 	a.journal.close()
 	a.keyMu.Lock()
-	defer a.keyMu.Unlock()
-	a.keys.Destroy()
+	old := a.keys
 	a.keys = nil
+	a.keyMu.Unlock()
+	_ = a.kr.Update(func(*keyring.Tx) error { return errKeysSwapped })
+	old.Destroy()
 }
