@@ -22,16 +22,7 @@ func clockAt(now *time.Time) Options {
 // newStoreAt is newStore with a clock the test moves.
 func newStoreAt(t *testing.T, now *time.Time) *Manager {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.Open(path, keyring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kr.Close() })
-	return New(kr, clockAt(now))
+	return New(initKeyring(t, filepath.Join(t.TempDir(), "keyring.db")), clockAt(now))
 }
 
 func TestBackoffPersistsAndResets(t *testing.T) {

@@ -411,16 +411,9 @@ func TestRekeyRemovesInItsTransaction(t *testing.T) {
 // destroyed when the test ends.
 func rekeyable(t *testing.T, path string) (m *Manager, kr *keyring.Keyring, keys *[]*memlock.Buffer) {
 	t.Helper()
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.Open(path, keyring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	kr = initKeyring(t, path)
 	keys = new([]*memlock.Buffer)
 	t.Cleanup(func() {
-		kr.Close()
 		for _, k := range *keys {
 			k.Destroy()
 		}
@@ -440,15 +433,7 @@ func rekeyable(t *testing.T, path string) (m *Manager, kr *keyring.Keyring, keys
 // nothing. Nothing changes; the rekey again succeeds with no code.
 func TestRekeyRefusesWhenTheRecoveryCodeGoesMeanwhile(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "keyring.db")
-	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.Open(path, keyring.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kr.Close()
+	kr := initKeyring(t, filepath.Join(t.TempDir(), "keyring.db"))
 	var derivations atomic.Int32
 	var armed atomic.Bool
 	var meanwhile atomic.Pointer[func()]
@@ -496,4 +481,19 @@ func TestRekeyRefusesWhenTheRecoveryCodeGoesMeanwhile(t *testing.T) {
 	if err != nil || res.RecoveryCode != nil {
 		t.Fatalf("the rekey again: %v, a code %v", err, res != nil && res.RecoveryCode != nil)
 	}
+}
+
+// initKeyring makes a keyring with admin alice at path and opens it; it is
+// closed when the test ends.
+func initKeyring(t *testing.T, path string) *keyring.Keyring {
+	t.Helper()
+	if err := Init(ctx, path, "alice", []byte(pwAlice), secret, opts()); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, keyring.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kr.Close() })
+	return kr
 }

@@ -30,17 +30,7 @@ func TestLogKeysOutliveTheTransactionsHoldingThem(t *testing.T) {
 	}
 	defer kr.Close()
 	a := newAuditor(kr, nil, 0, 0, nil)
-	key := func(b byte) *memlock.Buffer {
-		k, err := memlock.New(64, memlock.Options{AllowUnlocked: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range k.Bytes() {
-			k.Bytes()[i] = b
-		}
-		return k
-	}
-	a.setKeys(key(1))
+	a.setKeys(secretBuf(t, 1))
 	// Each step destroys the keys a transaction holds: a rekey's swap (to
 	// keys of 2s), then the shutdown.
 	steps := []struct {
@@ -48,7 +38,7 @@ func TestLogKeysOutliveTheTransactionsHoldingThem(t *testing.T) {
 		held byte
 		do   func()
 	}{
-		{"a rekey's swap", 1, func() { a.replaceKeys(key(2)) }},
+		{"a rekey's swap", 1, func() { a.replaceKeys(secretBuf(t, 2)) }},
 		{"the shutdown", 2, a.close},
 	}
 	for _, st := range steps {
@@ -59,7 +49,7 @@ func TestLogKeysOutliveTheTransactionsHoldingThem(t *testing.T) {
 				held := a.keyBytes()
 				close(reading)
 				time.Sleep(300 * time.Millisecond) // the step runs meanwhile
-				if !bytes.Equal(held, bytes.Repeat([]byte{st.held}, 64)) {
+				if !bytes.Equal(held, bytes.Repeat([]byte{st.held}, 32)) {
 					return errors.New("the keys changed under a transaction that held them")
 				}
 				return errDone

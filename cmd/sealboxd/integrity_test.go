@@ -353,18 +353,7 @@ func TestSealDuringUnsealWins(t *testing.T) {
 		errc <- err
 	}()
 	// Seal once the derivation has started.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		st, err := ac.Status(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.KDFDerivations > st0.KDFDerivations {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the unseal's derivation never started")
-		}
-	}
+	waitDerivation(t, ac, st0)
 	if _, err := ac.Seal(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -525,18 +514,7 @@ func TestAuditVerifyDuringARekey(t *testing.T) {
 		_, err := ac.Rekey(ctx, "carol", []byte(pwCarol), admin.RekeyOptions{Remove: "bob"})
 		rekeyed <- err
 	}()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		st, err := ac.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.KDFDerivations > st0.KDFDerivations {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the rekey's derivation never started")
-		}
-	}
+	waitDerivation(t, ac, st0)
 	e.expectRead(nobody, 200)
 	// The rekey holds the audit writer for its transaction only: the read
 	// is on file while the rekey still derives.
@@ -569,4 +547,22 @@ func TestAuditVerifyDuringARekey(t *testing.T) {
 		t.Fatalf("a later verify: %v", err)
 	}
 	e.expectRead(nobody, 200)
+}
+
+// waitDerivation returns once the daemon has started an Argon2id derivation
+// since st0 was taken.
+func waitDerivation(t *testing.T, ac *api.Client, st0 *api.Status) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		st, err := ac.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.KDFDerivations > st0.KDFDerivations {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no derivation started")
+		}
+	}
 }
