@@ -48,20 +48,32 @@ func (f *fixture) state(s keyring.Stream) *keyring.AuditState {
 // and moves the root the way a caller does after a keyed append.
 func (f *fixture) add(t *testing.T, s keyring.Stream, k []byte, n int, kind Kind, outcome Outcome) {
 	t.Helper()
-	err := f.kr.Update(func(tx *keyring.Tx) error {
-		evs := make([]Event, n)
-		for i := range evs {
-			evs[i] = Event{Kind: kind, Client: fmt.Sprintf("svc%d", i%3), Outcome: outcome, Peer: &Peer{UID: uint32(i)}}
-		}
+	evs := make([]Event, n)
+	for i := range evs {
+		evs[i] = Event{Kind: kind, Client: fmt.Sprintf("svc%d", i%3), Outcome: outcome, Peer: &Peer{UID: uint32(i)}}
+	}
+	if err := f.append(s, k, evs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// append writes evs to stream s in one transaction, keyed under k (nil:
+// unkeyed), and moves the root the way a caller does after a keyed append.
+func (f *fixture) append(s keyring.Stream, k []byte, evs ...Event) error {
+	return f.kr.Update(func(tx *keyring.Tx) error {
 		h, err := Append(tx, k, s, f.state(s), evs...)
 		if h != nil {
 			f.state(s).KeyedSeq, f.state(s).KeyedMAC = h.Seq, h.MAC
 		}
 		return err
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
+}
+
+// list returns every record of the events stream.
+func (f *fixture) list() []Record {
+	var recs []Record
+	f.kr.View(func(tx *keyring.Tx) error { recs = List(tx, Filter{}); return nil })
+	return recs
 }
 
 func (f *fixture) reads(t *testing.T, k []byte, n int) {
@@ -430,25 +442,18 @@ func TestLongDetailIsCutNotTheBatch(t *testing.T) {
 	f := newFixture(t)
 	long := strings.Repeat("A", 3*MaxBody)
 	escaped := strings.Repeat("\x01é", MaxBody)
-	err := f.kr.Update(func(tx *keyring.Tx) error {
-		h, err := Append(tx, key, keyring.Events, f.state(keyring.Events),
-			Event{Kind: KindRead, Outcome: Served, Client: "before"},
-			Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-1", Detail: long},
-			Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-2", Detail: escaped},
-			Event{Kind: KindRead, Outcome: Served, Client: "after"})
-		if h != nil {
-			f.root.Events.KeyedSeq, f.root.Events.KeyedMAC = h.Seq, h.MAC
-		}
-		return err
-	})
+	err := f.append(keyring.Events, key,
+		Event{Kind: KindRead, Outcome: Served, Client: "before"},
+		Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-1", Detail: long},
+		Event{Kind: KindUnseal, Outcome: Failed, Actor: "tang-2", Detail: escaped},
+		Event{Kind: KindRead, Outcome: Served, Client: "after"})
 	if err != nil {
 		t.Fatalf("a long detail failed the batch: %v", err)
 	}
 	if rep, err := f.verify(key); err != nil || rep.Events.Records != 4 {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
-	var recs []Record
-	f.kr.View(func(tx *keyring.Tx) error { recs = List(tx, Filter{}); return nil })
+	recs := f.list()
 	if len(recs) != 4 || recs[0].Client != "before" || recs[3].Client != "after" {
 		t.Fatalf("records: %+v", recs)
 	}
@@ -468,22 +473,15 @@ func TestLongDetailIsCutNotTheBatch(t *testing.T) {
 func TestInvalidUTF8VerifiesAndOversizeEnds(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	err := f.kr.Update(func(tx *keyring.Tx) error {
-		h, err := Append(tx, key, keyring.Events, f.state(keyring.Events),
-			Event{Kind: KindUnseal, Outcome: WrongPassword, Actor: "x\xff\xfey", Detail: "tpm2: \xc3(", Peer: &Peer{Unit: "a\x80.service"}})
-		if h != nil {
-			f.root.Events.KeyedSeq, f.root.Events.KeyedMAC = h.Seq, h.MAC
-		}
-		return err
-	})
+	err := f.append(keyring.Events, key,
+		Event{Kind: KindUnseal, Outcome: WrongPassword, Actor: "x\xff\xfey", Detail: "tpm2: \xc3(", Peer: &Peer{Unit: "a\x80.service"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := f.verify(key); err != nil || rep.Events.Records != 1 {
 		t.Fatalf("a record with invalid UTF-8 does not verify: %+v %v", rep, err)
 	}
-	var recs []Record
-	f.kr.View(func(tx *keyring.Tx) error { recs = List(tx, Filter{}); return nil })
+	recs := f.list()
 	if len(recs) != 1 || recs[0].Actor != "x\uFFFD\uFFFDy" || recs[0].Detail != "tpm2: \uFFFD(" {
 		t.Fatalf("records: %+v", recs)
 	}
