@@ -283,24 +283,26 @@ func guardBolt(err *error) {
 }
 
 // View runs fn in a read-only transaction.
-func (k *Keyring) View(fn func(*Tx) error) (err error) {
+func (k *Keyring) View(fn func(*Tx) error) error {
+	return k.guarded(func() error { return k.db.View(inTx(fn)) })
+}
+
+// guarded runs a call into bbolt with faults on the mapped file turned
+// into panics and every panic into ErrCorrupt (guard), unless the keyring
+// is already broken.
+func (k *Keyring) guarded(call func() error) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	if k.broken.Load() {
 		return errBroken
 	}
 	defer k.guard(&err)
-	return k.db.View(inTx(fn))
+	return call()
 }
 
 // Update runs fn in one read-write transaction: all of its changes land, or
 // none (fn returned an error, or the process died before commit).
-func (k *Keyring) Update(fn func(*Tx) error) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if k.broken.Load() {
-		return errBroken
-	}
-	defer k.guard(&err)
-	err = k.db.Update(inTx(fn))
+func (k *Keyring) Update(fn func(*Tx) error) error {
+	err := k.guarded(func() error { return k.db.Update(inTx(fn)) })
 	if errors.Is(err, bolterrors.ErrDatabaseReadOnly) {
 		return ErrReadOnly
 	}
@@ -310,33 +312,25 @@ func (k *Keyring) Update(fn func(*Tx) error) (err error) {
 // Backup writes a consistent copy of the whole file, taken in one read
 // transaction, to w.
 func (k *Keyring) Backup(w io.Writer) (n int64, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if k.broken.Load() {
-		return 0, errBroken
-	}
-	defer k.guard(&err)
-	err = k.db.View(inTx(func(tx *Tx) error {
+	err = k.View(func(tx *Tx) error {
 		var werr error
 		n, werr = tx.tx.WriteTo(w)
 		return werr
-	}))
+	})
 	return n, err
 }
 
 // Check runs bbolt's consistency check over every page.
-func (k *Keyring) Check() (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if k.broken.Load() {
-		return errBroken
-	}
-	// All of it is bbolt's code: a panic marks the keyring broken.
-	defer k.guard(&err)
-	return k.db.View(func(btx *bolt.Tx) error {
-		var errs []error
-		for err := range btx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
+func (k *Keyring) Check() error {
+	// All of it is bbolt's code (no inTx): a panic marks the keyring broken.
+	return k.guarded(func() error {
+		return k.db.View(func(btx *bolt.Tx) error {
+			var errs []error
+			for err := range btx.Check() {
+				errs = append(errs, err)
+			}
+			return errors.Join(errs...)
+		})
 	})
 }
 
