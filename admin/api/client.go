@@ -70,19 +70,24 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		return fmt.Errorf("reading the daemon's answer: %w", err)
 	}
 	if resp.StatusCode/100 != 2 {
-		ae := &APIError{Status: resp.StatusCode}
-		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
-			ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
-		}
-		if resp.StatusCode == http.StatusTooManyRequests {
-			return &backoffAPIError{ae}
-		}
-		return ae
+		return answerError(resp, data)
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+// answerError is the error a non-2xx answer (its body data) carries.
+func answerError(resp *http.Response, data []byte) error {
+	ae := &APIError{Status: resp.StatusCode}
+	if json.Unmarshal(data, ae) != nil || ae.Message == "" {
+		ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		return &backoffAPIError{ae}
+	}
+	return ae
 }
 
 // Status returns the daemon's state.
@@ -367,12 +372,8 @@ func (c *Client) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		ae := &APIError{Status: resp.StatusCode}
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(data, ae) != nil || ae.Message == "" {
-			ae.Code, ae.Message = string(errclass.Internal), fmt.Sprintf("daemon answered %s", resp.Status)
-		}
-		return 0, ae
+		return 0, answerError(resp, data)
 	}
 	// The daemon says the copy's length first: a copy cut short (the
 	// daemon stopped, the connection dropped) is an error, not a backup.
