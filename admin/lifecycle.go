@@ -214,8 +214,9 @@ type RekeyOptions struct {
 	// admin, who held the DataKey) may have chosen those: a Tang slot
 	// bound to a server of theirs would still give them the new DataKey.
 	KeepUnattended bool
-	// Remove names an admin (or invite) whose slot goes in the same
-	// transaction as the rekey: offboarding never leaves the removed
+	// Remove names an admin, an invite or the recovery code (what remove
+	// takes: removable) whose slot goes in the same transaction as the
+	// rekey: offboarding never leaves the removed
 	// admin's DataKey current, even if the process dies between the two.
 	// It is recorded as its own admin.remove event before the rekey's.
 	Remove string
