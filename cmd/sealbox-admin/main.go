@@ -68,7 +68,7 @@ type cli struct {
 	cmd            *command // the command being run, once known
 	wait           waiter   // the slow step shown (progress.go)
 	// tcti is how a rekey on the file reaches the TPM to bind tpm2 slots
-	// again (--tcti of rekey and remove --rekey).
+	// again (rekey --keep-unattended --tcti).
 	tcti string
 }
 
