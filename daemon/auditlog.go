@@ -131,12 +131,12 @@ func (a *auditor) setKeys(k *memlock.Buffer) {
 	}
 }
 
-// replaceKeys installs the log keys of a rekey, replacing the old ones.
-// The old buffer is destroyed only once no write transaction can still be
-// using it: the manager reads the keys (keyBytes) inside its own write
-// transactions, one of which may have begun between the rekey's commit and
-// this swap. Waiting for the write lock (a transaction that changes
-// nothing) outlasts it; later ones get the new keys.
+// replaceKeys installs the log keys of a rekey (nil at shutdown), replacing
+// the old ones. The old buffer is destroyed only once no write transaction
+// can still be using it: the manager reads the keys (keyBytes) inside its
+// own write transactions, one of which may have begun between the rekey's
+// commit and this swap. Waiting for the write lock (a transaction that
+// changes nothing) outlasts it; later ones get the new keys.
 func (a *auditor) replaceKeys(k *memlock.Buffer) {
 	a.keyMu.Lock()
 	old := a.keys
@@ -373,15 +373,9 @@ func (a *auditor) startPublishing() {
 }
 
 // close destroys the keys; run must have returned, the keyring must still
-// be open. As in replaceKeys, an admin request that outlived the shutdown's
-// grace period may be inside a write transaction with the keys in hand:
-// they are destroyed once it ended.
+// be open: an admin request that outlived the shutdown's grace period may
+// be inside a write transaction with the keys in hand (replaceKeys waits).
 func (a *auditor) close() {
 	a.journal.close()
-	a.keyMu.Lock()
-	old := a.keys
-	a.keys = nil
-	a.keyMu.Unlock()
-	_ = a.kr.Update(func(*keyring.Tx) error { return errKeysSwapped })
-	old.Destroy()
+	a.replaceKeys(nil)
 }

@@ -130,7 +130,7 @@ func New(cfg config.Config, opts Options) (*Daemon, error) {
 		stopping: make(chan struct{}),
 	}
 	d.stopCtx, d.stopCancel = context.WithCancel(context.Background())
-	d.unattended.m = map[string]*api.UnattendedAttempt{}
+	d.unattended.m, d.unattended.bound = map[string]*api.UnattendedAttempt{}, map[string][32]byte{}
 	if d.notify == nil {
 		d.notify = func(string) {}
 	}

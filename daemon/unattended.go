@@ -80,9 +80,6 @@ func (a *attempts) current(s *keyring.Slot) bool {
 func (a *attempts) track(s *keyring.Slot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.bound == nil {
-		a.bound = map[string][32]byte{}
-	}
 	a.bound[s.Name] = sha256.Sum256(s.Binding)
 }
 
@@ -194,9 +191,6 @@ func (d *Daemon) syncUnattended() {
 	}
 	d.unattended.mu.Lock()
 	defer d.unattended.mu.Unlock()
-	if d.unattended.bound == nil {
-		d.unattended.bound = map[string][32]byte{}
-	}
 	now := map[string]bool{}
 	for _, s := range slots {
 		now[s.Name] = true
